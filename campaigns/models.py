@@ -1,0 +1,235 @@
+"""Traffic sources, affiliate networks, offers and campaigns: what a click is tracked against."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils.crypto import get_random_string
+
+param_name_validator = RegexValidator(
+    r"^[A-Za-z0-9_.\-]{1,64}$",
+    "Use 1-64 letters, digits, '_', '.' or '-' (a URL query parameter name).",
+)
+currency_validator = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code, e.g. USD.")
+VAR_SLOTS = range(1, 11)
+
+
+def validate_template_url(value: str) -> None:
+    """Accept an http(s) URL that may still contain ``{macro}`` placeholders.
+
+    Raises ValidationError when the scheme is not http or https or the host is missing.
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValidationError("Enter an http:// or https:// URL.")
+    if not rest or rest[0] in "/?#":
+        raise ValidationError("The URL has no host.")
+
+
+class TrafficSource(models.Model):
+    """Where visitors come from (Taboola, Outbrain, MGID...); receives postbacks.
+
+    The source sends its own click ID (the external ID) in the campaign URL under
+    ``external_id_param``; var1..var10 come from :class:`TrafficSourceParameter` rows.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    external_id_param = models.CharField(
+        "external ID parameter",
+        max_length=64,
+        default="external_id",
+        validators=[param_name_validator],
+        help_text="Query parameter of the campaign URL that carries the traffic source's own "
+        "click ID (the external ID, available as {externalid} in postbacks).",
+    )
+    external_id_placeholder = models.CharField(
+        "external ID placeholder",
+        max_length=100,
+        blank=True,
+        help_text="The traffic source's macro that fills that parameter, e.g. {click_id} for "
+        "Taboola or ${SUBID} for PropellerAds. Used to build campaign tracking URLs.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.external_id_param.lower() in {f"var{i}" for i in VAR_SLOTS}:
+            raise ValidationError({"external_id_param": "var1..var10 are reserved names."})
+
+
+class TrafficSourceParameter(models.Model):
+    """One custom variable (var1..var10) read from the campaign URL at click time."""
+
+    traffic_source = models.ForeignKey(
+        TrafficSource, on_delete=models.CASCADE, related_name="parameters"
+    )
+    slot = models.PositiveSmallIntegerField(
+        choices=[(i, f"var{i}") for i in VAR_SLOTS],
+        help_text="Which click variable stores the value: {var1}..{var10} in postbacks.",
+    )
+    name = models.CharField(
+        max_length=64,
+        validators=[param_name_validator],
+        help_text="Name for {var:name} in postbacks, e.g. site.",
+    )
+    param = models.CharField(
+        "URL parameter",
+        max_length=64,
+        validators=[param_name_validator],
+        help_text="Query parameter of the campaign URL, e.g. site.",
+    )
+    placeholder = models.CharField(
+        max_length=100, blank=True, help_text="The traffic source's macro, e.g. {site}."
+    )
+    is_enabled = models.BooleanField("tracked", default=True)
+
+    class Meta:
+        ordering = ["traffic_source", "slot"]
+        constraints = [
+            models.UniqueConstraint(fields=["traffic_source", "slot"], name="uniq_source_slot"),
+            models.UniqueConstraint(fields=["traffic_source", "param"], name="uniq_source_param"),
+        ]
+
+    def __str__(self) -> str:
+        return f"var{self.slot}={self.param}"
+
+
+class AffiliateNetwork(models.Model):
+    """Where offers come from; calls our ``/cv`` S2S postback URL with the click ID."""
+
+    name = models.CharField(max_length=100, unique=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Offer(models.Model):
+    """A landing destination paid per conversion."""
+
+    class PayoutMode(models.TextChoices):
+        AUTOMATIC = "auto", "Automatic (payout sent by the network)"
+        MANUAL = "manual", "Manual (fixed payout below overrides the network's)"
+
+    name = models.CharField(max_length=200)
+    affiliate_network = models.ForeignKey(
+        AffiliateNetwork, null=True, blank=True, on_delete=models.SET_NULL, related_name="offers"
+    )
+    url = models.CharField(
+        "offer URL",
+        max_length=2000,
+        validators=[validate_template_url],
+        help_text="Put {click_id} (or {cf_click_id}) in the parameter the network stores, e.g. "
+        "https://offer.example/?s2={cf_click_id}. The network returns it in its postback.",
+    )
+    payout = models.DecimalField(
+        max_digits=16,
+        decimal_places=6,
+        default=Decimal("0"),
+        help_text="Manual mode: the payout of every conversion. Automatic mode: used only when "
+        "the network sends no payout.",
+    )
+    currency = models.CharField(
+        max_length=3, default="USD", validators=[currency_validator], help_text="ISO 4217."
+    )
+    payout_mode = models.CharField(
+        max_length=10, choices=PayoutMode.choices, default=PayoutMode.AUTOMATIC
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if "{click_id}" not in self.url and "{cf_click_id}" not in self.url:
+            raise ValidationError(
+                {
+                    "url": "Add {click_id} or {cf_click_id}: without it the network cannot "
+                    "return the click ID and no conversion can be matched."
+                }
+            )
+
+
+def new_campaign_key() -> str:
+    return get_random_string(12, "abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+class Campaign(models.Model):
+    """A traffic source plus weighted offers; visitors enter through its tracking URL."""
+
+    name = models.CharField(max_length=200)
+    key = models.SlugField(
+        "campaign key",
+        max_length=32,
+        unique=True,
+        default=new_campaign_key,
+        help_text="Appears in the tracking URL /c/<key>. Changing it breaks live links.",
+    )
+    traffic_source = models.ForeignKey(
+        TrafficSource, on_delete=models.PROTECT, related_name="campaigns"
+    )
+    offers = models.ManyToManyField(Offer, through="CampaignOffer", related_name="campaigns")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def tracking_url(self, base_url: str | None = None) -> str:
+        """The URL to paste into the traffic source, with its placeholders left verbatim."""
+        base = (base_url or settings.TRACKER_BASE_URL).rstrip("/")
+        source = self.traffic_source
+        pairs = [(source.external_id_param, source.external_id_placeholder or "")]
+        pairs += [(p.param, p.placeholder) for p in source.parameters.all() if p.is_enabled]
+        query = urlencode(pairs, safe="{}$_")
+        return f"{base}/c/{self.key}?{query}"
+
+    def choose_offer(self) -> Offer | None:
+        """Pick one active offer at random, weighted; None when the campaign has none."""
+        links = [link for link in self.campaign_offers.all() if link.offer.is_active]
+        if not links:
+            return None
+        return random.choices([x.offer for x in links], weights=[x.weight for x in links])[0]
+
+
+class CampaignOffer(models.Model):
+    """An offer in a campaign's rotation, with its share of the traffic."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="campaign_offers")
+    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="+")
+    weight = models.PositiveSmallIntegerField(
+        default=100,
+        validators=[MinValueValidator(1), MaxValueValidator(10000)],
+        help_text="Relative share of clicks, 1..10000.",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "offer"], name="uniq_campaign_offer")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.offer} ({self.weight})"

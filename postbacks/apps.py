@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PostbacksConfig(AppConfig):
+    name = "postbacks"
+    verbose_name = "Postbacks"

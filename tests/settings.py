@@ -1,0 +1,14 @@
+"""Test settings: PostgreSQL and Redis on 127.0.0.1 unless DATABASE_URL/REDIS_URL say otherwise."""
+
+import os
+
+os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postbacks")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("POSTBACKS_ALLOW_PRIVATE_NETWORKS", "true")
+os.environ.setdefault("POSTBACKS_SWEEP_SECONDS", "1")
+os.environ.setdefault("POSTBACKS_LEASE_MARGIN_SECONDS", "2")
+os.environ.setdefault("POSTBACKS_REQUEUE_AFTER_SECONDS", "5")
+os.environ.setdefault("CELERY_WORKER_CONCURRENCY", "16")
+
+from tracker.settings import *  # noqa: E402, F403

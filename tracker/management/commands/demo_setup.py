@@ -1,0 +1,101 @@
+"""Load demo data: a Taboola-like traffic source, an offer, a campaign and a postback rule."""
+
+import uuid
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from campaigns.models import AffiliateNetwork, Campaign, CampaignOffer, Offer, TrafficSource
+from postbacks.models import EventType, PostbackRule
+
+TABOOLA_VARS = [
+    (1, "site", "site", "{site}"),
+    (2, "site_id", "site_id", "{site_id}"),
+    (3, "campaign_id", "campaign_id", "{campaign_id}"),
+    (4, "campaign_item_id", "campaign_item_id", "{campaign_item_id}"),
+    (5, "platform", "platform", "{platform}"),
+]
+TABOOLA_POSTBACK = (
+    "/actions-handler/log/3/s2s-action?click-id={externalid}&name=lead"
+    "&revenue={payout}&currency={payout_currency}"
+)
+
+
+class Command(BaseCommand):
+    help = "Create the demo traffic source, offer, campaign, postback rule and admin login."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--receiver-url", default="http://127.0.0.1:8001")
+        parser.add_argument("--username", default="admin")
+        parser.add_argument("--password", default="admin")
+
+    @transaction.atomic
+    def handle(self, *args, receiver_url: str, username: str, password: str, **options):
+        User = get_user_model()
+        if not User.objects.filter(username=username).exists():
+            User.objects.create_superuser(username, f"{username}@example.com", password)
+            login = f"{username} / {password}"
+        else:
+            login = f"{username} (existing user, password unchanged)"
+
+        source, _ = TrafficSource.objects.get_or_create(
+            name="Taboola (demo)",
+            defaults={"external_id_param": "external_id", "external_id_placeholder": "{click_id}"},
+        )
+        for slot, name, param, placeholder in TABOOLA_VARS:
+            source.parameters.get_or_create(
+                slot=slot, defaults={"name": name, "param": param, "placeholder": placeholder}
+            )
+        network, _ = AffiliateNetwork.objects.get_or_create(name="Demo network")
+        offer, _ = Offer.objects.get_or_create(
+            name="Demo offer",
+            defaults={
+                "affiliate_network": network,
+                "url": f"{receiver_url}/offer?s2={{cf_click_id}}",
+                "payout": Decimal("2.35"),
+                "currency": "USD",
+            },
+        )
+        campaign, _ = Campaign.objects.get_or_create(
+            name="Taboola demo campaign", defaults={"traffic_source": source}
+        )
+        CampaignOffer.objects.get_or_create(campaign=campaign, offer=offer)
+        rule, created = PostbackRule.objects.get_or_create(
+            name="Taboola lead postback (demo)",
+            defaults={
+                "event_type": EventType.CONVERSION,
+                "statuses": ["approved"],
+                "url_template": receiver_url + TABOOLA_POSTBACK,
+                "retry_base_seconds": 5,
+            },
+        )
+        if created:
+            rule.traffic_sources.add(source)
+
+        base = settings.TRACKER_BASE_URL
+        external_id = f"tbl-{uuid.uuid4().hex[:12]}"
+        click_url = f"{base}/c/{campaign.key}?" + urlencode(
+            {"external_id": external_id, "site": "demo-news", "platform": "Desktop"}
+        )
+        self.stdout.write(
+            "\n".join(
+                [
+                    "",
+                    "Postback manager demo is ready.",
+                    f"  Admin:          {base}/admin/",
+                    f"  Login:          {login}",
+                    f"  Campaign link:  {click_url}",
+                    f"  Tracking URL:   {campaign.tracking_url()}",
+                    f"  Postback log:   {base}/admin/postbacks/attempt/",
+                    "",
+                    "Open the campaign link: it records a click and redirects to the demo offer",
+                    "page, whose link plays the network's S2S postback to /cv. The postback to",
+                    f"Taboola then reaches the local receiver at {receiver_url}.",
+                    "",
+                ]
+            )
+        )

@@ -1,0 +1,192 @@
+"""Settings, read from the environment (12-factor) through django-environ.
+
+With no environment at all the project runs on an embedded default: a SQLite file and
+Celery's file-system broker under ``var/``, so a fresh clone needs no server. Set
+``DATABASE_URL`` and ``REDIS_URL`` (or ``CELERY_BROKER_URL``) to run on PostgreSQL and Redis.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+env = environ.Env(
+    DEBUG=(bool, False),
+    ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost"]),
+    POSTBACKS_ALLOW_PRIVATE_NETWORKS=(bool, False),
+)
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env("DEBUG")
+# Development key only: refused below when DEBUG is off.
+_DEV_SECRET_KEY = "dev-insecure-key-change-me"
+SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET_KEY)
+if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=true for local development).")
+ALLOWED_HOSTS = env("ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "tracker",
+    "campaigns",
+    "postbacks",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tracker.urls"
+WSGI_APPLICATION = "tracker.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + immediate transactions let the web server and the worker threads share one file.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+USING_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Production-safe defaults when DEBUG is off ------------------------------------------------
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_REFERRER_POLICY = "same-origin"
+    X_FRAME_OPTIONS = "DENY"
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Celery -----------------------------------------------------------------------------------
+_BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=env.str("REDIS_URL", default=""))
+if not CELERY_BROKER_URL:
+    # Embedded broker: messages are files under var/broker, no server needed.
+    for sub in ("queue", "processed"):
+        (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_BROKER_DIR / "queue"),
+        "data_folder_out": str(_BROKER_DIR / "queue"),
+        "processed_folder": str(_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Redis keeps an unacked message invisible for this long before redelivering it. Long
+    # waits (delays, retries) live in the database, so no task is ever scheduled past it.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 120
+CELERY_TASK_TIME_LIMIT = 180
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {"postbacks.deliver": {"queue": "postbacks"}}
+# Postbacks wait on the network, not the CPU: many threads per worker process.
+CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=4 if USING_SQLITE else 50)
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Postbacks --------------------------------------------------------------------------------
+# Allow destinations on private, loopback and link-local addresses (local demo and tests only).
+POSTBACKS_ALLOW_PRIVATE_NETWORKS = env("POSTBACKS_ALLOW_PRIVATE_NETWORKS")
+# How often the sweeper enqueues due deliveries and reclaims stuck ones (seconds).
+POSTBACKS_SWEEP_SECONDS = env.float("POSTBACKS_SWEEP_SECONDS", default=5.0)
+# A delivery left in "sending" longer than its timeout plus this margin is reclaimed (seconds).
+POSTBACKS_LEASE_MARGIN_SECONDS = env.int("POSTBACKS_LEASE_MARGIN_SECONDS", default=30)
+# A scheduled, due delivery whose task was sent longer ago than this is enqueued again (seconds).
+POSTBACKS_REQUEUE_AFTER_SECONDS = env.int("POSTBACKS_REQUEUE_AFTER_SECONDS", default=60)
+# Waits up to this long use a Celery countdown; longer ones wait in the database (seconds).
+POSTBACKS_COUNTDOWN_MAX_SECONDS = env.int("POSTBACKS_COUNTDOWN_MAX_SECONDS", default=60)
+# Longest wait between two attempts, whatever the backoff or Retry-After says (seconds).
+POSTBACKS_BACKOFF_MAX_SECONDS = env.int("POSTBACKS_BACKOFF_MAX_SECONDS", default=6 * 3600)
+# Response bodies are read up to this many bytes into the postback log.
+POSTBACKS_RESPONSE_BODY_MAX_BYTES = env.int("POSTBACKS_RESPONSE_BODY_MAX_BYTES", default=2048)
+POSTBACKS_USER_AGENT = env.str("POSTBACKS_USER_AGENT", default="postback-manager/0.1")
+
+CELERY_BEAT_SCHEDULE = {
+    "postbacks-sweep": {
+        "task": "postbacks.sweep",
+        "schedule": timedelta(seconds=POSTBACKS_SWEEP_SECONDS),
+        "options": {"expires": POSTBACKS_SWEEP_SECONDS * 2},
+    },
+}
+
+# --- Tracker ----------------------------------------------------------------------------------
+# Public base URL of this tracker, used for the campaign tracking URLs shown in the admin.
+TRACKER_BASE_URL = env.str("TRACKER_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")
+CLICK_COOKIE_NAME = "cf_click_id"
+CLICK_COOKIE_MAX_AGE = 30 * 24 * 3600

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+
+from tracker import views
+
+admin.site.site_header = "Postback manager"
+admin.site.site_title = "Postback manager"
+admin.site.index_title = "Traffic sources, offers, campaigns and postbacks"
+
+urlpatterns = [
+    path("c/<slug:campaign_key>", views.click, name="click"),
+    path("cv", views.conversion_postback, name="conversion-postback"),
+    path("admin/", admin.site.urls),
+]
