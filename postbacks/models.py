@@ -109,14 +109,17 @@ class PostbackRule(models.Model):
         return self.name
 
     def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
         if self.url_template:
             try:
                 get_transport(self.kind).validate_template(self.url_template)
             except ValidationError as exc:
-                raise ValidationError({"url_template": exc.messages}) from exc
+                errors["url_template"] = exc.messages
         bad = sorted(set(self.statuses or []) - set(Conversion.Status.values))
         if bad:
-            raise ValidationError({"statuses": f"Unknown status: {', '.join(bad)}."})
+            errors["statuses"] = [f"Unknown status: {', '.join(bad)}."]
+        if errors:
+            raise ValidationError(errors)
 
     def matches(self, scope: Scope, status: str = "", conversion_type: str = "") -> bool:
         """True when this rule's scope and firing conditions accept the event.

@@ -9,6 +9,7 @@ os.environ.setdefault("POSTBACKS_ALLOW_PRIVATE_NETWORKS", "true")
 os.environ.setdefault("POSTBACKS_SWEEP_SECONDS", "1")
 os.environ.setdefault("POSTBACKS_LEASE_MARGIN_SECONDS", "2")
 os.environ.setdefault("POSTBACKS_REQUEUE_AFTER_SECONDS", "5")
+os.environ.setdefault("POSTBACKS_COUNTDOWN_MAX_SECONDS", "2")
 os.environ.setdefault("CELERY_WORKER_CONCURRENCY", "16")
 
-from tracker.settings import *  # noqa: E402, F403
+from tracker.settings import *  # noqa: F403

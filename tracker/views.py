@@ -78,6 +78,7 @@ def _postback_data(request: HttpRequest) -> QueryDict:
 @require_http_methods(["GET", "POST"])
 def conversion_postback(request: HttpRequest) -> JsonResponse:
     """``GET|POST /cv``: register a conversion from an affiliate network's S2S postback."""
+    request.body  # noqa: B018 -- cache the raw body for the inbound log before parsing it
     try:
         form = ConversionPostbackForm(_postback_data(request))
         valid = form.is_valid()

@@ -1,5 +1,7 @@
 """Run the local receiver that plays the traffic source (and the demo offer page)."""
 
+import contextlib
+
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -19,7 +21,5 @@ class Command(BaseCommand):
 
         receiver = Receiver(port, tracker_url=settings.TRACKER_BASE_URL, on_request=show)
         self.stdout.write(f"[receiver] listening on {receiver.url}")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             receiver.serve_forever()
-        except KeyboardInterrupt:
-            pass

@@ -1,0 +1,118 @@
+"""Shared fixtures: local HTTP receivers and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from postbacks.receiver import Receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def receiver():
+    """An HTTP receiver on 127.0.0.1 playing the traffic source; records what it gets."""
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def _database_url() -> str:
+    db = settings.DATABASES["default"]
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """``celery -A tracker worker -B`` as a real subprocess on the test database."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.log_path = log_dir / "worker-0.log"
+        self.starts = 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.starts += 1
+        self.log_path = self.log_dir / f"worker-{self.starts}.log"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": _database_url(),
+            "VAR_DIR": str(self.log_dir / "var"),
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "tracker", "worker", "-B",
+            "-Q", "postbacks,celery", "--without-gossip", "--without-mingle",
+            "--loglevel", "INFO", "-n", f"test{self.starts}@%h",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Worker exited:\n{self.log_path.read_text()}")
+            if " ready." in self.log_path.read_text():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"Worker not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its children (embedded beat): no chance to clean up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def _worker_process(django_db_setup, tmp_path_factory):
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    worker = WorkerProcess(tmp_path_factory.mktemp("worker"))
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def worker(_worker_process, transactional_db):
+    """A running Celery worker (restarted if a previous test killed it)."""
+    if not _worker_process.alive:
+        _worker_process.start()
+    return _worker_process
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
