@@ -187,6 +187,9 @@ CELERY_BEAT_SCHEDULE = {
 # --- Tracker ----------------------------------------------------------------------------------
 # Public base URL of this tracker, used for the campaign tracking URLs shown in the admin.
 TRACKER_BASE_URL = env.str("TRACKER_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Proxies in front of the tracker that append to X-Forwarded-For (e.g. 1 behind one load
+# balancer). Unset: the left-most public address of the header is taken as the visitor's.
+TRACKER_PROXY_COUNT = env.int("TRACKER_PROXY_COUNT", default=None)
 DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")
 CLICK_COOKIE_NAME = "cf_click_id"
 CLICK_COOKIE_MAX_AGE = 30 * 24 * 3600

@@ -27,7 +27,7 @@ def error(code: str, detail: str, status: int) -> JsonResponse:
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    ip, _routable = get_client_ip(request)
+    ip, _routable = get_client_ip(request, proxy_count=settings.TRACKER_PROXY_COUNT)
     return ip
 
 
