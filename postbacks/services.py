@@ -209,6 +209,11 @@ def delivery_record(delivery: Delivery, result: Result, *, started_at) -> str:
         ).update(**fields)
         if requeue:
             transaction.on_commit(lambda: enqueue(requeue))
+    logger.info(
+        "Postback %s attempt %d: %s %s -> %s in %d ms",
+        delivery.pk, number, outcome, mask_url(delivery.url),
+        result.status_code or error, result.duration_ms,
+    )  # fmt: skip
     return outcome
 
 
