@@ -183,7 +183,7 @@ class Campaign(models.Model):
         max_length=32,
         unique=True,
         default=new_campaign_key,
-        help_text="Appears in the tracking URL /c/<key>. Changing it breaks live links.",
+        help_text="Appears in the tracking URL /c/&lt;key&gt;. Changing it breaks live links.",
     )
     traffic_source = models.ForeignKey(
         TrafficSource, on_delete=models.PROTECT, related_name="campaigns"

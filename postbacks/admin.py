@@ -64,7 +64,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     list_display = ("name", "event_type", "kind", "destination_host", "delay_seconds", "is_active")
     list_filter = ("is_active", "event_type", "kind", "traffic_sources")
     search_fields = ("name", "url_template")
-    filter_horizontal = ("campaigns", "offers", "traffic_sources", "affiliate_networks")
+    autocomplete_fields = ("campaigns", "offers", "traffic_sources", "affiliate_networks")
     actions = ["activate", "deactivate"]
     fieldsets = (
         (None, {"fields": ("name", "event_type", "is_active")}),
@@ -98,6 +98,14 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         self.message_user(
             request, ngettext("%d rule deactivated.", "%d rules deactivated.", count) % count
         )
+
+
+BADGE_COLOURS = {"delivered": "#2e7d32", "failed": "#c62828", "sending": "#1565c0"}
+
+
+def status_badge(value: str, label: str) -> str:
+    """A coloured status label: green delivered, red failed, blue sending, grey otherwise."""
+    return format_html('<b style="color:{}">{}</b>', BADGE_COLOURS.get(value, "#8a6d00"), label)
 
 
 class HttpStatusFilter(admin.SimpleListFilter):
@@ -206,10 +214,7 @@ class DeliveryAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Delivery) -> str:
-        colours = {"delivered": "#2e7d32", "failed": "#c62828", "sending": "#1565c0"}
-        return format_html(
-            '<b style="color:{}">{}</b>', colours.get(obj.status, "#555"), obj.get_status_display()
-        )
+        return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="last error")
     def short_error(self, obj: Delivery) -> str:
@@ -243,14 +248,12 @@ class AttemptAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = (
         "started_at",
-        "outcome",
+        "outcome_badge",
         "status_code",
         "duration_ms",
-        "rule_name",
-        "traffic_source",
         "delivery_link",
-        "number",
-        "url_short",
+        "rule_name",
+        "url_wrapped",
         "error_short",
     )
     list_filter = (
@@ -260,7 +263,7 @@ class AttemptAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "delivery__traffic_source",
         "started_at",
     )
-    list_select_related = ("delivery__rule", "delivery__traffic_source")
+    list_select_related = ("delivery__rule",)
     date_hierarchy = "started_at"
     click_prefix = "delivery__click__"
     txid_lookup = "delivery__conversion__txid"
@@ -270,18 +273,21 @@ class AttemptAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     def rule_name(self, obj: Attempt) -> str:
         return obj.delivery.rule.name if obj.delivery.rule else "(deleted rule)"
 
-    @admin.display(description="traffic source")
-    def traffic_source(self, obj: Attempt) -> str:
-        return str(obj.delivery.traffic_source or "")
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_badge(self, obj: Attempt) -> str:
+        return status_badge(obj.outcome, obj.get_outcome_display())
 
     @admin.display(description="delivery")
     def delivery_link(self, obj: Attempt) -> str:
         url = reverse("admin:postbacks_delivery_change", args=[obj.delivery_id])
-        return format_html('<a href="{}">#{}</a>', url, obj.delivery_id)
+        return format_html(
+            '<a href="{}">#{}&nbsp;try&nbsp;{}</a>', url, obj.delivery_id, obj.number
+        )
 
     @admin.display(description="URL")
-    def url_short(self, obj: Attempt) -> str:
-        return obj.url if len(obj.url) <= 120 else obj.url[:117] + "..."
+    def url_wrapped(self, obj: Attempt) -> str:
+        url = obj.url if len(obj.url) <= 300 else obj.url[:297] + "..."
+        return format_html('<span style="word-break:break-all">{}</span>', url)
 
     @admin.display(description="error")
     def error_short(self, obj: Attempt) -> str:

@@ -48,7 +48,9 @@ class PostbackRule(models.Model):
     campaigns = models.ManyToManyField(
         Campaign, blank=True, related_name="+", help_text="Empty: all campaigns."
     )
-    offers = models.ManyToManyField(Offer, blank=True, related_name="+", help_text="Empty: all.")
+    offers = models.ManyToManyField(
+        Offer, blank=True, related_name="+", help_text="Empty: all offers."
+    )
     traffic_sources = models.ManyToManyField(
         TrafficSource, blank=True, related_name="+", help_text="Empty: all traffic sources."
     )

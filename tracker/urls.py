@@ -6,6 +6,8 @@ from tracker import views
 admin.site.site_header = "Postback manager"
 admin.site.site_title = "Postback manager"
 admin.site.index_title = "Traffic sources, offers, campaigns and postbacks"
+# Log tables need the width more than the app list does.
+admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
     path("c/<slug:campaign_key>", views.click, name="click"),
