@@ -217,7 +217,7 @@ def delivery_record(delivery: Delivery, result: Result, *, started_at) -> str:
     return outcome
 
 
-def deliveries_reclaim(limit: int = 1000) -> int:
+def deliveries_reclaim(limit: int = 5000) -> int:
     """Put deliveries stuck in ``sending`` past their lease back in the schedule.
 
     Their worker died mid-attempt: the attempt is logged as lost and counts toward
@@ -255,7 +255,7 @@ def deliveries_reclaim(limit: int = 1000) -> int:
     return reclaimed
 
 
-def deliveries_sweep(limit: int = 1000) -> dict[str, int]:
+def deliveries_sweep(limit: int = 5000) -> dict[str, int]:
     """Reclaim stuck deliveries, then enqueue due ones whose task is missing or lost.
 
     A due delivery is (re-)enqueued when no task was sent for it, or when the last one

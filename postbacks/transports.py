@@ -84,25 +84,25 @@ _local = threading.local()
 
 
 def http_session() -> requests.Session:
-    """The process's pooled, hardened ``requests`` session (one per thread).
+    """The pooled, hardened ``requests`` session of this thread.
 
     No redirects are followed; private, loopback and link-local destinations are refused
     unless ``POSTBACKS_ALLOW_PRIVATE_NETWORKS`` is set.
     """
-    session = getattr(_local, "session", None)
-    if session is None:
+    allow_private = settings.POSTBACKS_ALLOW_PRIVATE_NETWORKS
+    sessions = _local.__dict__.setdefault("sessions", {})
+    if allow_private not in sessions:
         manager = Manager(
             Config(
-                ip_filter_enable=not settings.POSTBACKS_ALLOW_PRIVATE_NETWORKS,
+                ip_filter_enable=not allow_private,
                 ip_filter_allow_loopback_ips=False,
                 never_redirect=True,
                 default_timeout=(5, 10),
                 user_agent_override=settings.POSTBACKS_USER_AGENT,
             )
         )
-        session = manager.get_session()
-        _local.session = session
-    return session
+        sessions[allow_private] = manager.get_session()
+    return sessions[allow_private]
 
 
 class Transport:

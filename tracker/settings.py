@@ -138,7 +138,7 @@ if not CELERY_BROKER_URL:
 else:
     # Redis keeps an unacked message invisible for this long before redelivering it. Long
     # waits (delays, retries) live in the database, so no task is ever scheduled past it.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "socket_connect_timeout": 3}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
