@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -158,9 +158,20 @@ def delivery_send(delivery_id: int) -> str | None:
     if not claimed:
         return None
     delivery.attempt_count += 1
+    release_db_connection()
     request = PreparedRequest(delivery.method, delivery.url, delivery.body, delivery.headers)
     result = get_transport(delivery.kind).send(request, timeout=delivery.timeout_seconds)
     return delivery_record(delivery, result, started_at=now)
+
+
+def release_db_connection() -> None:
+    """Hand the thread's database connection back (to the pool) while it waits on HTTP.
+
+    Many threads wait on slow traffic sources at once; without this each would hold a
+    database connection for the whole request.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def delivery_record(delivery: Delivery, result: Result, *, started_at) -> str:

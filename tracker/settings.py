@@ -83,8 +83,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # One connection pool per process: worker threads hold a connection only while they
+    # query, not while they wait on a traffic source (see postbacks.services.delivery_send).
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": 2,
+            "max_size": env.int("DATABASE_POOL_SIZE", default=20),
+            "timeout": 30,
+        }
+    }
 USING_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
