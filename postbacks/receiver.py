@@ -41,6 +41,13 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Bursts of new connections from many worker threads: the default backlog of 5 drops
+    # SYNs and adds 1 s retransmit stalls.
+    request_queue_size = 1024
+
+
 class Receiver:
     """Threaded HTTP server; ``start()`` binds 127.0.0.1 (port 0 picks a free one)."""
 
@@ -58,8 +65,7 @@ class Receiver:
         self.received: list[Received] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -120,6 +126,9 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two sends; without this the body waits for the
+            # client's delayed ACK (~40 ms).
+            disable_nagle_algorithm = True
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

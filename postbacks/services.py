@@ -140,9 +140,29 @@ def delivery_send(delivery_id: int) -> str | None:
     """Claim one due delivery, send it, log the attempt; returns the outcome.
 
     Returns None when the delivery is not ours to send (already claimed, not due yet,
-    finished or gone), which makes redelivered tasks harmless.
+    finished or gone), which makes redelivered tasks harmless. The thread's database
+    connection goes back to the pool during the HTTP request and at the end.
     """
-    delivery = Delivery.objects.filter(pk=delivery_id).first()
+    try:
+        delivery = delivery_claim(delivery_id)
+        if delivery is None:
+            return None
+        started_at = timezone.now()
+        release_db_connection()
+        request = PreparedRequest(delivery.method, delivery.url, delivery.body, delivery.headers)
+        result = get_transport(delivery.kind).send(request, timeout=delivery.timeout_seconds)
+        return delivery_record(delivery, result, started_at=started_at)
+    finally:
+        release_db_connection()
+
+
+def delivery_claim(delivery_id: int) -> Delivery | None:
+    """Move a due, scheduled delivery to ``sending`` under a lease; None if not claimable.
+
+    The conditional UPDATE is the claim: of several workers holding the same task, only
+    one sees it succeed.
+    """
+    delivery = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.SCHEDULED).first()
     if delivery is None:
         return None
     now = timezone.now()
@@ -158,10 +178,8 @@ def delivery_send(delivery_id: int) -> str | None:
     if not claimed:
         return None
     delivery.attempt_count += 1
-    release_db_connection()
-    request = PreparedRequest(delivery.method, delivery.url, delivery.body, delivery.headers)
-    result = get_transport(delivery.kind).send(request, timeout=delivery.timeout_seconds)
-    return delivery_record(delivery, result, started_at=now)
+    delivery.status = Delivery.Status.SENDING
+    return delivery
 
 
 def release_db_connection() -> None:

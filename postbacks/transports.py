@@ -87,7 +87,8 @@ def http_session() -> requests.Session:
     """The pooled, hardened ``requests`` session of this thread.
 
     No redirects are followed; private, loopback and link-local destinations are refused
-    unless ``POSTBACKS_ALLOW_PRIVATE_NETWORKS`` is set.
+    unless ``POSTBACKS_ALLOW_PRIVATE_NETWORKS`` is set; ``POSTBACKS_HTTP_PROXY`` is the only
+    proxy used.
     """
     allow_private = settings.POSTBACKS_ALLOW_PRIVATE_NETWORKS
     sessions = _local.__dict__.setdefault("sessions", {})
@@ -101,7 +102,16 @@ def http_session() -> requests.Session:
                 user_agent_override=settings.POSTBACKS_USER_AGENT,
             )
         )
-        sessions[allow_private] = manager.get_session()
+        session = manager.get_session()
+        # Proxies come from settings, not from the environment: requests would otherwise
+        # look up proxy variables and .netrc on every request.
+        session.trust_env = False
+        if settings.POSTBACKS_HTTP_PROXY:
+            session.proxies = {
+                "http": settings.POSTBACKS_HTTP_PROXY,
+                "https": settings.POSTBACKS_HTTP_PROXY,
+            }
+        sessions[allow_private] = session
     return sessions[allow_private]
 
 
