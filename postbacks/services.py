@@ -20,7 +20,7 @@ from datetime import timedelta
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from postbacks.macros import build_context
@@ -156,30 +156,31 @@ def delivery_send(delivery_id: int) -> str | None:
         release_db_connection()
 
 
+# now + (timeout + margin) seconds, per database: the lease of a claimed delivery.
+LEASE_SQL = {
+    "postgresql": "%s + make_interval(secs => timeout_seconds + %s)",
+    "sqlite": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s,"
+    " '+' || (timeout_seconds + %s) || ' seconds')",
+}
+CLAIM_SQL = """
+    UPDATE {table} SET status = 'sending', attempt_count = attempt_count + 1,
+        lease_expires_at = {lease}, updated_at = %s
+    WHERE id = %s AND status = 'scheduled' AND due_at <= %s
+    RETURNING *
+"""
+
+
 def delivery_claim(delivery_id: int) -> Delivery | None:
     """Move a due, scheduled delivery to ``sending`` under a lease; None if not claimable.
 
-    The conditional UPDATE is the claim: of several workers holding the same task, only
-    one sees it succeed.
+    One conditional ``UPDATE ... RETURNING`` (PostgreSQL, SQLite >= 3.35) is the claim: of
+    several workers holding the same task only one gets the row back. The lease lasts the
+    delivery's timeout plus ``POSTBACKS_LEASE_MARGIN_SECONDS``.
     """
-    delivery = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.SCHEDULED).first()
-    if delivery is None:
-        return None
-    now = timezone.now()
-    lease = timedelta(seconds=delivery.timeout_seconds + settings.POSTBACKS_LEASE_MARGIN_SECONDS)
-    claimed = Delivery.objects.filter(
-        pk=delivery_id, status=Delivery.Status.SCHEDULED, due_at__lte=now
-    ).update(
-        status=Delivery.Status.SENDING,
-        attempt_count=F("attempt_count") + 1,
-        lease_expires_at=now + lease,
-        updated_at=now,
-    )
-    if not claimed:
-        return None
-    delivery.attempt_count += 1
-    delivery.status = Delivery.Status.SENDING
-    return delivery
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    sql = CLAIM_SQL.format(table=Delivery._meta.db_table, lease=LEASE_SQL[connection.vendor])
+    params = [now, settings.POSTBACKS_LEASE_MARGIN_SECONDS, now, delivery_id, now]
+    return next(iter(Delivery.objects.raw(sql, params)), None)
 
 
 def release_db_connection() -> None:
