@@ -1,6 +1,17 @@
 from django.apps import AppConfig
+from django.db.models.signals import m2m_changed, post_delete, post_save
 
 
 class PostbacksConfig(AppConfig):
     name = "postbacks"
     verbose_name = "Postbacks"
+
+    def ready(self) -> None:
+        from postbacks.models import PostbackRule
+        from postbacks.services import rules_cache_clear
+
+        post_save.connect(rules_cache_clear, sender=PostbackRule, dispatch_uid="rules-save")
+        post_delete.connect(rules_cache_clear, sender=PostbackRule, dispatch_uid="rules-del")
+        for field in ("campaigns", "offers", "traffic_sources", "affiliate_networks"):
+            through = getattr(PostbackRule, field).through
+            m2m_changed.connect(rules_cache_clear, sender=through, dispatch_uid=f"rules-{field}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -33,13 +34,32 @@ JITTER = 0.2
 LOST_WORKER_ERROR = "Worker lost during the attempt (lease expired); the outcome is unknown."
 
 
+_rules_cache: dict[str, tuple[float, list[PostbackRule]]] = {}
+
+
 def rules_for(event_type: str) -> list[PostbackRule]:
-    """Active rules of one event type, with their scope ids prefetched."""
-    return list(
+    """Active rules of one event type, with their scope ids prefetched.
+
+    Kept per process for ``POSTBACKS_RULES_CACHE_SECONDS`` (the click and conversion hot
+    paths would otherwise spend five queries on it); a rule saved or deleted in this
+    process clears the cache at once (see ``PostbacksConfig.ready``).
+    """
+    now = time.monotonic()
+    cached = _rules_cache.get(event_type)
+    if cached and now - cached[0] < settings.POSTBACKS_RULES_CACHE_SECONDS:
+        return cached[1]
+    rules = list(
         PostbackRule.objects.filter(is_active=True, event_type=event_type).prefetch_related(
             "campaigns", "offers", "traffic_sources", "affiliate_networks"
         )
     )
+    _rules_cache[event_type] = (now, rules)
+    return rules
+
+
+def rules_cache_clear(**kwargs: object) -> None:
+    """Forget the cached rules (a signal receiver: takes and ignores signal arguments)."""
+    _rules_cache.clear()
 
 
 def scope_of(click: Click) -> Scope:

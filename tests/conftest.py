@@ -14,8 +14,15 @@ import redis
 from django.conf import settings
 
 from postbacks.receiver import Receiver
+from postbacks.services import rules_cache_clear
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rules_cache():
+    """Rules cached by an earlier test may have been rolled back with its transaction."""
+    rules_cache_clear()
 
 
 @pytest.fixture

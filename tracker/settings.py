@@ -181,6 +181,9 @@ POSTBACKS_COUNTDOWN_MAX_SECONDS = env.int("POSTBACKS_COUNTDOWN_MAX_SECONDS", def
 POSTBACKS_BACKOFF_MAX_SECONDS = env.int("POSTBACKS_BACKOFF_MAX_SECONDS", default=6 * 3600)
 # Response bodies are read up to this many bytes into the postback log.
 POSTBACKS_RESPONSE_BODY_MAX_BYTES = env.int("POSTBACKS_RESPONSE_BODY_MAX_BYTES", default=2048)
+# Active postback rules are cached per process this long; edits in the admin apply to other
+# processes (workers, other web servers) within this delay (seconds).
+POSTBACKS_RULES_CACHE_SECONDS = env.float("POSTBACKS_RULES_CACHE_SECONDS", default=5.0)
 # Egress proxy for postbacks, e.g. http://proxy:3128 (HTTP_PROXY and friends are ignored).
 POSTBACKS_HTTP_PROXY = env.str("POSTBACKS_HTTP_PROXY", default="")
 POSTBACKS_USER_AGENT = env.str("POSTBACKS_USER_AGENT", default="postback-manager/0.1")

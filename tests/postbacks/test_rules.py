@@ -48,3 +48,17 @@ def test_rule_clean_validates_template_and_statuses():
     errors = info.value.message_dict
     assert "Unknown macro {nope}" in errors["url_template"][0]
     assert "Unknown status: won" in errors["statuses"][0]
+
+
+def test_rules_are_cached_until_a_rule_changes(django_assert_num_queries):
+    click = factories.click()
+    rule = factories.rule(URL, name="first")
+    assert matching(click) == {"first"}
+    with django_assert_num_queries(0):
+        assert matching(click) == {"first"}
+    rule.traffic_sources.add(factories.traffic_source("Elsewhere"))
+    assert matching(click) == set()
+    factories.rule(URL, name="second")
+    assert matching(click) == {"second"}
+    rule.delete()
+    assert matching(click) == {"second"}
