@@ -3,15 +3,18 @@
 For each receiver delay it prepares N conversions (one delivery each, its task queued),
 then starts a worker and measures from the Attempt rows:
 
-* ``ours``: the pipeline, ``celery -A tracker worker -Q postbacks -P threads -c 50``;
+* ``ours``: the pipeline, ``celery -A tracker worker -Q postbacks -P threads -c 50``
+  (``--workers K`` starts K such processes, ``--concurrency`` sets the threads of each);
 * ``naive``: ``bench/naive.py``, one task per postback calling ``requests.get(url)`` and
   logging one Attempt row, on Celery's default prefork pool (one process per core).
 
 Throughput is N / (last attempt end - first attempt start); "wall" runs from the worker's
 start until every postback is finished. The receiver runs in its own process.
-Needs PostgreSQL and Redis (``DATABASE_URL``, ``REDIS_URL``; defaults below).
+Needs PostgreSQL and Redis (``DATABASE_URL``, ``REDIS_URL``; defaults below); an advisory
+lock keeps a second benchmark off the same database.
 
     .venv/bin/python bench/dispatch.py [--postbacks 3000] [--delays 0,100] [--skip-naive]
+        [--workers 1] [--concurrency 50] [--timeout 900] [--settings tracker.settings]
 """
 
 from __future__ import annotations
