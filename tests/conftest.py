@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,13 +41,26 @@ def _database_url() -> str:
 
 
 class WorkerProcess:
-    """``celery -A tracker worker -B`` as a real subprocess on the test database."""
+    """``celery -A tracker worker -B`` as a real subprocess on the test database.
 
-    def __init__(self, log_dir: Path) -> None:
+    ``env`` overrides the worker's environment (e.g. ``{"CELERY_BROKER_URL": "amqp://..."}``
+    to run it on another broker); ``name`` prefixes its node name, ``<name><starts>@<host>``.
+    """
+
+    def __init__(
+        self, log_dir: Path, *, env: dict[str, str] | None = None, name: str = "test"
+    ) -> None:
         self.log_dir = log_dir
+        self.env_override = dict(env or {})
+        self.name = name
         self.proc: subprocess.Popen | None = None
         self.log_path = log_dir / "worker-0.log"
         self.starts = 0
+
+    @property
+    def hostname(self) -> str:
+        """The node name of the current (or last) run, as remote control addresses it."""
+        return f"{self.name}{self.starts}@{socket.gethostname()}"
 
     def start(self, timeout: float = 60.0) -> None:
         self.starts += 1
@@ -56,11 +70,12 @@ class WorkerProcess:
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "DATABASE_URL": _database_url(),
             "VAR_DIR": str(self.log_dir / "var"),
+            **self.env_override,
         }
         command = [
             sys.executable, "-m", "celery", "-A", "tracker", "worker", "-B",
             "-Q", "postbacks,celery", "--without-gossip", "--without-mingle",
-            "--loglevel", "INFO", "-n", f"test{self.starts}@%h",
+            "--loglevel", "INFO", "-n", f"{self.name}{self.starts}@%h",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             command,
