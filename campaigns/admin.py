@@ -1,4 +1,6 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from campaigns.models import (
@@ -8,6 +10,7 @@ from campaigns.models import (
     Offer,
     TrafficSource,
     TrafficSourceParameter,
+    new_postback_token,
 )
 
 
@@ -38,8 +41,42 @@ class TrafficSourceAdmin(admin.ModelAdmin):
 
 @admin.register(AffiliateNetwork)
 class AffiliateNetworkAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at")
+    # The security token is a secret: shown only on the change form, never in lists.
+    list_display = ("name", "token_required", "ip_allowlist", "created_at")
     search_fields = ("name",)
+    actions = ["generate_token"]
+    fieldsets = (
+        (None, {"fields": ("name", "notes")}),
+        (
+            "Conversion postback security (/cv)",
+            {
+                "fields": ("postback_token", "allowed_ips"),
+                "description": "Both are optional and checked for the network of the click's "
+                "offer. Rejected postbacks answer 403 and are kept in the inbound request log.",
+            },
+        ),
+    )
+
+    @admin.display(description="token required", boolean=True)
+    def token_required(self, obj: AffiliateNetwork) -> bool:
+        return bool(obj.postback_token)
+
+    @admin.display(description="IP allowlist", boolean=True)
+    def ip_allowlist(self, obj: AffiliateNetwork) -> bool:
+        return bool(obj.allowed_ips.strip())
+
+    @admin.action(description="Generate a new security token", permissions=["change"])
+    def generate_token(self, request: HttpRequest, queryset: QuerySet) -> None:
+        # save() rather than update(): the signals clear the per-process campaign cache.
+        for network in queryset:
+            network.postback_token = new_postback_token()
+            network.save(update_fields=["postback_token"])
+        self.message_user(
+            request,
+            f"New token set on {len(queryset)} network(s): open each network to copy it into "
+            "its postback URL; the old token no longer works.",
+            messages.WARNING,
+        )
 
 
 @admin.register(Offer)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import random
 from decimal import Decimal
+from functools import lru_cache
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -106,11 +109,69 @@ class TrafficSourceParameter(models.Model):
         return f"var{self.slot}={self.param}"
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=256)
+def parse_ip_allowlist(text: str) -> tuple[IpNetwork, ...]:
+    """The networks of an allowlist: IPs or CIDRs separated by commas, spaces or newlines.
+
+    A bare IP is a /32 (IPv4) or /128 (IPv6) network; host bits of a CIDR are ignored
+    (``10.0.0.1/8`` is ``10.0.0.0/8``). Raises ValueError naming the first bad entry.
+    Cached: the same text is parsed once per process.
+    """
+    networks = []
+    for entry in text.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR network.") from None
+    return tuple(networks)
+
+
+def validate_ip_allowlist(value: str) -> None:
+    """Model validator for :attr:`AffiliateNetwork.allowed_ips`."""
+    try:
+        parse_ip_allowlist(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def new_postback_token() -> str:
+    """A random security token: 32 letters and digits (about 190 bits)."""
+    return get_random_string(32)
+
+
 class AffiliateNetwork(models.Model):
-    """Where offers come from; calls our ``/cv`` S2S postback URL with the click ID."""
+    """Where offers come from; calls our ``/cv`` S2S postback URL with the click ID.
+
+    ``/cv`` checks the network of the click's offer: when ``postback_token`` is set the
+    request must carry it (query/body ``token`` or header ``X-Postback-Token``), and when
+    ``allowed_ips`` is set the request must come from one of those addresses.
+    """
 
     name = models.CharField(max_length=100, unique=True)
     notes = models.TextField(blank=True)
+    postback_token = models.CharField(
+        "security token",
+        max_length=128,
+        blank=True,
+        help_text="Optional shared secret. When set, conversion postbacks for this network's "
+        "offers are accepted only with this value as the token parameter of the /cv URL "
+        "(&amp;token=...) or as an X-Postback-Token header; others get 403 forbidden_token. "
+        "Blank: no token is checked. Use a long random value (the list action "
+        "'Generate a new security token' makes one); changing it breaks the postback URL "
+        "configured at the network.",
+    )
+    allowed_ips = models.TextField(
+        "allowed IPs",
+        blank=True,
+        validators=[validate_ip_allowlist],
+        help_text="Optional: the network's server addresses, IPs or CIDR ranges separated by "
+        "commas or new lines (e.g. 203.0.113.7, 198.51.100.0/24). When set, postbacks from "
+        "other addresses get 403 forbidden_ip. Behind a proxy or load balancer set "
+        "TRACKER_PROXY_COUNT, or every request appears to come from the proxy.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -118,6 +179,29 @@ class AffiliateNetwork(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def token_matches(self, sent: str) -> bool:
+        """Whether ``sent`` is the security token (constant-time); True when none is set."""
+        if not self.postback_token:
+            return True
+        return hmac.compare_digest(
+            sent.encode("utf-8", "replace"), self.postback_token.encode("utf-8", "replace")
+        )
+
+    def ip_allowed(self, ip: str | None) -> bool:
+        """Whether a request from ``ip`` is allowed; True when no allowlist is set.
+
+        ``ip``: the client address as text, or None when unknown (refused by an allowlist).
+        """
+        if not self.allowed_ips.strip():
+            return True
+        if ip is None:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in parse_ip_allowlist(self.allowed_ips))
 
 
 class Offer(models.Model):

@@ -1,4 +1,4 @@
-"""Validation of inbound conversion postbacks (``/cv``)."""
+"""Validation of inbound conversion postbacks (``/cv``): shapes only, no database access."""
 
 from __future__ import annotations
 
@@ -8,57 +8,107 @@ from decimal import ROUND_HALF_UP, Decimal
 from django import forms
 from django.core.exceptions import ValidationError
 
-from tracker.models import Click, Conversion
+from tracker.models import Conversion
 
 PARAM_FIELDS = tuple(f"param{i}" for i in range(1, 21))
+# Conversion.payout is DECIMAL(16, 6): |payout| < 1e10 once rounded to 6 places.
 PAYOUT_LIMIT = Decimal("1e10")
 PAYOUT_QUANTUM = Decimal("0.000001")
+# Django's CharField refuses NUL with this code; ours also covers lone surrogates (JSON
+# "\ud800" escapes), which PostgreSQL cannot store either.
+NUL_CODE = "null_characters_not_allowed"
+INVALID_CHARACTERS = "invalid_characters"
+
+
+def validate_storable(value: str) -> None:
+    """Refuse text that a UTF-8 database column cannot store (lone surrogates).
+
+    Raises ValidationError with code ``invalid_characters``.
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(
+                "Invalid characters (lone UTF-16 surrogates).", code=INVALID_CHARACTERS
+            ) from None
+
+
+class TextField(forms.CharField):
+    """A CharField whose value can be stored as is: no NUL (Django's own validator), no
+    lone surrogates."""
+
+    default_validators = [validate_storable]
 
 
 class ConversionPostbackForm(forms.Form):
     """The ``/cv`` parameters, per the ClickFlare S2S postback contract.
 
-    ``click_id`` or ``cf_click_id`` (required, a click ID issued here), ``payout`` (decimal,
-    |payout| < 1e10, rounded to 6 places), ``txid`` (<= 255 chars), ``ct`` (conversion type,
-    <= 64), ``status`` (approved | pending | rejected, default approved), ``payout_currency``
-    (ISO 4217), ``param1..param20`` (<= 1000 chars each).
+    ``click_id`` or ``cf_click_id`` (required, a UUID; both may be sent if equal),
+    ``payout`` (decimal, rounded half-up to 6 places, |payout| < 1e10), ``txid`` (<= 255
+    chars), ``ct`` (conversion type, <= 64), ``status`` (approved | pending | rejected, any
+    case, default approved), ``payout_currency`` (ISO 4217, any case), ``param1..param20``
+    (<= 1000 chars each), ``token`` (the network's security token, checked by the view).
+    No value may contain NUL bytes or lone surrogates.
 
-    ``error_code()`` names the first problem: missing_click_id, invalid_click_id,
-    unknown_click_id, invalid_payout, invalid_status, invalid_payout_currency...
+    After ``is_valid()``: ``cleaned_data`` plus ``click_uuid``; on failure ``error_code()``
+    names the first problem: ``missing_click_id``, ``invalid_click_id``, ``invalid_payout``,
+    ``invalid_status``, ``invalid_payout_currency``, ``invalid_txid``, ``invalid_ct``,
+    ``invalid_param<n>``, ``invalid_characters``. Never raises on any input.
     """
 
-    click_id = forms.CharField(required=False, max_length=64)
-    cf_click_id = forms.CharField(required=False, max_length=64)
+    click_id = TextField(required=False, max_length=64)
+    cf_click_id = TextField(required=False, max_length=64)
     payout = forms.DecimalField(required=False)
-    txid = forms.CharField(required=False, max_length=255)
-    ct = forms.CharField(required=False, max_length=64)
-    status = forms.ChoiceField(required=False, choices=Conversion.Status.choices)
+    txid = TextField(required=False, max_length=255)
+    ct = TextField(required=False, max_length=64)
+    status = TextField(required=False, max_length=16)
     payout_currency = forms.RegexField(
         required=False,
-        regex=r"^[A-Za-z]{3}$",
+        regex=r"^[A-Za-z]{3}\Z",
+        validators=[validate_storable],
         error_messages={"invalid": "Use a three-letter ISO 4217 code, e.g. USD."},
     )
+    token = TextField(required=False, max_length=256)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         for name in PARAM_FIELDS:
-            self.fields[name] = forms.CharField(required=False, max_length=1000)
-        self.click: Click | None = None
+            self.fields[name] = TextField(required=False, max_length=1000)
+        self.click_uuid: uuid.UUID | None = None
         self._code = ""
 
     def clean_payout(self) -> Decimal | None:
         payout = self.cleaned_data.get("payout")
         if payout is None:
             return None
+        # Compare before rounding (quantize of a huge exponent would overflow), and after:
+        # 9999999999.9999995 rounds up to 1e10, one digit too many for the column.
         if abs(payout) >= PAYOUT_LIMIT:
-            raise ValidationError("Payout is out of range.")
-        return payout.quantize(PAYOUT_QUANTUM, rounding=ROUND_HALF_UP)
+            raise ValidationError("Payout is out of range (|payout| < 10000000000).")
+        payout = payout.quantize(PAYOUT_QUANTUM, rounding=ROUND_HALF_UP)
+        if abs(payout) >= PAYOUT_LIMIT:
+            raise ValidationError("Payout is out of range (|payout| < 10000000000).")
+        return payout
 
     def clean_status(self) -> str:
-        return self.cleaned_data.get("status") or Conversion.Status.APPROVED
+        status = self.cleaned_data.get("status", "").strip().lower()
+        if not status:
+            return Conversion.Status.APPROVED
+        if status not in Conversion.Status.values:
+            raise ValidationError(
+                f"Use one of {', '.join(Conversion.Status.values)} (any case).", code="invalid"
+            )
+        return status
 
     def clean_payout_currency(self) -> str:
         return (self.cleaned_data.get("payout_currency") or "").upper()
+
+    def clean_txid(self) -> str:
+        return self.cleaned_data.get("txid", "").strip()
+
+    def clean_ct(self) -> str:
+        return self.cleaned_data.get("ct", "").strip()
 
     def clean(self) -> dict:
         data = super().clean()
@@ -71,17 +121,9 @@ class ConversionPostbackForm(forms.Form):
             self._fail("invalid_click_id", "click_id and cf_click_id differ.")
         raw = ids.pop()
         try:
-            click_uuid = uuid.UUID(raw)
+            self.click_uuid = uuid.UUID(raw)
         except ValueError:
             self._fail("invalid_click_id", f"{raw!r} is not a click ID issued by this tracker.")
-        self.click = (
-            Click.objects.select_related("campaign", "offer", "traffic_source")
-            .prefetch_related("traffic_source__parameters")
-            .filter(pk=click_uuid)
-            .first()
-        )
-        if self.click is None:
-            self._fail("unknown_click_id", f"No click with ID {click_uuid}.")
         return data
 
     def _fail(self, code: str, detail: str) -> None:
@@ -92,14 +134,19 @@ class ConversionPostbackForm(forms.Form):
         """A short machine code for the first error, e.g. ``invalid_payout``."""
         if self._code:
             return self._code
+        for errors in self.errors.as_data().values():
+            if any(e.code in (NUL_CODE, INVALID_CHARACTERS) for e in errors):
+                return INVALID_CHARACTERS
         field = next(iter(self.errors), "")
         return f"invalid_{field}" if field and field != "__all__" else "invalid_request"
 
     def error_detail(self) -> str:
+        """Every error as one line of text, ``"field: message; ..."``."""
         return "; ".join(
             f"{name}: {' '.join(msgs)}" if name != "__all__" else " ".join(msgs)
             for name, msgs in self.errors.items()
         )
 
     def params(self) -> dict[str, str]:
+        """``param1..param20`` that were sent non-empty, by name."""
         return {name: self.cleaned_data[name] for name in PARAM_FIELDS if self.cleaned_data[name]}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery
 
+from campaigns import services as campaign_cache
 from campaigns.models import Campaign, Offer
 from postbacks import macros
 from postbacks.models import EventType
@@ -18,18 +21,23 @@ EXTERNAL_ID_MAX = 512
 VAR_MAX = 255
 
 
+def storable(text: str) -> str:
+    """``text`` without what a UTF-8 text column refuses: NUL bytes are removed and lone
+    surrogates replaced by ``?``. Used for what is recorded as sent (user agents, referrers,
+    click parameters, the inbound log), where refusing the request would lose more."""
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
 def campaign_for_click(key: str) -> Campaign | None:
-    """The active campaign with this key, with what a click needs prefetched."""
-    return (
-        Campaign.objects.select_related("traffic_source")
-        .prefetch_related("traffic_source__parameters", "campaign_offers__offer")
-        .filter(key=key, is_active=True)
-        .first()
-    )
+    """The active campaign with this key, with what a click needs loaded; cached per process
+    (see :mod:`campaigns.services`). Read-only."""
+    return campaign_cache.campaign_for_click(key)
 
 
 def _param_value(query: Mapping[str, str], name: str, placeholder: str, limit: int) -> str:
-    value = (query.get(name) or "").strip()
+    value = storable(query.get(name) or "").strip()
     # A placeholder the traffic source did not fill in carries no information.
     if placeholder and value == placeholder:
         return ""
@@ -49,7 +57,8 @@ def click_record(
 
     ``query``: the campaign URL's query parameters; the external ID and var1..var10 are
     read from it per the traffic source's parameter names. ``ip`` must be a valid IPv4/IPv6
-    address or None.
+    address or None. NUL bytes are dropped from every recorded text. Without click rules
+    this is one INSERT (plus the transaction's BEGIN/COMMIT).
     """
     source = campaign.traffic_source
     click = Click(
@@ -60,8 +69,8 @@ def click_record(
             query, source.external_id_param, source.external_id_placeholder, EXTERNAL_ID_MAX
         ),
         ip=ip,
-        user_agent=user_agent,
-        referrer=referrer,
+        user_agent=storable(user_agent),
+        referrer=storable(referrer),
     )
     for param in source.parameters.all():
         if param.is_enabled:
@@ -74,7 +83,30 @@ def click_record(
     return click, offer_url
 
 
-def conversion_register(
+def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, int | None]:
+    """The click with its campaign, offer and the offer's network, and the id of its existing
+    conversion with this ``txid`` (None when there is none): ``(None, None)`` for an unknown
+    click ID.
+
+    One SELECT; the traffic source and its parameters come from the per-process cache.
+    Run it in the transaction that registers the conversion.
+    """
+    existing = Conversion.objects.filter(click=OuterRef("pk"), txid=txid).values("pk")[:1]
+    click = (
+        Click.objects.select_related("campaign", "offer__affiliate_network")
+        .annotate(existing_conversion_id=Subquery(existing))
+        .filter(pk=click_id)
+        .first()
+    )
+    if click is None:
+        return None, None
+    source = campaign_cache.traffic_source(click.traffic_source_id)
+    if source is not None:
+        click.traffic_source = source
+    return click, click.existing_conversion_id
+
+
+def conversion_create(
     click: Click,
     *,
     payout: Decimal | None,
@@ -84,13 +116,13 @@ def conversion_register(
     status: str = Conversion.Status.APPROVED,
     params: Mapping[str, str] | None = None,
     method: str = Conversion.Method.S2S,
-) -> tuple[Conversion, bool]:
-    """Register a conversion for ``click`` and plan its postbacks.
+) -> Conversion:
+    """Insert a conversion for ``click`` and plan its postbacks, in the caller's transaction.
 
     Payout follows the offer: in manual mode the offer's payout and currency replace what
     the network sent; in automatic mode the network's payout is used, or the offer's when
-    none was sent. Returns ``(conversion, created)``; ``created`` is False for a duplicate
-    (same click and txid, or a second conversion without txid), which fires nothing.
+    none was sent. Raises IntegrityError when (click, txid) already exists: the caller's
+    transaction is then unusable and must be rolled back (no savepoint is spent here).
     """
     offer = click.offer
     network_payout = payout
@@ -108,10 +140,40 @@ def conversion_register(
         params=dict(params or {}),
         method=method,
     )
+    conversion.save(force_insert=True)
+    deliveries_plan(event_type=EventType.CONVERSION, click=click, conversion=conversion)
+    return conversion
+
+
+def conversion_register(
+    click: Click,
+    *,
+    payout: Decimal | None,
+    currency: str = "",
+    txid: str = "",
+    conversion_type: str = "",
+    status: str = Conversion.Status.APPROVED,
+    params: Mapping[str, str] | None = None,
+    method: str = Conversion.Method.S2S,
+) -> tuple[Conversion, bool]:
+    """Register a conversion for ``click`` and plan its postbacks (see
+    :func:`conversion_create` for the payout rules), in its own atomic block.
+
+    Returns ``(conversion, created)``; ``created`` is False for a duplicate (same click and
+    txid, or a second conversion without txid), which fires nothing.
+    """
     try:
         with transaction.atomic():
-            conversion.save(force_insert=True)
-            deliveries_plan(event_type=EventType.CONVERSION, click=click, conversion=conversion)
+            conversion = conversion_create(
+                click,
+                payout=payout,
+                currency=currency,
+                txid=txid,
+                conversion_type=conversion_type,
+                status=status,
+                params=params,
+                method=method,
+            )
     except IntegrityError:
         existing = Conversion.objects.filter(click=click, txid=txid).first()
         if existing is None:

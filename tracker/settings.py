@@ -200,8 +200,9 @@ CELERY_BEAT_SCHEDULE = {
 # Public base URL of this tracker, used for the campaign tracking URLs shown in the admin.
 TRACKER_BASE_URL = env.str("TRACKER_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Proxies in front of the tracker that append to X-Forwarded-For (e.g. 1 behind one load
-# balancer). Unset: the left-most public address of the header is taken as the visitor's.
+# balancer). Unset: X-Forwarded-For is ignored and REMOTE_ADDR is the visitor's address.
 TRACKER_PROXY_COUNT = env.int("TRACKER_PROXY_COUNT", default=None)
 DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")
 CLICK_COOKIE_NAME = "cf_click_id"
 CLICK_COOKIE_MAX_AGE = 30 * 24 * 3600
+TRACKER_CAMPAIGN_CACHE_SECONDS = env.float("TRACKER_CAMPAIGN_CACHE_SECONDS", default=5.0)  # /c

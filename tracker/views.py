@@ -1,24 +1,55 @@
 """Inbound HTTP endpoints: click redirect and S2S conversion postback.
 
 Answers per DESIGN.md: 200 with ``{"status": ...}`` on success, 4xx with
-``{"error": "<code>", "detail": "..."}`` on bad input, never 500 on input.
+``{"error": "<code>", "detail": "..."}`` on bad input, never 500 on input. Every ``/cv``
+request, including those Django itself refuses (wrong method, body too large, too many
+fields), is answered in that shape and kept in :class:`~tracker.models.InboundRequest`.
+
+Text that a database column cannot store is handled per endpoint: ``/cv`` refuses values
+with NUL bytes or lone surrogates (400 ``invalid_characters``); ``/c`` drops NUL bytes from
+what it records (a click is never refused for its user agent); the inbound log stores what
+was sent with NUL bytes removed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
+import re
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    QueryDict,
+    RawPostDataException,
+)
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods
-from ipware import get_client_ip
 
 from tracker import services
-from tracker.forms import ConversionPostbackForm
-from tracker.models import Conversion, InboundRequest
+from tracker.forms import PARAM_FIELDS, ConversionPostbackForm
+from tracker.models import InboundRequest
 
+logger = logging.getLogger(__name__)
 LOG_TEXT_MAX = 4000
+TOKEN_HEADER = "X-Postback-Token"
+# The security token is masked in the inbound log (query strings, form and JSON bodies).
+_TOKEN_IN_QUERY = re.compile(r"(?<![^&;])(token=)[^&;]*")
+_TOKEN_IN_JSON = re.compile(r'("token"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\s]*)')
+
+
+class InboundError(Exception):
+    """A request refused before any database work: answered ``status`` with ``code``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
 
 
 def error(code: str, detail: str, status: int) -> JsonResponse:
@@ -27,13 +58,61 @@ def error(code: str, detail: str, status: int) -> JsonResponse:
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    ip, _routable = get_client_ip(request, proxy_count=settings.TRACKER_PROXY_COUNT)
-    return ip
+    """The visitor's IP address as text, or None when it is not a valid address.
+
+    ``REMOTE_ADDR`` unless ``TRACKER_PROXY_COUNT`` is set: anyone can send
+    ``X-Forwarded-For``, so trusting it by default would let visitors choose their recorded
+    IP and pass IP allowlists. With N proxies, each appending the address it was reached
+    from, the visitor is the N-th address from the right of ``X-Forwarded-For`` (entries
+    further left are whatever the client sent); ``REMOTE_ADDR`` when the header is missing
+    or that entry is not an address.
+    """
+    remote = request.META.get("REMOTE_ADDR", "")
+    count = settings.TRACKER_PROXY_COUNT
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "") if count else ""
+    if forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",")]
+        ip = _valid_ip(hops[-min(count, len(hops))])
+        if ip is not None:
+            return ip
+    return _valid_ip(remote)
 
 
-@require_GET
+def _valid_ip(text: str) -> str | None:
+    try:
+        # Without an IPv6 zone ("%eth0"), which the database's address type refuses.
+        return str(ipaddress.ip_address(text.partition("%")[0]))
+    except ValueError:
+        return None
+
+
+def _django_refusal(exc: Exception) -> InboundError:
+    """The answer to an exception Django raises while reading a request."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return InboundError(413, "body_too_large", f"The body is over {limit} bytes.")
+    if isinstance(exc, MultiPartParserError):
+        return InboundError(400, "invalid_body", f"The body cannot be parsed: {exc}")
+    # TooManyFieldsSent, TooManyFilesSent and other SuspiciousOperation subclasses.
+    return InboundError(400, "too_many_fields", str(exc) or "The request was refused.")
+
+
+@csrf_exempt
 def click(request: HttpRequest, campaign_key: str) -> HttpResponse:
-    """``GET /c/<campaign_key>``: record a click, set the click-ID cookie, 302 to the offer."""
+    """``GET /c/<campaign_key>``: record a click, set the click-ID cookie, 302 to the offer.
+
+    404 ``unknown_campaign``, 503 ``no_offer``, 405 ``method_not_allowed``, 400
+    ``too_many_fields`` (more query parameters than ``DATA_UPLOAD_MAX_NUMBER_FIELDS``).
+    """
+    if request.method != "GET":
+        response = error("method_not_allowed", "Use GET.", 405)
+        response["Allow"] = "GET"
+        return response
+    try:
+        query = request.GET
+    except SuspiciousOperation as exc:
+        refusal = _django_refusal(exc)
+        return error(refusal.code, refusal.detail, refusal.status)
     campaign = services.campaign_for_click(campaign_key)
     if campaign is None:
         return error("unknown_campaign", f"No active campaign with key {campaign_key!r}.", 404)
@@ -43,10 +122,10 @@ def click(request: HttpRequest, campaign_key: str) -> HttpResponse:
     recorded, offer_url = services.click_record(
         campaign,
         offer,
-        request.GET,
+        query,
         ip=client_ip(request),
-        user_agent=request.headers.get("User-Agent", ""),
-        referrer=request.headers.get("Referer", ""),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        referrer=request.META.get("HTTP_REFERER", ""),
     )
     response = HttpResponseRedirect(offer_url)
     response.set_cookie(
@@ -59,71 +138,183 @@ def click(request: HttpRequest, campaign_key: str) -> HttpResponse:
     return response
 
 
+def _json_fields(body: bytes) -> dict[str, str]:
+    """The fields of a JSON object body as text. Raises InboundError ``invalid_json``."""
+    try:
+        # Numbers stay text (exact, never inf or an over-long int): the form validates them.
+        payload = json.loads(body or b"{}", parse_float=str, parse_int=str, parse_constant=str)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and bytes that are not UTF-8/16/32.
+        raise InboundError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InboundError(400, "invalid_json", "The JSON body must be an object.")
+    fields = {}
+    for key, value in payload.items():
+        if value is None:
+            fields[key] = ""
+        elif isinstance(value, str):
+            fields[key] = value
+        elif isinstance(value, bool):
+            fields[key] = "true" if value else "false"
+        elif key in ConversionPostbackForm.base_fields or key in PARAM_FIELDS:
+            raise InboundError(400, "invalid_json", f"{key} must be a string or a number.")
+    return fields
+
+
 def _postback_data(request: HttpRequest) -> QueryDict:
-    """Query string and form or JSON body, merged (body wins). Raises ValueError on bad JSON."""
-    data = request.GET.copy()
-    if request.method == "POST":
-        if request.content_type == "application/json":
-            payload = json.loads(request.body or b"{}")
-            if not isinstance(payload, dict):
-                raise ValueError("The JSON body must be an object.")
-            for key, value in payload.items():
-                data[key] = "" if value is None else str(value)
-        else:
-            data.update(request.POST)
+    """Query string and form or JSON body, merged (body wins).
+
+    Raises InboundError for a body that cannot be read (``invalid_json``, ``invalid_body``,
+    ``body_too_large``, ``too_many_fields``).
+    """
+    try:
+        data = request.GET.copy()
+        if request.method == "POST":
+            request.body  # noqa: B018 -- read once, kept for the inbound log
+            if request.content_type == "application/json":
+                for key, value in _json_fields(request.body).items():
+                    data[key] = value
+            else:
+                data.update(request.POST)
+    except (SuspiciousOperation, MultiPartParserError) as exc:
+        raise _django_refusal(exc) from None
+    data.setdefault("token", "")
+    if not data["token"]:
+        data["token"] = request.headers.get(TOKEN_HEADER, "")
     return data
 
 
 @csrf_exempt
-@require_http_methods(["GET", "POST"])
 def conversion_postback(request: HttpRequest) -> JsonResponse:
-    """``GET|POST /cv``: register a conversion from an affiliate network's S2S postback."""
-    request.body  # noqa: B018 -- cache the raw body for the inbound log before parsing it
+    """``GET|POST /cv``: register a conversion from an affiliate network's S2S postback.
+
+    The click lookup, the conversion, its deliveries and the inbound-log row are written in
+    one transaction with one commit: a conversion never exists without its log row, and
+    when anything fails nothing is committed and the (logged) answer is an error.
+    Answers: 200 ``ok`` | ``duplicate``; 400 (see :class:`ConversionPostbackForm`, plus
+    ``invalid_json``, ``invalid_body``, ``too_many_fields``, ``invalid_request``); 403
+    ``forbidden_ip`` | ``forbidden_token``; 404 ``unknown_click_id``; 405
+    ``method_not_allowed``; 413 ``body_too_large``; 503 ``unavailable``.
+    """
+    if request.method not in ("GET", "POST"):
+        response = _answer(request, 405, _error_body("method_not_allowed", "Use GET or POST."))
+        response["Allow"] = "GET, POST"
+        return response
     try:
         form = ConversionPostbackForm(_postback_data(request))
-        valid = form.is_valid()
-    except (ValueError, UnicodeDecodeError) as exc:
-        return _answer(request, 400, {"error": "invalid_json", "detail": str(exc)})
-    if not valid:
-        code = form.error_code()
-        status = 404 if code == "unknown_click_id" else 400
-        return _answer(request, status, {"error": code, "detail": form.error_detail()})
+    except InboundError as exc:
+        return _answer(request, exc.status, _error_body(exc.code, exc.detail))
+    if not form.is_valid():
+        return _answer(request, 400, _error_body(form.error_code(), form.error_detail()))
+    try:
+        try:
+            return _conversion_write(request, form)
+        except IntegrityError:
+            # A concurrent request inserted the same (click, txid) after our lookup: the
+            # transaction was rolled back; the second run answers "duplicate".
+            return _conversion_write(request, form)
+    except DataError as exc:
+        return _answer(request, 400, _error_body("invalid_request", f"Refused: {exc}"))
+    except DatabaseError:
+        logger.exception("Conversion postback not recorded: database error.")
+        body = _error_body("unavailable", "The conversion could not be recorded; retry later.")
+        return _answer(request, 503, body)
+
+
+def _conversion_write(request: HttpRequest, form: ConversionPostbackForm) -> JsonResponse:
+    """The transactional part of ``/cv``: lookup, checks, conversion, deliveries, log row."""
     data = form.cleaned_data
-    conversion, created = services.conversion_register(
-        form.click,
-        payout=data["payout"],
-        currency=data["payout_currency"],
-        txid=data["txid"].strip(),
-        conversion_type=data["ct"].strip(),
-        status=data["status"],
-        params=form.params(),
-    )
-    body = {"status": "ok" if created else "duplicate", "conversion_id": conversion.pk}
-    return _answer(request, 200, body, conversion)
+    with transaction.atomic():
+        click, existing_id = services.click_for_conversion(form.click_uuid, data["txid"])
+        if click is None:
+            detail = f"No click with ID {form.click_uuid}."
+            return _answer(request, 404, _error_body("unknown_click_id", detail), strict=True)
+        network = click.offer.affiliate_network if click.offer else None
+        if network is not None:
+            ip = client_ip(request)
+            if not network.ip_allowed(ip):
+                detail = f"{ip or 'This address'} is not allowed for network {network.pk}."
+                return _answer(request, 403, _error_body("forbidden_ip", detail), strict=True)
+            if not network.token_matches(data["token"]):
+                detail = f"Missing or wrong security token for network {network.pk}."
+                return _answer(request, 403, _error_body("forbidden_token", detail), strict=True)
+        if existing_id is not None:
+            body = {"status": "duplicate", "conversion_id": existing_id}
+            return _answer(request, 200, body, conversion_id=existing_id, strict=True)
+        conversion = services.conversion_create(
+            click,
+            payout=data["payout"],
+            currency=data["payout_currency"],
+            txid=data["txid"],
+            conversion_type=data["ct"],
+            status=data["status"],
+            params=form.params(),
+        )
+        body = {"status": "ok", "conversion_id": conversion.pk}
+        return _answer(request, 200, body, conversion_id=conversion.pk, strict=True)
+
+
+def _error_body(code: str, detail: str) -> dict[str, str]:
+    return {"error": code, "detail": detail}
+
+
+def _masked(text: str, content_type: str = "") -> str:
+    if "token" not in text:
+        return text
+    if content_type == "application/json":
+        return _TOKEN_IN_JSON.sub(r'\1"***"', text)
+    return _TOKEN_IN_QUERY.sub(r"\1***", text)
+
+
+def _logged_body(request: HttpRequest) -> str:
+    if request.method != "POST":
+        return ""
+    try:
+        raw = request.body[:LOG_TEXT_MAX]
+    except (RequestDataTooBig, RawPostDataException):
+        length = request.META.get("CONTENT_LENGTH") or "unknown"
+        return f"(body not kept: {length} bytes)"
+    text = services.storable(raw.decode("utf-8", "replace"))
+    return _masked(text, request.content_type or "")
 
 
 def _answer(
-    request: HttpRequest, status: int, body: dict, conversion: Conversion | None = None
+    request: HttpRequest,
+    status: int,
+    body: dict,
+    *,
+    conversion_id: int | None = None,
+    strict: bool = False,
 ) -> JsonResponse:
-    """Write the request and its answer to the inbound log, then answer."""
+    """Write the request and its answer to the inbound log, then answer.
+
+    ``strict`` (inside ``_conversion_write``): the row joins the conversion's transaction
+    and a failure to write it raises, so that nothing is committed. Otherwise a failure is
+    logged and the answer is given anyway.
+    """
     if status >= 400:
         outcome = InboundRequest.Outcome.REJECTED
     elif body["status"] == "ok":
         outcome = InboundRequest.Outcome.ACCEPTED
     else:
         outcome = InboundRequest.Outcome.DUPLICATE
-    posted = request.body[:LOG_TEXT_MAX] if request.method == "POST" else b""
-    InboundRequest.objects.create(
-        endpoint=request.path[:32],
-        method=request.method or "",
-        query=request.META.get("QUERY_STRING", "")[:LOG_TEXT_MAX],
-        body=posted.decode("utf-8", "replace"),
+    row = InboundRequest(
+        endpoint=services.storable(request.path)[:32],
+        method=services.storable(request.method or "")[:8],
+        query=_masked(services.storable(request.META.get("QUERY_STRING", ""))[:LOG_TEXT_MAX]),
+        body=_logged_body(request),
         ip=client_ip(request),
-        user_agent=request.headers.get("User-Agent", "")[:LOG_TEXT_MAX],
+        user_agent=services.storable(request.META.get("HTTP_USER_AGENT", ""))[:LOG_TEXT_MAX],
         response_status=status,
         outcome=outcome,
         error_code=body.get("error", ""),
-        detail=body.get("detail", ""),
-        conversion=conversion,
+        detail=services.storable(body.get("detail", ""))[:LOG_TEXT_MAX],
+        conversion_id=conversion_id,
     )
+    try:
+        row.save(force_insert=True)
+    except DatabaseError:
+        if strict:
+            raise
+        logger.warning("Inbound request not logged: database error.", exc_info=True)
     return JsonResponse(body, status=status)

@@ -27,7 +27,8 @@ def do_click(client, campaign, **params):
     )  # fmt: skip
 
 
-def test_click_is_recorded_and_redirected_with_the_click_id(client, campaign):
+def test_click_is_recorded_and_redirected_with_the_click_id(client, campaign, settings):
+    settings.TRACKER_PROXY_COUNT = 1
     response = do_click(client, campaign, site="news.example")
     click = Click.objects.get()
     assert response.status_code == 302
@@ -38,7 +39,8 @@ def test_click_is_recorded_and_redirected_with_the_click_id(client, campaign):
     assert click.traffic_source == campaign.traffic_source
 
 
-def test_unfilled_placeholder_and_malformed_ip_do_not_break_a_click(client, campaign):
+def test_unfilled_placeholder_and_malformed_ip_do_not_break_a_click(client, campaign, settings):
+    settings.TRACKER_PROXY_COUNT = 1
     response = client.get(
         f"/c/{campaign.key}", {"external_id": "{click_id}"}, HTTP_X_FORWARDED_FOR="999.1.1.1"
     )

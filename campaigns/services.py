@@ -1,0 +1,68 @@
+"""Per-process cache of what the click hot path reads: campaigns, offers, traffic sources.
+
+``/c`` would otherwise spend four SELECTs per click (campaign, traffic source parameters,
+campaign offers, offers) before its INSERT. Entries live ``TRACKER_CAMPAIGN_CACHE_SECONDS``;
+saving or deleting a Campaign, CampaignOffer, Offer, AffiliateNetwork, TrafficSource or
+TrafficSourceParameter clears the cache of the process that saved it at once (see
+``CampaignsConfig.ready``); other processes see the change within the cache time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+
+from campaigns.models import Campaign, TrafficSource
+
+# key -> (loaded at, campaign); id -> (loaded at, traffic source)
+_campaigns: dict[str, tuple[float, Campaign]] = {}
+_sources: dict[int, tuple[float, TrafficSource]] = {}
+
+
+def campaign_for_click(key: str) -> Campaign | None:
+    """The active campaign with this key, with its traffic source, the source's parameters
+    and its offer links (with offers) loaded; None when no active campaign has the key.
+
+    The returned object is shared by the requests of this process: read it, never modify it.
+    Unknown keys are not cached (a flood of random keys must not grow the cache).
+    """
+    now = time.monotonic()
+    cached = _campaigns.get(key)
+    if cached and now - cached[0] < settings.TRACKER_CAMPAIGN_CACHE_SECONDS:
+        return cached[1]
+    campaign = (
+        Campaign.objects.select_related("traffic_source")
+        .prefetch_related("traffic_source__parameters", "campaign_offers__offer")
+        .filter(key=key, is_active=True)
+        .first()
+    )
+    if campaign is None:
+        _campaigns.pop(key, None)
+        return None
+    _campaigns[key] = (now, campaign)
+    _sources[campaign.traffic_source_id] = (now, campaign.traffic_source)
+    return campaign
+
+
+def traffic_source(pk: int) -> TrafficSource | None:
+    """The traffic source with this id and its parameters loaded (cached like campaigns);
+    None when it does not exist. Read-only, shared like :func:`campaign_for_click`.
+    """
+    now = time.monotonic()
+    cached = _sources.get(pk)
+    if cached and now - cached[0] < settings.TRACKER_CAMPAIGN_CACHE_SECONDS:
+        return cached[1]
+    source = TrafficSource.objects.prefetch_related("parameters").filter(pk=pk).first()
+    if source is None:
+        _sources.pop(pk, None)
+        return None
+    _sources[pk] = (now, source)
+    return source
+
+
+def cache_clear(**kwargs: object) -> None:
+    """Forget every cached campaign and traffic source (a signal receiver: ignores its
+    arguments)."""
+    _campaigns.clear()
+    _sources.clear()
