@@ -1,11 +1,16 @@
+from datetime import timedelta
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import escape, format_html
 from django.utils.translation import ngettext
 
 from postbacks import macros, services
-from postbacks.models import Attempt, Delivery, PostbackRule
+from postbacks.masking import mask_secrets
+from postbacks.models import Attempt, Delivery, PostbackRule, Worker
 from tracker.admin import ClickSearchMixin, ReadOnlyAdminMixin
 from tracker.models import Conversion
 
@@ -47,7 +52,9 @@ class PostbackRuleForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["conversion_types"] = ", ".join(self.instance.conversion_types)
-        self.fields["url_template"].help_text += " " + macros.help_text()
+        # Admin renders help text as HTML: "&currency=" would show as "¤cy=".
+        help_text = f"{self.fields['url_template'].help_text} {macros.help_text()}"
+        self.fields["url_template"].help_text = escape(help_text)
 
     def clean_conversion_types(self) -> list[str]:
         raw = self.cleaned_data.get("conversion_types") or ""
@@ -197,16 +204,26 @@ class DeliveryAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "click",
         "conversion",
         "traffic_source",
+        "public_id",
         "method",
-        "url",
+        "masked_url",
+        "host",
         "due_at",
         "attempt_count",
         "max_attempts",
         "last_status_code",
         "last_error",
         "delivered_at",
+        "claimed_by",
+        "lease_expires_at",
         "created_at",
     )
+    readonly_fields = ("masked_url",)
+
+    @admin.display(description="URL")
+    def masked_url(self, obj: Delivery) -> str:
+        """The planned URL with secrets masked: view-only staff see this page too."""
+        return mask_secrets(obj.url)
 
     def has_retry_permission(self, request) -> bool:
         """Retry and cancel need the change permission, though the rows stay read-only."""
@@ -218,7 +235,7 @@ class DeliveryAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="last error")
     def short_error(self, obj: Delivery) -> str:
-        return obj.last_error[:80]
+        return mask_secrets(obj.last_error)[:80]
 
     @admin.action(description="Retry selected deliveries now", permissions=["retry"])
     def retry_now(self, request, queryset):
@@ -292,3 +309,15 @@ class AttemptAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="error")
     def error_short(self, obj: Attempt) -> str:
         return obj.error[:80]
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Dispatcher processes and their heartbeats: a stale one has its deliveries taken back."""
+
+    list_display = ("name", "started_at", "heartbeat_at", "alive")
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj: Worker) -> bool:
+        horizon = timezone.now() - timedelta(seconds=settings.POSTBACKS_WORKER_DEAD_SECONDS)
+        return obj.heartbeat_at >= horizon

@@ -40,6 +40,8 @@ CATALOGUE: dict[str, str] = {
     "affiliatenetwork.id": "Affiliate network ID.",
     "ip": "Visitor IP address recorded with the click.",
     "timestamp": "Unix time of the event, seconds.",
+    "delivery.id": "This postback's delivery ID (UUID), the same on every attempt and replay: "
+    "receivers deduplicate on it (also sent as the Idempotency-Key header).",
     **{f"var{i}": f"Custom variable {i} from the campaign URL." for i in range(1, 11)},
     **{f"param{i}": f"Conversion parameter {i} sent by the network." for i in range(1, 21)},
 }

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 from campaigns.models import AffiliateNetwork, Campaign, Offer, TrafficSource
-from postbacks.transports import KIND_CHOICES, get_transport
+from postbacks.transports import KIND_CHOICES, Outcome, get_transport
 from tracker.models import Conversion
 
 MAX_DELAY_SECONDS = 7 * 24 * 3600
@@ -147,6 +149,28 @@ class PostbackRule(models.Model):
         return True
 
 
+class DeliveryQuerySet(models.QuerySet):
+    """Named sets of deliveries the pipeline works on (each backed by a partial index)."""
+
+    def due(self, now) -> DeliveryQuerySet:
+        """Scheduled and due at ``now``: what a dispatcher claims next."""
+        return self.filter(status=Delivery.Status.SCHEDULED, due_at__lte=now)
+
+    def in_flight(self) -> DeliveryQuerySet:
+        """Claimed by a worker, an attempt under way."""
+        return self.filter(status=Delivery.Status.SENDING)
+
+    def stuck(self, now, live_workers: list[str]) -> DeliveryQuerySet:
+        """In flight past their lease, or claimed by a worker that stopped beating."""
+        return self.in_flight().filter(
+            Q(lease_expires_at__lt=now) | ~Q(claimed_by__in=live_workers)
+        )
+
+    def waiting(self) -> DeliveryQuerySet:
+        """Not yet sent or between two attempts: what replay and cancel may act on."""
+        return self.filter(status=Delivery.Status.SCHEDULED)
+
+
 class Delivery(models.Model):
     """One planned firing of one rule for one event; the unit that is retried.
 
@@ -162,6 +186,14 @@ class Delivery(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    public_id = models.UUIDField(
+        "delivery ID",
+        default=uuid.uuid4,
+        unique=True,
+        editable=False,
+        help_text="Stable ID sent with every attempt ({delivery.id}, Idempotency-Key header): "
+        "delivery is at least once, receivers deduplicate on it.",
+    )
     rule = models.ForeignKey(
         PostbackRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
     )
@@ -178,11 +210,16 @@ class Delivery(models.Model):
     kind = models.CharField("destination", max_length=32, choices=KIND_CHOICES)
     method = models.CharField(max_length=8, default="GET")
     url = models.TextField("URL")
+    host = models.CharField(
+        max_length=255, blank=True, help_text="Destination host:port, for per-host concurrency."
+    )
     body = models.TextField(blank=True)
     headers = models.JSONField(default=dict, blank=True)
     due_at = models.DateTimeField()
-    enqueued_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(
+        max_length=100, blank=True, help_text="The worker process sending it (while sending)."
+    )
     attempt_count = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=10)
     retry_base_seconds = models.PositiveIntegerField(default=60)
@@ -193,10 +230,25 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = DeliveryQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "deliveries"
-        indexes = [models.Index(fields=["status", "due_at"], name="delivery_status_due_idx")]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="delivery_status_due_idx"),
+            # The rows still to send or in flight: few, whatever the size of the table.
+            models.Index(
+                fields=["due_at", "id"],
+                condition=Q(status="scheduled"),
+                name="delivery_due_idx",
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="sending"),
+                name="delivery_in_flight_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.get_status_display()}"
@@ -205,16 +257,15 @@ class Delivery(models.Model):
 class Attempt(models.Model):
     """One HTTP request of a delivery: a row of the postback log."""
 
-    class Outcome(models.TextChoices):
-        DELIVERED = "delivered", "Delivered"
-        RETRY = "retry", "Failed, will retry"
-        FAILED = "failed", "Failed"
+    Outcome = Outcome
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveSmallIntegerField()
     started_at = models.DateTimeField(db_index=True)
     method = models.CharField(max_length=8)
-    url = models.TextField("URL", help_text="Secrets in the query string are masked.")
+    url = models.TextField(
+        "URL", help_text="As sent, with secrets masked (see POSTBACKS_MASK_PARAMS)."
+    )
     status_code = models.PositiveSmallIntegerField("HTTP status", null=True, blank=True)
     response_body = models.TextField(blank=True)
     error = models.TextField(blank=True)
@@ -224,6 +275,27 @@ class Attempt(models.Model):
     class Meta:
         ordering = ["-started_at"]
         indexes = [models.Index(fields=["outcome", "started_at"], name="attempt_outcome_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="uniq_attempt_number")
+        ]
 
     def __str__(self) -> str:
         return f"{self.delivery_id}#{self.number} {self.outcome}"
+
+
+class Worker(models.Model):
+    """A dispatcher process: claims deliveries as ``name`` and beats every few seconds.
+
+    The sweeper takes back the deliveries of a worker whose heartbeat is older than
+    ``POSTBACKS_WORKER_DEAD_SECONDS`` without waiting for their leases.
+    """
+
+    name = models.CharField(max_length=100, unique=True, help_text="host:pid:token")
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-heartbeat_at"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -9,6 +9,7 @@ fires the affiliate network's S2S postback to the tracker's ``/cv``.
 from __future__ import annotations
 
 import html
+import socket
 import threading
 import time
 import uuid
@@ -29,16 +30,25 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float = field(default_factory=time.time)
+    client_port: int = 0
 
 
 @dataclass
 class Reply:
-    """A scripted answer: HTTP status, seconds to wait first, body, extra headers."""
+    """A scripted answer: HTTP status, seconds to wait first, body, extra headers.
+
+    Misbehaviours for tests: ``trickle`` sends the body one byte every ``trickle`` seconds;
+    ``truncate`` announces the whole body but closes the connection half-way through it;
+    ``content_type`` replaces ``text/plain; charset=utf-8`` (e.g. a bogus charset).
+    """
 
     status: int = 200
     delay: float = 0.0
     body: str = "OK"
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0
+    truncate: bool = False
+    content_type: str = ""
 
 
 class _Server(ThreadingHTTPServer):
@@ -138,7 +148,14 @@ class Receiver:
                 if parts.path == "/offer" and receiver.tracker_url:
                     self._send(Reply(body=receiver._offer_page(query)), "text/html")
                     return
-                item = Received(self.command, self.path, query, dict(self.headers), body)
+                item = Received(
+                    self.command,
+                    self.path,
+                    query,
+                    dict(self.headers),
+                    body,
+                    client_port=self.client_address[1],
+                )
                 reply = receiver._record(item)
                 if reply.delay:
                     time.sleep(reply.delay)
@@ -147,12 +164,31 @@ class Receiver:
             def _send(self, reply: Reply, content_type: str) -> None:
                 data = reply.body.encode()
                 self.send_response(reply.status)
-                self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+                self.send_header(
+                    "Content-Type", reply.content_type or f"{content_type}; charset=utf-8"
+                )
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                if reply.truncate:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                elif reply.trickle:
+                    self._trickle(data, reply.trickle)
+                else:
+                    self.wfile.write(data)
+
+            def _trickle(self, data: bytes, interval: float) -> None:
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(interval)
+                except OSError:
+                    self.close_connection = True  # the client gave up
 
             do_GET = do_POST = _handle
 

@@ -1,13 +1,15 @@
-"""The delivery pipeline: plan deliveries with the event, send them, retry, sweep.
+"""The delivery pipeline: plan deliveries with the event, move them through their states.
 
 1. ``deliveries_plan`` runs inside the event's transaction and writes one Delivery per
-   matching rule (a transactional outbox: a broker outage loses nothing).
-2. After commit, due-soon deliveries are enqueued on the ``postbacks`` queue.
-3. ``delivery_send`` claims a delivery with a conditional UPDATE, sends it through its
-   transport and logs one Attempt per HTTP try.
-4. Retryable failures wait ``retry_delay`` seconds: short waits are Celery countdowns,
-   long ones stay in the database until ``deliveries_sweep`` (Celery beat) enqueues them.
-   The sweeper also reclaims deliveries whose worker died mid-attempt.
+   matching rule (a transactional outbox: a broker outage loses nothing), then wakes a
+   dispatcher on commit (``wake``: a Celery message that carries no delivery).
+2. ``postbacks.dispatcher`` claims due deliveries in batches, sends them concurrently and
+   records each attempt; ``next_state`` is the state machine it applies.
+3. Retryable failures wait ``retry_delay`` seconds in the database; ``deliveries_sweep``
+   (Celery beat) wakes a dispatcher when something is due and takes back deliveries whose
+   worker died mid-attempt.
+
+Delivery is at least once: every attempt of a delivery carries the same delivery ID.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import transaction
 from django.utils import timezone
 
 from postbacks.macros import build_context
-from postbacks.models import Attempt, Delivery, PostbackRule, Scope
-from postbacks.transports import PreparedRequest, Result, get_transport, mask_url
+from postbacks.masking import mask_secrets
+from postbacks.models import Attempt, Delivery, PostbackRule, Scope, Worker
+from postbacks.transports import Outcome, Result, get_transport
 from tracker.models import Click, Conversion
 
 logger = logging.getLogger(__name__)
@@ -75,10 +80,11 @@ def scope_of(click: Click) -> Scope:
 def deliveries_plan(
     *, event_type: str, click: Click, conversion: Conversion | None = None
 ) -> list[Delivery]:
-    """Write one scheduled Delivery per matching active rule; enqueue them on commit.
+    """Write one scheduled Delivery per matching active rule; wake a dispatcher on commit.
 
     Call inside the transaction that writes the event. The request is rendered now, so
-    it carries the macro values of this moment. Returns the deliveries created.
+    it carries the macro values of this moment, and its stable delivery ID
+    (``{delivery.id}``, ``Idempotency-Key``). Returns the deliveries created.
     """
     status = conversion.status if conversion else ""
     conversion_type = conversion.conversion_type if conversion else ""
@@ -91,10 +97,12 @@ def deliveries_plan(
     event_key = f"{event_type}:{conversion.pk if conversion else click.pk}:1"
     deliveries = []
     for rule in rules:
+        public_id = uuid.uuid4()
+        context["delivery.id"] = str(public_id)
         prepared = get_transport(rule.kind).prepare(rule.url_template, context)
-        soon = rule.delay_seconds <= settings.POSTBACKS_COUNTDOWN_MAX_SECONDS
         deliveries.append(
             Delivery(
+                public_id=public_id,
                 rule=rule,
                 event_type=event_type,
                 click=click,
@@ -104,39 +112,49 @@ def deliveries_plan(
                 kind=rule.kind,
                 method=prepared.method,
                 url=prepared.url,
+                host=destination_host(prepared.url),
                 body=prepared.body,
                 headers=prepared.headers,
                 due_at=now + timedelta(seconds=rule.delay_seconds),
-                enqueued_at=now if soon else None,
                 max_attempts=rule.max_attempts,
                 retry_base_seconds=rule.retry_base_seconds,
                 timeout_seconds=rule.timeout_seconds,
             )
         )
     Delivery.objects.bulk_create(deliveries)
-    queued = [(d.pk, d.due_at) for d in deliveries if d.enqueued_at]
-    transaction.on_commit(lambda: enqueue(queued))
+    first_delay = min(rule.delay_seconds for rule in rules)
+    if first_delay <= settings.POSTBACKS_COUNTDOWN_MAX_SECONDS:
+        transaction.on_commit(lambda: wake(first_delay))
     return deliveries
 
 
-def enqueue(items: Iterable[tuple[int, object]]) -> int:
-    """Send a delivery task per (delivery id, due_at); returns how many were sent.
-
-    A broker failure is logged, not raised: the deliveries stay in the database and the
-    sweeper enqueues them once the broker is back.
-    """
-    from postbacks.tasks import deliver_task
-
-    now = timezone.now()
-    sent = 0
+def destination_host(url: str) -> str:
+    """``host:port`` of a URL, lower-cased ('' when it has none); the per-host cap's key."""
     try:
-        for pk, due_at in items:
-            countdown = max(0.0, (due_at - now).total_seconds())
-            deliver_task.apply_async((pk,), countdown=countdown or None)
-            sent += 1
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or ''}"[:255]
+    except ValueError:
+        return ""
+
+
+def wake(countdown: float = 0) -> bool:
+    """Publish one dispatcher wake-up (after ``countdown`` seconds); True if published.
+
+    The message carries no delivery: the dispatcher claims whatever is due. A broker
+    failure is logged, not raised: the deliveries wait in the database and the sweeper
+    wakes a dispatcher within ``POSTBACKS_SWEEP_SECONDS`` once the broker is back.
+    """
+    from postbacks.tasks import dispatch_task
+
+    try:
+        dispatch_task.apply_async(
+            countdown=countdown or None,
+            expires=countdown + settings.POSTBACKS_WAKE_EXPIRES_SECONDS,
+        )
     except Exception:
-        logger.warning("Broker unavailable; the sweeper will enqueue the rest.", exc_info=True)
-    return sent
+        logger.warning("Broker unavailable; the sweeper will wake a dispatcher.", exc_info=True)
+        return False
+    return True
 
 
 def retry_delay(attempt_number: int, base_seconds: int, retry_after: float | None = None) -> float:
@@ -156,138 +174,68 @@ def retry_delay(attempt_number: int, base_seconds: int, retry_after: float | Non
     return min(delay, cap)
 
 
-def delivery_send(delivery_id: int) -> str | None:
-    """Claim one due delivery, send it, log the attempt; returns the outcome.
+@dataclass(frozen=True)
+class Transition:
+    """Where one attempt's result takes a delivery: the Attempt's outcome and new fields."""
 
-    Returns None when the delivery is not ours to send (already claimed, not due yet,
-    finished or gone), which makes redelivered tasks harmless. The thread's database
-    connection goes back to the pool during the HTTP request and at the end.
+    outcome: Outcome
+    status: str
+    error: str
+    due_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+def next_state(
+    *, attempt_number: int, max_attempts: int, retry_base_seconds: int, result: Result, now
+) -> Transition:
+    """The delivery state machine, as a pure function of one attempt's result.
+
+    delivered -> ``delivered``; failed -> ``failed``; retry -> ``scheduled`` again after
+    :func:`retry_delay`, or ``failed`` once ``attempt_number`` reaches ``max_attempts``.
     """
-    try:
-        delivery = delivery_claim(delivery_id)
-        if delivery is None:
-            return None
-        started_at = timezone.now()
-        release_db_connection()
-        request = PreparedRequest(delivery.method, delivery.url, delivery.body, delivery.headers)
-        result = get_transport(delivery.kind).send(request, timeout=delivery.timeout_seconds)
-        return delivery_record(delivery, result, started_at=started_at)
-    finally:
-        release_db_connection()
+    if result.outcome == Outcome.DELIVERED:
+        return Transition(Outcome.DELIVERED, Delivery.Status.DELIVERED, "", delivered_at=now)
+    if result.outcome == Outcome.FAILED:
+        return Transition(Outcome.FAILED, Delivery.Status.FAILED, result.error)
+    if attempt_number >= max_attempts:
+        error = f"{result.error} (gave up after {attempt_number} attempts)"
+        return Transition(Outcome.FAILED, Delivery.Status.FAILED, error)
+    wait = retry_delay(attempt_number, retry_base_seconds, result.retry_after)
+    return Transition(
+        Outcome.RETRY, Delivery.Status.SCHEDULED, result.error, due_at=now + timedelta(seconds=wait)
+    )
 
 
-# now + (timeout + margin) seconds, per database: the lease of a claimed delivery.
-LEASE_SQL = {
-    "postgresql": "%s + make_interval(secs => timeout_seconds + %s)",
-    "sqlite": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s,"
-    " '+' || (timeout_seconds + %s) || ' seconds')",
-}
-CLAIM_SQL = """
-    UPDATE {table} SET status = 'sending', attempt_count = attempt_count + 1,
-        lease_expires_at = {lease}, updated_at = %s
-    WHERE id = %s AND status = 'scheduled' AND due_at <= %s
-    RETURNING *
-"""
-
-
-def delivery_claim(delivery_id: int) -> Delivery | None:
-    """Move a due, scheduled delivery to ``sending`` under a lease; None if not claimable.
-
-    One conditional ``UPDATE ... RETURNING`` (PostgreSQL, SQLite >= 3.35) is the claim: of
-    several workers holding the same task only one gets the row back. The lease lasts the
-    delivery's timeout plus ``POSTBACKS_LEASE_MARGIN_SECONDS``.
-    """
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    sql = CLAIM_SQL.format(table=Delivery._meta.db_table, lease=LEASE_SQL[connection.vendor])
-    params = [now, settings.POSTBACKS_LEASE_MARGIN_SECONDS, now, delivery_id, now]
-    return next(iter(Delivery.objects.raw(sql, params)), None)
-
-
-def release_db_connection() -> None:
-    """Hand the thread's database connection back (to the pool) while it waits on HTTP.
-
-    Many threads wait on slow traffic sources at once; without this each would hold a
-    database connection for the whole request.
-    """
-    if not connection.in_atomic_block:
-        connection.close()
-
-
-def delivery_record(delivery: Delivery, result: Result, *, started_at) -> str:
-    """Write the Attempt and move the delivery on: delivered, rescheduled or failed."""
-    number = delivery.attempt_count
-    outcome = result.outcome
-    error = result.error
-    if outcome == Attempt.Outcome.RETRY and number >= delivery.max_attempts:
-        outcome = Attempt.Outcome.FAILED
-        error = f"{error} (gave up after {number} attempts)"
-    now = timezone.now()
-    fields: dict[str, object] = {
-        "last_status_code": result.status_code,
-        "last_error": error,
-        "lease_expires_at": None,
-        "updated_at": now,
-    }
-    requeue: list[tuple[int, object]] = []
-    if outcome == Attempt.Outcome.DELIVERED:
-        fields.update(status=Delivery.Status.DELIVERED, delivered_at=now)
-    elif outcome == Attempt.Outcome.FAILED:
-        fields.update(status=Delivery.Status.FAILED)
-    else:
-        wait = retry_delay(number, delivery.retry_base_seconds, result.retry_after)
-        due_at = now + timedelta(seconds=wait)
-        soon = wait <= settings.POSTBACKS_COUNTDOWN_MAX_SECONDS
-        fields.update(status=Delivery.Status.SCHEDULED, due_at=due_at)
-        fields["enqueued_at"] = now if soon else None
-        if soon:
-            requeue.append((delivery.pk, due_at))
-    with transaction.atomic():
-        Attempt.objects.create(
-            delivery=delivery,
-            number=number,
-            started_at=started_at,
-            method=delivery.method,
-            url=mask_url(delivery.url),
-            status_code=result.status_code,
-            response_body=result.response_body,
-            error=error,
-            duration_ms=result.duration_ms,
-            outcome=outcome,
-        )
-        Delivery.objects.filter(
-            pk=delivery.pk, status=Delivery.Status.SENDING, attempt_count=number
-        ).update(**fields)
-        if requeue:
-            transaction.on_commit(lambda: enqueue(requeue))
-    logger.info(
-        "Postback %s attempt %d: %s %s -> %s in %d ms",
-        delivery.pk, number, outcome, mask_url(delivery.url),
-        result.status_code or error, result.duration_ms,
-    )  # fmt: skip
-    return outcome
+def live_workers(now) -> list[str]:
+    """Names of dispatcher processes whose heartbeat is recent enough."""
+    horizon = now - timedelta(seconds=settings.POSTBACKS_WORKER_DEAD_SECONDS)
+    return list(Worker.objects.filter(heartbeat_at__gte=horizon).values_list("name", flat=True))
 
 
 def deliveries_reclaim(limit: int = 5000) -> int:
-    """Put deliveries stuck in ``sending`` past their lease back in the schedule.
+    """Put deliveries whose worker died mid-attempt back in the schedule.
 
-    Their worker died mid-attempt: the attempt is logged as lost and counts toward
-    ``max_attempts``. Returns how many were reclaimed.
+    A delivery is taken back when its lease expired or its worker stopped beating for
+    ``POSTBACKS_WORKER_DEAD_SECONDS``. The lost attempt is logged and counts toward
+    ``max_attempts``; the worker, should it still answer late, no longer owns the delivery
+    and its result is dropped. Returns how many were reclaimed.
     """
     now = timezone.now()
-    stuck = Delivery.objects.filter(status=Delivery.Status.SENDING, lease_expires_at__lt=now)
+    stuck = list(Delivery.objects.stuck(now, live_workers(now))[:limit])
     reclaimed = 0
-    for delivery in stuck[:limit]:
+    for delivery in stuck:
         exhausted = delivery.attempt_count >= delivery.max_attempts
         with transaction.atomic():
             updated = Delivery.objects.filter(
                 pk=delivery.pk,
                 status=Delivery.Status.SENDING,
                 attempt_count=delivery.attempt_count,
+                claimed_by=delivery.claimed_by,
             ).update(
                 status=Delivery.Status.FAILED if exhausted else Delivery.Status.SCHEDULED,
                 due_at=now,
-                enqueued_at=None,
                 lease_expires_at=None,
+                claimed_by="",
                 last_error=LOST_WORKER_ERROR,
                 updated_at=now,
             )
@@ -297,34 +245,29 @@ def deliveries_reclaim(limit: int = 5000) -> int:
                     number=delivery.attempt_count,
                     started_at=delivery.updated_at,
                     method=delivery.method,
-                    url=mask_url(delivery.url),
+                    url=mask_secrets(delivery.url),
                     error=LOST_WORKER_ERROR,
-                    outcome=Attempt.Outcome.FAILED if exhausted else Attempt.Outcome.RETRY,
+                    outcome=Outcome.FAILED if exhausted else Outcome.RETRY,
                 )
                 reclaimed += 1
+    if reclaimed:
+        logger.warning("Reclaimed %d postback(s) from a lost worker.", reclaimed)
     return reclaimed
 
 
 def deliveries_sweep(limit: int = 5000) -> dict[str, int]:
-    """Reclaim stuck deliveries, then enqueue due ones whose task is missing or lost.
+    """Reclaim stuck deliveries, then wake a dispatcher if any delivery is due.
 
-    A due delivery is (re-)enqueued when no task was sent for it, or when the last one
-    was sent more than ``POSTBACKS_REQUEUE_AFTER_SECONDS`` ago and it is still scheduled.
-    Returns counts: ``{"reclaimed": n, "enqueued": m}``.
+    Run by Celery beat every ``POSTBACKS_SWEEP_SECONDS``: a lost wake-up, a failed
+    publish or a long delay ends in a postback at most one period late.
+    Returns counts: ``{"reclaimed": n, "due": 0 or 1, "woken": 0 or 1}``.
     """
     reclaimed = deliveries_reclaim(limit)
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.POSTBACKS_REQUEUE_AFTER_SECONDS)
-    due = list(
-        Delivery.objects.filter(status=Delivery.Status.SCHEDULED, due_at__lte=now)
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
-        .order_by("due_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    if due:
-        Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
-        enqueue((pk, now) for pk in due)
-    return {"reclaimed": reclaimed, "enqueued": len(due)}
+    Worker.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
+    due = Delivery.objects.due(now).exists()
+    woken = wake() if due else False
+    return {"reclaimed": reclaimed, "due": int(due), "woken": int(woken)}
 
 
 def deliveries_retry_now(deliveries: Iterable[Delivery]) -> int:
@@ -335,26 +278,26 @@ def deliveries_retry_now(deliveries: Iterable[Delivery]) -> int:
     Returns how many were scheduled.
     """
     now = timezone.now()
-    ids = []
+    count = 0
     for delivery in deliveries:
         if delivery.status not in (Delivery.Status.FAILED, Delivery.Status.SCHEDULED):
             continue
-        updated = Delivery.objects.filter(pk=delivery.pk, status=delivery.status).update(
+        count += Delivery.objects.filter(pk=delivery.pk, status=delivery.status).update(
             status=Delivery.Status.SCHEDULED,
             due_at=now,
-            enqueued_at=now,
             max_attempts=max(delivery.max_attempts, delivery.attempt_count + 1),
             updated_at=now,
         )
-        if updated:
-            ids.append(delivery.pk)
-    transaction.on_commit(lambda: enqueue((pk, now) for pk in ids))
-    return len(ids)
+    if count:
+        transaction.on_commit(wake)
+    return count
 
 
 def deliveries_cancel(deliveries: Iterable[Delivery]) -> int:
     """Cancel deliveries still waiting for an attempt; returns how many were cancelled."""
     ids = [d.pk for d in deliveries]
-    return Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SCHEDULED).update(
-        status=Delivery.Status.CANCELLED, updated_at=timezone.now()
+    return (
+        Delivery.objects.filter(pk__in=ids)
+        .waiting()
+        .update(status=Delivery.Status.CANCELLED, updated_at=timezone.now())
     )

@@ -1,17 +1,18 @@
-"""Celery tasks: thin wrappers that call ``postbacks.services``."""
+"""Celery tasks: thin wrappers that call the dispatcher and ``postbacks.services``."""
 
 from celery import shared_task
 
 from postbacks import services
+from postbacks.dispatcher import Dispatcher
 
 
-@shared_task(name="postbacks.deliver", acks_late=True, reject_on_worker_lost=True)
-def deliver_task(delivery_id: int) -> str | None:
-    """Send one delivery if it is still due and unclaimed (idempotent)."""
-    return services.delivery_send(delivery_id)
+@shared_task(name="postbacks.dispatch", ignore_result=True)
+def dispatch_task() -> dict[str, int]:
+    """Wake-up: this process's dispatcher sends whatever is due (idempotent, no arguments)."""
+    return Dispatcher.for_process().run()
 
 
-@shared_task(name="postbacks.sweep")
+@shared_task(name="postbacks.sweep", ignore_result=True)
 def sweep_task() -> dict[str, int]:
-    """Enqueue due deliveries and reclaim ones whose worker died (run by Celery beat)."""
+    """Take back deliveries of lost workers; wake a dispatcher if any is due (Celery beat)."""
     return services.deliveries_sweep()

@@ -7,23 +7,33 @@ answering with a :class:`Result`. Adding a kind means one class and one ``REGIST
 
 from __future__ import annotations
 
-import threading
+import codecs
+import logging
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from requests_hardened import Config, Manager
+from django.db import models
 from requests_hardened.ip_filter import InvalidIPAddress
 
 from postbacks import macros
+from postbacks.http import Deadline, deadline, http_session
 
-SECRET_PARAM_WORDS = ("key", "token", "secret", "password", "passwd", "signature", "auth")
-MASK = "***"
+logger = logging.getLogger(__name__)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class Outcome(models.TextChoices):
+    """What one attempt came to; shared by transports, ``Attempt`` and the state machine."""
+
+    DELIVERED = "delivered", "Delivered"
+    RETRY = "retry", "Failed, will retry"
+    FAILED = "failed", "Failed"
 
 
 @dataclass
@@ -45,26 +55,12 @@ class Result:
     ``retry_after``: seconds the destination asked us to wait (429 only), else None.
     """
 
-    outcome: str
+    outcome: Outcome
     status_code: int | None = None
     response_body: str = ""
     error: str = ""
     duration_ms: int = 0
     retry_after: float | None = None
-
-
-def mask_url(url: str) -> str:
-    """``url`` with the values of secret-looking query parameters (api_key, token...) masked."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    masked = [
-        (k, MASK if any(w in k.lower() for w in SECRET_PARAM_WORDS) and v else v) for k, v in pairs
-    ]
-    if masked == pairs:
-        return url
-    return urlunsplit(parts._replace(query=urlencode(masked, safe="*")))
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -80,43 +76,14 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-_local = threading.local()
-
-
-def http_session() -> requests.Session:
-    """The pooled, hardened ``requests`` session of this thread.
-
-    No redirects are followed; private, loopback and link-local destinations are refused
-    unless ``POSTBACKS_ALLOW_PRIVATE_NETWORKS`` is set; ``POSTBACKS_HTTP_PROXY`` is the only
-    proxy used.
-    """
-    allow_private = settings.POSTBACKS_ALLOW_PRIVATE_NETWORKS
-    sessions = _local.__dict__.setdefault("sessions", {})
-    if allow_private not in sessions:
-        manager = Manager(
-            Config(
-                ip_filter_enable=not allow_private,
-                ip_filter_allow_loopback_ips=False,
-                never_redirect=True,
-                default_timeout=(5, 10),
-                user_agent_override=settings.POSTBACKS_USER_AGENT,
-            )
-        )
-        session = manager.get_session()
-        # Proxies come from settings, not from the environment: requests would otherwise
-        # look up proxy variables and .netrc on every request.
-        session.trust_env = False
-        if settings.POSTBACKS_HTTP_PROXY:
-            session.proxies = {
-                "http": settings.POSTBACKS_HTTP_PROXY,
-                "https": settings.POSTBACKS_HTTP_PROXY,
-            }
-        sessions[allow_private] = session
-    return sessions[allow_private]
-
-
 class Transport:
-    """Base class: a destination kind."""
+    """Base class: a destination kind.
+
+    Contract: :meth:`prepare` runs when the event is written and renders the rule's
+    template with the macro context (values escaped for where they land: URL-encoded in a
+    URL); :meth:`send` runs in a worker and **never raises**: whatever happens, it answers
+    with a :class:`Result` (an unexpected error is a retryable result).
+    """
 
     kind: ClassVar[str]
     label: ClassVar[str]
@@ -126,53 +93,94 @@ class Transport:
         raise NotImplementedError
 
     def prepare(self, template: str, context: dict[str, str]) -> PreparedRequest:
+        """The request to plan for one event; ``context`` from ``macros.build_context``."""
         raise NotImplementedError
 
     def send(self, request: PreparedRequest, timeout: float) -> Result:
+        """Send ``request`` within ``timeout`` seconds of wall time; never raises."""
         raise NotImplementedError
 
 
 class HttpTransport(Transport):
-    """Sends a prepared request over HTTP and classifies the answer."""
+    """Sends a prepared request over HTTP and classifies the answer.
+
+    ``timeout`` is one wall-clock deadline for connect, headers and body together (see
+    ``postbacks.http.deadline``); the body is read up to ``POSTBACKS_RESPONSE_BODY_MAX_BYTES``.
+    """
 
     def send(self, request: PreparedRequest, timeout: float) -> Result:
         started = time.monotonic()
-        cap = settings.POSTBACKS_RESPONSE_BODY_MAX_BYTES
         try:
-            response = http_session().request(
-                request.method,
-                request.url,
-                data=request.body.encode() if request.body else None,
-                headers=request.headers,
-                timeout=(min(5.0, timeout), timeout),
-                stream=True,
+            return self._send(request, timeout, started)
+        except Exception as exc:  # the contract: never raise, whatever the destination did
+            logger.exception("Unexpected error sending a postback")
+            return Result(
+                Outcome.RETRY, error=f"Unexpected error: {_describe(exc)}", duration_ms=_ms(started)
             )
+
+    def _send(self, request: PreparedRequest, timeout: float, started: float) -> Result:
+        cap = settings.POSTBACKS_RESPONSE_BODY_MAX_BYTES
+        with deadline(timeout) as limit:
             try:
-                raw = response.raw.read(cap + 1, decode_content=True) or b""
-            finally:
-                if len(raw) <= cap:
-                    response.raw.release_conn()  # fully read: keep the connection alive
+                response = http_session().request(
+                    request.method,
+                    request.url,
+                    data=request.body.encode() if request.body else None,
+                    headers=request.headers,
+                    timeout=(min(5.0, timeout), timeout),
+                    stream=True,
+                )
+                raw = self._read_body(response, cap, limit)
+                if limit.expired:  # cut mid-answer: what was read may look complete
+                    raise requests.exceptions.Timeout("deadline passed")
+            except InvalidIPAddress as exc:
+                return self._failed(started, f"Destination refused (private network): {exc}")
+            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+                return self._failed(started, f"Invalid URL: {exc}")
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+                if limit.expired or isinstance(exc, requests.exceptions.Timeout):
+                    error = f"Timeout: no complete answer within {timeout:g} s ({_describe(exc)})"
                 else:
-                    response.close()
-        except InvalidIPAddress as exc:
-            return self._failed(started, f"Destination refused (private network): {exc}")
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-            return self._failed(started, f"Invalid URL: {exc}")
-        except requests.exceptions.Timeout as exc:
-            return Result("retry", error=f"Timeout: {exc}", duration_ms=_ms(started))
-        except requests.exceptions.RequestException as exc:
-            return Result("retry", error=f"{type(exc).__name__}: {exc}", duration_ms=_ms(started))
-        body = raw[:cap].decode(response.encoding or "utf-8", errors="replace")
+                    error = _describe(exc)
+                return Result(Outcome.RETRY, error=error, duration_ms=_ms(started))
+            except OSError as exc:
+                return Result(Outcome.RETRY, error=_describe(exc), duration_ms=_ms(started))
+        body = raw[:cap].decode(_codec(response.encoding), errors="replace")
         return self.classify(response, body, _ms(started))
+
+    @staticmethod
+    def _read_body(response: requests.Response, cap: int, limit: Deadline) -> bytes:
+        """Up to ``cap + 1`` bytes of the body, in chunks, against the deadline."""
+        chunks: list[bytes] = []
+        size = 0
+        complete = False
+        try:
+            for chunk in response.iter_content(chunk_size=1024):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > cap:
+                    break
+                if not limit.remaining():
+                    raise requests.exceptions.Timeout("deadline passed while reading the body")
+            else:
+                complete = True
+        finally:
+            if complete:
+                response.raw.release_conn()  # fully read: keep the connection alive
+            else:
+                response.close()
+        return b"".join(chunks)
 
     def classify(self, response: requests.Response, body: str, duration_ms: int) -> Result:
         """2xx delivered; 408, 429 and 5xx retried; 3xx and other 4xx failed for good."""
         code = response.status_code
-        result = Result("failed", status_code=code, response_body=body, duration_ms=duration_ms)
+        result = Result(
+            Outcome.FAILED, status_code=code, response_body=body, duration_ms=duration_ms
+        )
         if 200 <= code < 300:
-            result.outcome = "delivered"
+            result.outcome = Outcome.DELIVERED
         elif code in (408, 429) or code >= 500:
-            result.outcome = "retry"
+            result.outcome = Outcome.RETRY
             result.error = f"HTTP {code}"
             if code == 429:
                 result.retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -185,11 +193,23 @@ class HttpTransport(Transport):
 
     @staticmethod
     def _failed(started: float, error: str) -> Result:
-        return Result("failed", error=error, duration_ms=_ms(started))
+        return Result(Outcome.FAILED, error=error, duration_ms=_ms(started))
 
 
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _codec(encoding: str | None) -> str:
+    """A codec Python knows for a response charset; UTF-8 when it is missing or bogus."""
+    try:
+        return codecs.lookup(encoding or "utf-8").name
+    except LookupError:
+        return "utf-8"
 
 
 class S2SPostback(HttpTransport):
@@ -211,7 +231,12 @@ class S2SPostback(HttpTransport):
             raise ValidationError(f"Unknown macro {names}. {macros.help_text()}")
 
     def prepare(self, template: str, context: dict[str, str]) -> PreparedRequest:
-        return PreparedRequest("GET", macros.render(template, context, url_encode=True))
+        headers = {}
+        if context.get("delivery.id"):
+            headers[IDEMPOTENCY_HEADER] = context["delivery.id"]
+        return PreparedRequest(
+            "GET", macros.render(template, context, url_encode=True), headers=headers
+        )
 
 
 REGISTRY: dict[str, type[Transport]] = {cls.kind: cls for cls in (S2SPostback,)}

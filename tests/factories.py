@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from decimal import Decimal
+
+from django.utils import timezone
 
 from campaigns.models import (
     AffiliateNetwork,
@@ -12,7 +16,8 @@ from campaigns.models import (
     TrafficSource,
     TrafficSourceParameter,
 )
-from postbacks.models import EventType, PostbackRule
+from postbacks.models import Delivery, EventType, PostbackRule
+from postbacks.services import destination_host
 from tracker.models import Click
 
 TABOOLA_PATH = (
@@ -65,3 +70,18 @@ def rule(url: str, *, sources: list[TrafficSource] = (), **fields) -> PostbackRu
     created = PostbackRule.objects.create(url_template=url, **fields)
     created.traffic_sources.set(sources)
     return created
+
+
+def delivery(url: str, *, due_in: float = 0, **fields) -> Delivery:
+    """A scheduled delivery of a new click to ``url``, due ``due_in`` seconds from now."""
+    if "click" not in fields:
+        fields["click"] = Click.objects.order_by("created_at").last() or click()
+    fields.setdefault("idempotency_key", f"test:{uuid.uuid4()}")
+    return Delivery.objects.create(
+        event_type=EventType.CONVERSION,
+        kind="s2s",
+        url=url,
+        host=destination_host(url),
+        due_at=timezone.now() + timedelta(seconds=due_in),
+        **fields,
+    )

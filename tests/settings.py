@@ -8,8 +8,9 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("POSTBACKS_ALLOW_PRIVATE_NETWORKS", "true")
 os.environ.setdefault("POSTBACKS_SWEEP_SECONDS", "1")
 os.environ.setdefault("POSTBACKS_LEASE_MARGIN_SECONDS", "2")
-os.environ.setdefault("POSTBACKS_REQUEUE_AFTER_SECONDS", "5")
+os.environ.setdefault("POSTBACKS_HEARTBEAT_SECONDS", "1")
+os.environ.setdefault("POSTBACKS_WORKER_DEAD_SECONDS", "3")
 os.environ.setdefault("POSTBACKS_COUNTDOWN_MAX_SECONDS", "2")
-os.environ.setdefault("CELERY_WORKER_CONCURRENCY", "16")
+os.environ.setdefault("CELERY_WORKER_CONCURRENCY", "2")
 
 from tracker.settings import *  # noqa: F403

@@ -5,6 +5,7 @@ Celery's file-system broker under ``var/``, so a fresh clone needs no server. Se
 ``DATABASE_URL`` and ``REDIS_URL`` (or ``CELERY_BROKER_URL``) to run on PostgreSQL and Redis.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -160,22 +161,37 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_ROUTES = {"postbacks.deliver": {"queue": "postbacks"}}
-# Postbacks wait on the network, not the CPU: many threads per worker process.
-CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=4 if USING_SQLITE else 50)
+CELERY_TASK_ROUTES = {"postbacks.dispatch": {"queue": "postbacks"}}
+# One worker process per core (Celery's prefork default); inside each, the dispatcher sends
+# postbacks on its own thread pool (POSTBACKS_DISPATCH_THREADS), since they wait on the network.
+CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="prefork")
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=os.cpu_count() or 1)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Postbacks --------------------------------------------------------------------------------
 # Allow destinations on private, loopback and link-local addresses (local demo and tests only).
 POSTBACKS_ALLOW_PRIVATE_NETWORKS = env("POSTBACKS_ALLOW_PRIVATE_NETWORKS")
-# How often the sweeper enqueues due deliveries and reclaims stuck ones (seconds).
-POSTBACKS_SWEEP_SECONDS = env.float("POSTBACKS_SWEEP_SECONDS", default=5.0)
-# A delivery left in "sending" longer than its timeout plus this margin is reclaimed (seconds).
-POSTBACKS_LEASE_MARGIN_SECONDS = env.int("POSTBACKS_LEASE_MARGIN_SECONDS", default=30)
-# A scheduled, due delivery whose task was sent longer ago than this is enqueued again (seconds).
-POSTBACKS_REQUEUE_AFTER_SECONDS = env.int("POSTBACKS_REQUEUE_AFTER_SECONDS", default=60)
-# Waits up to this long use a Celery countdown; longer ones wait in the database (seconds).
+# How often the sweeper wakes a dispatcher for due deliveries and takes back deliveries of
+# lost workers (seconds): the longest a postback waits after a lost wake-up or a long delay.
+POSTBACKS_SWEEP_SECONDS = env.float("POSTBACKS_SWEEP_SECONDS", default=2.0)
+# A claimed delivery's lease is its timeout (the attempt's wall-clock deadline) plus this
+# margin (seconds); past it, the sweeper takes the delivery back.
+POSTBACKS_LEASE_MARGIN_SECONDS = env.int("POSTBACKS_LEASE_MARGIN_SECONDS", default=5)
+# Dispatcher processes write a heartbeat this often; the deliveries of a process silent for
+# POSTBACKS_WORKER_DEAD_SECONDS are taken back without waiting for their leases (seconds).
+POSTBACKS_HEARTBEAT_SECONDS = env.float("POSTBACKS_HEARTBEAT_SECONDS", default=2.0)
+POSTBACKS_WORKER_DEAD_SECONDS = env.float("POSTBACKS_WORKER_DEAD_SECONDS", default=8.0)
+# Requests in flight per worker process, and at most this many to one destination host.
+POSTBACKS_DISPATCH_THREADS = env.int("POSTBACKS_DISPATCH_THREADS", default=100)
+POSTBACKS_HOST_CONCURRENCY = env.int("POSTBACKS_HOST_CONCURRENCY", default=50)
+# Deliveries claimed per statement; seconds between claims while requests are in flight;
+# seconds one wake-up keeps claiming before the Celery task ends (in-flight ones finish).
+POSTBACKS_DISPATCH_BATCH = env.int("POSTBACKS_DISPATCH_BATCH", default=100)
+POSTBACKS_DISPATCH_POLL_SECONDS = env.float("POSTBACKS_DISPATCH_POLL_SECONDS", default=0.02)
+POSTBACKS_DISPATCH_MAX_SECONDS = env.float("POSTBACKS_DISPATCH_MAX_SECONDS", default=30.0)
+# A wake-up not consumed within this many seconds is dropped (the sweeper sends new ones).
+POSTBACKS_WAKE_EXPIRES_SECONDS = env.float("POSTBACKS_WAKE_EXPIRES_SECONDS", default=60.0)
+# Waits up to this long use a Celery countdown wake-up; longer ones wait for the sweeper.
 POSTBACKS_COUNTDOWN_MAX_SECONDS = env.int("POSTBACKS_COUNTDOWN_MAX_SECONDS", default=60)
 # Longest wait between two attempts, whatever the backoff or Retry-After says (seconds).
 POSTBACKS_BACKOFF_MAX_SECONDS = env.int("POSTBACKS_BACKOFF_MAX_SECONDS", default=6 * 3600)
@@ -187,6 +203,15 @@ POSTBACKS_RULES_CACHE_SECONDS = env.float("POSTBACKS_RULES_CACHE_SECONDS", defau
 # Egress proxy for postbacks, e.g. http://proxy:3128 (HTTP_PROXY and friends are ignored).
 POSTBACKS_HTTP_PROXY = env.str("POSTBACKS_HTTP_PROXY", default="")
 POSTBACKS_USER_AGENT = env.str("POSTBACKS_USER_AGENT", default="postback-manager/0.1")
+# Masked wherever a URL or error is stored or shown: query parameters whose names match these
+# case-insensitive globs, and the first group of these path regexes (Telegram bot tokens).
+POSTBACKS_MASK_PARAMS = env.list(
+    "POSTBACKS_MASK_PARAMS",
+    default=["*key*", "*token*", "*secret*", "*passw*", "*signature*", "*auth*", "sig", "pwd"],
+)
+POSTBACKS_MASK_PATH_PATTERNS = env.list(
+    "POSTBACKS_MASK_PATH_PATTERNS", default=[r"/bot(\d+:[A-Za-z0-9_-]+)"]
+)
 
 CELERY_BEAT_SCHEDULE = {
     "postbacks-sweep": {

@@ -168,14 +168,14 @@ def test_broker_down_at_commit_loses_nothing(worker, receiver, client, monkeypat
     """The publish fails, the conversion is still accepted; the sweeper sends it later."""
     from kombu.exceptions import OperationalError
 
-    from postbacks.tasks import deliver_task
+    from postbacks.tasks import dispatch_task
 
     def broker_down(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     campaign, _ = setup_campaign(receiver)
     click = client.get(f"/c/{campaign.key}", {"external_id": "abc"})
-    monkeypatch.setattr(deliver_task, "apply_async", broker_down)
+    monkeypatch.setattr(dispatch_task, "apply_async", broker_down)
     answer = client.get("/cv", {"click_id": click_id_from(click), "txid": "T-8"})
     assert answer.status_code == 200
     assert Delivery.objects.get().status == "scheduled"

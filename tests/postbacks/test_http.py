@@ -1,4 +1,8 @@
-"""The HTTP transport against a real local receiver: pooling, body cap, SSRF guard."""
+"""The HTTP transport against a real local receiver: pooling, body cap, SSRF guard, deadline."""
+
+import socket
+import threading
+import time
 
 from django.test import override_settings
 
@@ -54,3 +58,72 @@ def test_private_destinations_are_refused_unless_allowed(receiver):
     assert result.outcome == "failed"
     assert "private network" in result.error
     assert receiver.received == []
+
+
+def test_trickling_body_is_cut_at_the_deadline(receiver):
+    """One byte every 0.2 s for 100 bytes would take 20 s; the attempt ends at its 1 s."""
+    receiver.script(Reply(200, body="x" * 100, trickle=0.2))
+    started = time.monotonic()
+    result = send(receiver.url, timeout=1)
+    assert time.monotonic() - started < 3
+    assert result.outcome == "retry"
+    assert result.error.startswith("Timeout: no complete answer within 1 s")
+
+
+def test_trickling_headers_are_cut_at_the_deadline():
+    """A server that sends its status line, then one header byte every 0.2 s."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        stop = threading.Event()
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while not stop.is_set():
+                    try:
+                        conn.sendall(b"a")
+                    except OSError:
+                        return
+                    time.sleep(0.2)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        result = send(f"http://127.0.0.1:{port}/pb", timeout=1)
+        elapsed = time.monotonic() - started
+        stop.set()
+    assert elapsed < 3
+    assert result.outcome == "retry"
+    assert result.error.startswith("Timeout")
+
+
+def test_body_cut_half_way_is_a_retry_not_an_exception(receiver):
+    receiver.script(Reply(200, body="y" * 5000, truncate=True))
+    result = send(receiver.url)
+    assert result.outcome == "retry"
+    assert "ProtocolError" in result.error or "ChunkedEncodingError" in result.error
+
+
+def test_bogus_charset_is_read_as_utf8(receiver):
+    receiver.script(Reply(200, body="ok ✓", content_type="text/plain; charset=bogus"))
+    result = send(receiver.url)
+    assert (result.outcome, result.response_body) == ("delivered", "ok ✓")
+
+
+def test_send_never_raises_on_unexpected_errors(receiver, monkeypatch):
+    def explode(*args, **kwargs):
+        raise LookupError("unknown encoding: bogus")
+
+    monkeypatch.setattr("postbacks.transports.HttpTransport._read_body", explode)
+    result = send(receiver.url)
+    assert result.outcome == "retry"
+    assert result.error == "Unexpected error: LookupError: unknown encoding: bogus"
+
+
+def test_keep_alive_connection_is_reused_after_a_full_read(receiver):
+    send(receiver.url + "/a")
+    send(receiver.url + "/b")
+    first, second = receiver.received
+    assert first.client_port == second.client_port  # one keep-alive connection

@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import pytest
 from django.core.exceptions import ValidationError
 
-from postbacks.transports import S2SPostback, mask_url, parse_retry_after
+from postbacks.masking import mask_secrets
+from postbacks.transports import S2SPostback, parse_retry_after
 
 
 def fake_response(status, headers=None):
@@ -44,10 +45,12 @@ def test_parse_retry_after_http_date_in_the_past_is_zero():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
-def test_mask_url_hides_secret_parameters_only():
+def test_mask_hides_secret_parameters_only():
     url = "https://trends.example/api?api_key=SECRET&rc_uuid=abc&amount=2&token=T"
-    assert mask_url(url) == "https://trends.example/api?api_key=***&rc_uuid=abc&amount=2&token=***"
-    assert mask_url("https://x/?a=1") == "https://x/?a=1"
+    assert mask_secrets(url) == (
+        "https://trends.example/api?api_key=***&rc_uuid=abc&amount=2&token=***"
+    )
+    assert mask_secrets("https://x/?a=1") == "https://x/?a=1"
 
 
 @pytest.mark.parametrize(
@@ -64,5 +67,7 @@ def test_validate_template_rejects(template, message):
 
 
 def test_prepare_renders_a_get():
-    prepared = S2SPostback().prepare("https://x/?c={externalid}", {"externalid": "a&b"})
-    assert (prepared.method, prepared.url) == ("GET", "https://x/?c=a%26b")
+    context = {"externalid": "a&b", "delivery.id": "d-1"}
+    prepared = S2SPostback().prepare("https://x/?c={externalid}&d={delivery.id}", context)
+    assert (prepared.method, prepared.url) == ("GET", "https://x/?c=a%26b&d=d-1")
+    assert prepared.headers == {"Idempotency-Key": "d-1"}
