@@ -82,12 +82,12 @@ class ConversionPostbackForm(forms.Form):
         payout = self.cleaned_data.get("payout")
         if payout is None:
             return None
-        # Compare before rounding (quantize of a huge exponent would overflow), and after:
+        # Compare before rounding (abs() or quantize of a huge exponent overflow), and after:
         # 9999999999.9999995 rounds up to 1e10, one digit too many for the column.
-        if abs(payout) >= PAYOUT_LIMIT:
+        if payout.copy_abs() >= PAYOUT_LIMIT:
             raise ValidationError("Payout is out of range (|payout| < 10000000000).")
         payout = payout.quantize(PAYOUT_QUANTUM, rounding=ROUND_HALF_UP)
-        if abs(payout) >= PAYOUT_LIMIT:
+        if payout.copy_abs() >= PAYOUT_LIMIT:
             raise ValidationError("Payout is out of range (|payout| < 10000000000).")
         return payout
 
