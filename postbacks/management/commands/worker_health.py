@@ -1,0 +1,81 @@
+"""``manage.py worker_health``: a liveness check for Celery workers (systemd, Kubernetes).
+
+It sends a remote-control ping through the broker and waits for the answers. A worker that
+lost its broker connection and stopped consuming (celery 5.7.0 after a Redis restart, see
+the README) no longer answers, so the check fails and the supervisor restarts it.
+
+Exit status: 0 when every ``--worker`` answered (or, without ``--worker``, at least one
+worker did); 1 otherwise, including when the broker cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from celery.utils.nodenames import default_nodename, host_format
+from django.core.management.base import BaseCommand, CommandError
+from kombu.exceptions import OperationalError
+
+from tracker.celery import app
+
+
+def node_names(names: list[str]) -> list[str]:
+    """Full node names as ``celery worker -n`` builds them: ``w1@%h`` -> ``w1@<this host>``.
+
+    A name without ``@`` is a host name, as for ``-n``: ``web-1`` -> ``celery@web-1``.
+    """
+    return [host_format(default_nodename(name)) for name in names]
+
+
+def ping(names: list[str], timeout: float) -> set[str]:
+    """Node names that answered a ping within ``timeout`` seconds (all workers if no names).
+
+    Raises ``OperationalError`` when the broker cannot be reached within ``timeout``.
+    """
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=timeout)
+        replies = app.control.ping(
+            destination=names or None, timeout=timeout, connection=connection
+        )
+    return {
+        node
+        for reply in replies
+        for node, answer in reply.items()
+        if isinstance(answer, dict) and answer.get("ok") == "pong"
+    }
+
+
+class Command(BaseCommand):
+    help = (
+        "Ping Celery workers through the broker; exit 0 when they answer, 1 otherwise "
+        "(liveness check for systemd or Kubernetes)."
+    )
+    requires_system_checks = []
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--worker",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="Node name to ping, as given to `celery worker -n` (e.g. w1@%%h); "
+            "repeatable. Default: any worker.",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=5.0,
+            help="Seconds to wait for the broker and for the answers (default: %(default)s).",
+        )
+
+    def handle(self, *args: object, worker: list[str], timeout: float, **options: object) -> None:
+        names = node_names(worker)
+        try:
+            answered = ping(names, timeout)
+        except (OperationalError, OSError) as exc:
+            raise CommandError(f"UNHEALTHY: broker unreachable ({exc})") from exc
+        missing = [name for name in names if name not in answered]
+        if missing or not answered:
+            waited_for = ", ".join(missing) if missing else "any worker"
+            raise CommandError(f"UNHEALTHY: no answer within {timeout:g} s from {waited_for}")
+        self.stdout.write(f"OK: {len(answered)} worker(s) answered: {', '.join(sorted(answered))}")

@@ -1,0 +1,109 @@
+"""A Redis restart with postbacks in flight: the same worker keeps delivering afterwards.
+
+celery 5.7.0 (with kombu 5.7.0) crashed its consumer when Redis restarted with unacked
+messages ("Unrecoverable error: AttributeError('NoneType' object has no attribute
+'hostname')"): the worker process stayed up but never consumed again, so every later
+postback waited for a manual restart. This test starts its own redis-server so it can
+restart it; the shared Redis is not touched.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from postbacks.models import Delivery
+from postbacks.receiver import Receiver, Reply
+from tests import factories
+from tests.conftest import WorkerProcess, wait_until
+from tests.integration.brokers import RedisServer, publishing_to, worker_health
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+IN_FLIGHT = 6
+AFTER_RESTART = 6
+SLOW_SECONDS = 4
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slow_receiver():
+    server = Receiver(default=Reply(200, delay=SLOW_SECONDS)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_worker(_worker_process, transactional_db, redis_server, tmp_path):
+    """A worker on our redis-server; the session's worker is stopped meanwhile, since it
+    shares the database and its sweeper would deliver in its place."""
+    _worker_process.stop()  # the `worker` fixture restarts it for the next test that needs it
+    worker = WorkerProcess(
+        tmp_path, env={"CELERY_BROKER_URL": redis_server.url}, name="redis-restart"
+    )
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def convert(client, campaign, external_id: str) -> None:
+    """A click on the campaign link, then the network's S2S postback for it."""
+    click = client.get(f"/c/{campaign.key}", {"external_id": external_id})
+    assert click.status_code == 302
+    answer = client.get("/cv", {"click_id": click.cookies["cf_click_id"].value, "txid": "T"})
+    assert answer.status_code == 200, answer.content
+
+
+def external_ids(receiver: Receiver) -> set[str]:
+    return {item.query["click-id"] for item in receiver.received}
+
+
+def test_redis_restart_with_postbacks_in_flight(own_worker, redis_server, slow_receiver, client):
+    source = factories.traffic_source()
+    campaign = factories.campaign(source)
+    factories.rule(slow_receiver.url + factories.TABOOLA_PATH, sources=[source], timeout_seconds=15)
+    before = {f"before-{n}" for n in range(IN_FLIGHT)}
+    after = {f"after-{n}" for n in range(AFTER_RESTART)}
+
+    with publishing_to(redis_server.url):
+        for external_id in sorted(before):
+            convert(client, campaign, external_id)
+        # Every postback is now held by the slow receiver: its task is unacknowledged.
+        assert len(slow_receiver.wait_for(IN_FLIGHT, timeout=20)) == IN_FLIGHT
+
+        redis_server.stop()
+        time.sleep(1)
+        redis_server.start()
+        slow_receiver.default = Reply(200)
+
+        restarted_at = time.monotonic()
+        for external_id in sorted(after):
+            convert(client, campaign, external_id)
+        arrived = wait_until(lambda: before | after <= external_ids(slow_receiver), timeout=40)
+
+    settled = time.monotonic() - restarted_at
+    health = worker_health(redis_server.url, own_worker.hostname)
+    log = own_worker.log_path.read_text()
+    assert arrived, (
+        f"missing postbacks: {sorted((before | after) - external_ids(slow_receiver))}\n"
+        f"worker_health: {health.returncode} {health.stdout}{health.stderr}\n"
+        f"worker log:\n{log[-4000:]}"
+    )
+    print(
+        f"all {len(before | after)} postbacks arrived {settled:.1f} s after the restart "
+        f"({len(slow_receiver.received)} requests)"
+    )
+    assert wait_until(
+        lambda: Delivery.objects.filter(status="delivered").count() == len(before | after)
+    )
+    assert own_worker.alive and own_worker.starts == 1
+    assert "Unrecoverable error" not in log
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert health.stdout.startswith(f"OK: 1 worker(s) answered: {own_worker.hostname}")
