@@ -2,8 +2,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Local demo defaults; override on the command line or in the environment.
-DEMO_ENV := DEBUG=$${DEBUG:-true} POSTBACKS_ALLOW_PRIVATE_NETWORKS=$${POSTBACKS_ALLOW_PRIVATE_NETWORKS:-true}
+VAR_DIR ?= var
+WEB_PORT ?= 8000
+# Local demo settings; each can be overridden in the environment. DEBUG stays off (its error
+# pages show settings, database and broker passwords included): WhiteNoise serves the static
+# files, the secret key is generated once for this checkout, cookies go over plain http, and
+# postbacks may reach the receiver on 127.0.0.1.
+DEMO_KEY := $(VAR_DIR)/demo-secret-key
+DEMO_ENV := SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_KEY))}" \
+	SESSION_COOKIE_SECURE=$${SESSION_COOKIE_SECURE:-false} \
+	CSRF_COOKIE_SECURE=$${CSRF_COOKIE_SECURE:-false} \
+	POSTBACKS_ALLOW_PRIVATE_NETWORKS=$${POSTBACKS_ALLOW_PRIVATE_NETWORKS:-true} \
+	TRACKER_BASE_URL=$${TRACKER_BASE_URL:-http://127.0.0.1:$(WEB_PORT)} WEB_PORT=$(WEB_PORT)
 
 .PHONY: install run migrate demo test lint format ci simulate bench clean
 
@@ -17,13 +27,18 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
-migrate: install
+$(DEMO_KEY): | $(BIN)/python
+	mkdir -p $(VAR_DIR)
+	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+migrate: install $(DEMO_KEY)
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
 
 demo: migrate
-	$(DEMO_ENV) $(BIN)/python manage.py demo_setup
+	$(DEMO_ENV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(DEMO_ENV) $(BIN)/python manage.py demo_setup --demo
 
-## run: install, migrate, load demo data, then start web + worker + beat + demo receiver
+## run: install, migrate, load demo data, then start web (gunicorn) + worker + beat + receiver
 run: demo
 	$(DEMO_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
@@ -41,7 +56,7 @@ format: install
 
 ci: lint test
 
-simulate: install
+simulate: install $(DEMO_KEY)
 	$(DEMO_ENV) $(BIN)/python manage.py simulate
 
 bench: install

@@ -1,6 +1,12 @@
 """Admin pages an account manager uses: lists, filters, search, rule form validation."""
 
+import re
+from io import StringIO
+
 import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from postbacks.models import Attempt, Delivery, PostbackRule
@@ -97,3 +103,44 @@ def test_campaign_page_shows_the_tracking_url(admin_client):
 )  # fmt: skip
 def test_admin_pages_render(admin_client, logged_attempt, url):
     assert admin_client.get(url).status_code == 200
+
+
+def test_static_files_are_served_without_debug(settings, tmp_path, client):
+    """As `make run` serves them: collected, hashed and served by WhiteNoise under gunicorn."""
+    settings.STATIC_ROOT = tmp_path
+    settings.WHITENOISE_USE_FINDERS = False
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+    call_command("collectstatic", "--noinput", verbosity=0)
+
+    login = client.get("/admin/login/").content.decode()
+    css = re.search(r'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', login)
+    assert css, login
+    response = client.get(css.group(1))
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/css")
+    assert "immutable" in response["Cache-Control"]
+    assert b"".join(response.streaming_content).strip()
+
+
+def test_no_view_site_link_to_a_missing_page(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "View site" not in page
+
+
+def test_demo_setup_refuses_outside_the_demo(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="local demo only"):
+        call_command("demo_setup", stdout=StringIO())
+    assert not get_user_model().objects.exists()
+
+
+def test_demo_setup_creates_the_demo_with_its_flag(settings):
+    settings.DEBUG = False
+    out = StringIO()
+    call_command("demo_setup", "--demo", stdout=out)
+    assert get_user_model().objects.get(username="admin").check_password("admin")
+    assert PostbackRule.objects.filter(is_active=True).count() == 1
+    assert f"Campaign link:  {settings.TRACKER_BASE_URL}/c/" in out.getvalue()

@@ -12,24 +12,23 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# First, so that every setting below (VAR_DIR included) can come from .env; the process
+# environment wins over the file.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 env = environ.Env(
     DEBUG=(bool, False),
     ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost"]),
     POSTBACKS_ALLOW_PRIVATE_NETWORKS=(bool, False),
 )
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env("DEBUG")
-# Development key only: refused below when DEBUG is off.
-_DEV_SECRET_KEY = "dev-insecure-key-change-me"
-SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET_KEY)
-if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    from django.core.exceptions import ImproperlyConfigured
-
-    raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=true for local development).")
+# With DEBUG off and no SECRET_KEY, the key stays empty: Django refuses anything that signs
+# (sessions, CSRF, password resets) and tracker.wsgi refuses to serve, while commands that
+# sign nothing (migrate, simulate, the worker, worker_health) still run.
+SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-key-change-me" if DEBUG else "")
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -48,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files without DEBUG, from the web process itself (WhiteNoise).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -109,7 +110,20 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Filled by `manage.py collectstatic` (make run does it) and served by WhiteNoise. With DEBUG
+# on, WhiteNoise serves straight from the apps instead, and names are not hashed.
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Production-safe defaults when DEBUG is off ------------------------------------------------
 if not DEBUG:
@@ -142,7 +156,12 @@ if not CELERY_BROKER_URL:
         "data_folder_out": str(_BROKER_DIR / "queue"),
         "processed_folder": str(_BROKER_DIR / "processed"),
         "store_processed": False,
+        # Exchange tables (remote control, worker_health); kombu's default is ./control.
+        "control_folder": str(_BROKER_DIR / "control"),
     }
+elif CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ: a publish returns once the broker has taken the message (publisher confirms).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 else:
     # Redis keeps an unacked message invisible for this long before redelivering it. Long
     # waits (delays, retries) live in the database, so no task is ever scheduled past it.

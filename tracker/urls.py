@@ -8,6 +8,8 @@ admin.site.site_title = "Postback manager"
 admin.site.index_title = "Traffic sources, offers, campaigns and postbacks"
 # Log tables need the width more than the app list does.
 admin.site.enable_nav_sidebar = False
+# No public site behind the tracker: no "View site" link (it led to a 404).
+admin.site.site_url = None
 
 urlpatterns = [
     path("c/<slug:campaign_key>", views.click, name="click"),

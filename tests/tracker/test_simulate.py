@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import socket
+import subprocess
+import sys
 from collections import Counter
 from decimal import Decimal
 from io import StringIO
@@ -15,6 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from campaigns.models import Campaign, CampaignOffer, Offer, TrafficSource, TrafficSourceParameter
+from tests.conftest import ROOT, _database_url
 from tracker.management.commands.simulate import (
     SAMPLE_VALUES,
     Target,
@@ -162,3 +166,21 @@ def test_unreachable_instance_says_how_to_start_it(db):
         port = sock.getsockname()[1]
     with pytest.raises(CommandError, match="make run"):
         call_command("simulate", base_url=f"http://127.0.0.1:{port}", campaign=["k"], clicks=1)
+
+
+def test_readme_form_runs_without_debug_or_secret_key(live_server, campaign):
+    """`.venv/bin/python manage.py simulate ...` in a second terminal, with no demo settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE")
+    }
+    env["DATABASE_URL"] = _database_url()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "simulate", "--base-url", live_server.url,
+         "--campaign", campaign.key, "--clicks", "5", "--seed", "3", "--verbosity", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert summary(result.stdout)["Clicks recorded (302)"] == "5"
+    assert Click.objects.filter(campaign=campaign).count() == 5

@@ -1,4 +1,8 @@
-"""Load demo data: a Taboola-like traffic source, an offer, a campaign and a postback rule."""
+"""Load demo data: a Taboola-like traffic source, an offer, a campaign and a postback rule.
+
+It also creates a superuser with a well-known login (admin / admin), so it runs only for the
+local demo: with ``--demo`` (``make run`` passes it) or with DEBUG on.
+"""
 
 import uuid
 from decimal import Decimal
@@ -6,7 +10,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from campaigns.models import AffiliateNetwork, Campaign, CampaignOffer, Offer, TrafficSource
@@ -32,9 +36,20 @@ class Command(BaseCommand):
         parser.add_argument("--receiver-url", default="http://127.0.0.1:8001")
         parser.add_argument("--username", default="admin")
         parser.add_argument("--password", default="admin")
+        parser.add_argument(
+            "--demo",
+            action="store_true",
+            help="Confirm this is the local demo (make run): the login it creates is public.",
+        )
 
     @transaction.atomic
-    def handle(self, *args, receiver_url: str, username: str, password: str, **options):
+    def handle(self, *args, receiver_url: str, username: str, password: str, demo: bool, **options):
+        if not (demo or settings.DEBUG):
+            raise CommandError(
+                "demo_setup creates a superuser with a well-known password and is meant for "
+                "the local demo only. Run it through `make run`, or pass --demo on a machine "
+                "nobody else can reach. On a real instance use `manage.py createsuperuser`."
+            )
         User = get_user_model()
         if not User.objects.filter(username=username).exists():
             User.objects.create_superuser(username, f"{username}@example.com", password)
