@@ -1,0 +1,331 @@
+"""Inbound benchmark: /c and /cv against a hello-world view and a naive one-INSERT click view.
+
+All four run on one server configuration: gunicorn with sync workers (``2 x cores + 1``
+workers, gunicorn's documented starting point; ``--workers`` to change), PostgreSQL, the
+Redis broker (no Celery worker: /cv writes its deliveries and publishes their wake-ups,
+which stay queued). Load comes from ``wrk`` (``apt-get install wrk``) in its own process;
+/cv gets a fresh click ID per request (pre-written clicks, one conversion rule).
+
+Printed per endpoint: requests/s, p50 and p99 latency, non-2xx/3xx answers, the ratio to the
+naive click view; for /c also "clicks written = clicks answered" from an exact run of
+``--exact`` requests (wrk stops mid-flight, so its own count can be short by up to
+``--connections``). Never run by the test suite.
+
+    .venv/bin/python bench/inbound.py [--duration 10] [--connections 16] [--workers N]
+        [--exact 2000] [--port 8765]
+
+Defaults: ``postgres://postgres@127.0.0.1:5432/postbacks_bench_inbound`` (created and
+migrated if missing), ``redis://127.0.0.1:6379/10`` (flushed before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postbacks_bench_inbound"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/10"
+SETTINGS = "bench.inbound_settings"
+CLICK_TARGET_P99_MS = 25.0
+CONVERSION_TARGET_RPS = 500.0
+WARMUP_SECONDS = 2
+CV_LUA = """
+local ids = {}
+for line in io.lines("%(ids)s") do ids[#ids + 1] = line end
+local counter = 0
+local threads = 0
+function setup(thread)
+  thread:set("first", threads)
+  threads = threads + 1
+end
+function init(args)
+  counter = tonumber(first) * math.floor(#ids / %(threads)d)
+end
+function request()
+  counter = counter + 1
+  local id = ids[(counter %% #ids) + 1]
+  return wrk.format("GET", "/cv?click_id=" .. id .. "&payout=1.50&txid=T&status=approved")
+end
+"""
+
+
+@dataclass
+class Figures:
+    name: str
+    requests: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    bad: int
+    socket_errors: str
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint")
+    parser.add_argument("--connections", type=int, default=0, help="default: 2 x workers")
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--exact", type=int, default=2000, help="/c requests of the exact run")
+    parser.add_argument("--clicks", type=int, default=80_000, help="clicks written for /cv")
+    parser.add_argument("--port", type=int, default=8765)
+    return parser.parse_args(argv)
+
+
+def environment() -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        "REDIS_URL": os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
+        "CELERY_BROKER_URL": os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
+        "DJANGO_SETTINGS_MODULE": SETTINGS,
+        "DEBUG": "false",
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-inbound-not-secret-" + "x" * 40),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(env)
+    return env
+
+
+def database_ready() -> None:
+    """Create the benchmark database if missing, then migrate it."""
+    import django
+    import psycopg
+    from django.conf import settings
+    from django.core.management import call_command
+
+    django.setup()
+    db = settings.DATABASES["default"]
+    admin = psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"],
+        dbname="postgres", autocommit=True,
+    )  # fmt: skip
+    with admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]])
+        if exists.fetchone() is None:
+            admin.execute(f'CREATE DATABASE "{db["NAME"]}"')
+    call_command("migrate", verbosity=0)
+
+
+def seed(clicks: int, ids_path: Path) -> tuple[str, str]:
+    """One campaign (traffic source, offer, network), one conversion rule, ``clicks`` clicks
+    for /cv. Returns the /c path and the naive click path."""
+    from django.db import connection
+
+    from campaigns.models import (
+        AffiliateNetwork,
+        Campaign,
+        CampaignOffer,
+        Offer,
+        TrafficSource,
+        TrafficSourceParameter,
+    )
+    from postbacks.models import EventType, PostbackRule
+    from tracker.models import Click
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE tracker_inboundrequest, postbacks_attempt, postbacks_delivery, "
+            "tracker_conversion, tracker_click CASCADE"
+        )
+    PostbackRule.objects.all().delete()
+    source, _ = TrafficSource.objects.get_or_create(
+        name="Bench source", defaults={"external_id_placeholder": "{click_id}"}
+    )
+    TrafficSourceParameter.objects.get_or_create(
+        traffic_source=source, slot=1, defaults={"name": "site", "param": "site"}
+    )
+    network, _ = AffiliateNetwork.objects.get_or_create(name="Bench network")
+    offer, _ = Offer.objects.get_or_create(
+        name="Bench offer",
+        defaults={"url": "https://offer.example/?s2={cf_click_id}", "affiliate_network": network},
+    )
+    campaign, _ = Campaign.objects.get_or_create(
+        key="benchinbound", defaults={"name": "Bench", "traffic_source": source}
+    )
+    CampaignOffer.objects.get_or_create(campaign=campaign, offer=offer)
+    rule = PostbackRule.objects.create(
+        name="Bench conversion rule",
+        event_type=EventType.CONVERSION,
+        url_template="http://127.0.0.1:9/postback?c={externalid}&p={payout}",
+    )
+    rule.traffic_sources.set([source])
+    made = [
+        Click(campaign=campaign, offer=offer, traffic_source=source, external_id=f"b{i}")
+        for i in range(clicks)
+    ]
+    Click.objects.bulk_create(made, batch_size=5000)
+    ids_path.write_text("\n".join(str(c.pk) for c in made) + "\n")
+    return (
+        f"/c/{campaign.key}?external_id=ext-1&site=news.example",
+        f"/bench/naive-click/{campaign.pk}/{source.pk}/{offer.pk}?external_id=ext-1",
+    )
+
+
+def start_server(args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
+    command = [
+        str(ROOT / ".venv" / "bin" / "gunicorn"), "tracker.wsgi:application",
+        "--workers", str(args.workers), "--worker-class", "sync",
+        "--bind", f"127.0.0.1:{args.port}", "--log-level", "warning", "--backlog", "2048",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit("gunicorn exited at start")
+        try:
+            if fetch(args.port, "/bench/hello") == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("gunicorn did not answer in 30 s")
+
+
+def fetch(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(args: argparse.Namespace, name: str, path: str, script: Path | None = None) -> Figures:
+    base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "--latency"]
+    if script is not None:
+        base += ["-s", str(script)]
+    url = f"http://127.0.0.1:{args.port}{path}"
+    subprocess.run([*base, "-d", f"{WARMUP_SECONDS}s", url], capture_output=True, check=True)
+    out = subprocess.run(
+        [*base, "-d", f"{args.duration}s", url], capture_output=True, text=True, check=True
+    ).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)$", out, re.MULTILINE)
+    return Figures(
+        name=name,
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),
+        per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        p50_ms=to_ms(latency["50"]),
+        p99_ms=to_ms(latency["99"]),
+        bad=int(bad.group(1)) if bad else 0,
+        socket_errors=errors.group(1) if errors else "none",
+    )
+
+
+def settled(count: Callable[[], int]) -> int:
+    """``count()`` once it stops changing: requests wrk left in flight have finished."""
+    last = count()
+    while True:
+        time.sleep(0.5)
+        now = count()
+        if now == last:
+            return now
+        last = now
+
+
+def exact_clicks(args: argparse.Namespace, path: str) -> tuple[int, int]:
+    """Send exactly ``args.exact`` clicks over ``args.connections`` threads; returns
+    (answered 302, written rows)."""
+    from tracker.models import Click
+
+    before = settled(Click.objects.count)
+    with ThreadPoolExecutor(args.connections) as pool:
+        statuses = list(pool.map(lambda _: fetch(args.port, path), range(args.exact)))
+    return statuses.count(302), settled(Click.objects.count) - before
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.connections = args.connections or 2 * args.workers
+    env = environment()
+    import redis
+
+    broker = redis.Redis.from_url(env["REDIS_URL"])
+    broker.flushdb()
+    database_ready()
+    from postbacks.models import Delivery
+    from tracker.models import Click, Conversion, InboundRequest
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-inbound-"))
+    ids_path = workdir / "click_ids.txt"
+    click_path, naive_path = seed(args.clicks, ids_path)
+    script = workdir / "cv.lua"
+    script.write_text(CV_LUA % {"ids": ids_path, "threads": args.threads})
+    print(
+        f"gunicorn {args.workers} sync workers ({os.cpu_count()} cores), wrk {args.threads} "
+        f"threads x {args.connections} connections, {args.duration} s per endpoint "
+        f"after {WARMUP_SECONDS} s warm-up"
+    )
+    server = start_server(args, env)
+    try:
+        results = [wrk(args, "hello world", "/bench/hello")]
+        before = Click.objects.count()
+        results.append(wrk(args, "naive click (1 INSERT)", naive_path))
+        naive_written = settled(Click.objects.count) - before
+        before = Click.objects.count()
+        results.append(wrk(args, "/c", click_path))
+        click_written = settled(Click.objects.count) - before
+        answered, written = exact_clicks(args, click_path)
+        conversions_before = Conversion.objects.count()
+        results.append(wrk(args, "/cv (fresh click IDs)", "/cv", script))
+        conversions = settled(Conversion.objects.count) - conversions_before
+        deliveries = Delivery.objects.count()
+        logged = InboundRequest.objects.count()
+        queued = broker.llen("postbacks")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(20)
+        broker.flushdb()
+
+    naive = results[1]
+    print(f"\n{'endpoint':24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx/3xx':>12} "
+          f"{'vs naive':>9}")  # fmt: skip
+    for row in results:
+        print(
+            f"{row.name:24} {row.per_second:8.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f} "
+            f"{row.bad:12d} {row.per_second / naive.per_second:8.0%}"
+        )
+    click, conversion = results[2], results[3]
+    print("\nsocket errors: " + "; ".join(f"{r.name}: {r.socket_errors}" for r in results))
+    print(f"naive click: {naive.requests} answered, {naive_written} written (wrk window)")
+    print(f"/c: {click.requests} answered, {click_written} written (wrk window)")
+    print(f"/c exact run: {answered} answered 302, {written} clicks written: "
+          f"{'equal' if answered == written == args.exact else 'MISMATCH'}")  # fmt: skip
+    print(
+        f"/cv: {conversion.requests} answered, {conversions} conversions written, "
+        f"{deliveries} deliveries, {logged} inbound-log rows, {queued} wake-ups queued"
+    )
+    print(
+        f"\ntargets: /c >= naive: {click.per_second >= naive.per_second} "
+        f"({click.per_second / naive.per_second:.0%}); /c p99 < {CLICK_TARGET_P99_MS:.0f} ms: "
+        f"{click.p99_ms < CLICK_TARGET_P99_MS} ({click.p99_ms:.1f}); /cv >= "
+        f"{CONVERSION_TARGET_RPS:.0f} req/s: {conversion.per_second >= CONVERSION_TARGET_RPS} "
+        f"({conversion.per_second:.0f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
