@@ -31,6 +31,7 @@ class Received:
     body: bytes
     at: float = field(default_factory=time.time)
     client_port: int = 0
+    status: int = 0  # the HTTP status answered
 
 
 @dataclass
@@ -68,10 +69,13 @@ class Receiver:
         default: Reply | None = None,
         tracker_url: str = "",
         on_request: Callable[[Received], None] | None = None,
+        responder: Callable[[Received], Reply] | None = None,
     ) -> None:
         self.default = default or Reply()
         self.tracker_url = tracker_url.rstrip("/")
         self.on_request = on_request
+        # Picks the reply for each request (after the script runs out) instead of ``default``.
+        self.responder = responder
         self.received: list[Received] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Condition()
@@ -114,7 +118,11 @@ class Receiver:
     def _record(self, item: Received) -> Reply:
         with self._lock:
             self.received.append(item)
-            reply = self._script.popleft() if self._script else self.default
+            if self._script:
+                reply = self._script.popleft()
+            else:
+                reply = self.responder(item) if self.responder else self.default
+            item.status = reply.status
             self._lock.notify_all()
         if self.on_request:
             self.on_request(item)
