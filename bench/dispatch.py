@@ -267,9 +267,13 @@ def spawn(command: list[str], **kwargs: Any) -> subprocess.Popen:
 
 
 def stop_process(proc: subprocess.Popen, name: str) -> None:
-    """Terminate a process we started (its whole group), killing it if it lingers."""
+    """Terminate a process we started, then kill what is left of its group.
+
+    SIGTERM goes to the leader only: a Celery or gunicorn master stops its own children
+    (SIGTERM to each pool child would be logged as a lost worker).
+    """
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGTERM)
         try:
             proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
