@@ -24,6 +24,7 @@ import argparse
 import http.client
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -298,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(20)
         broker.flushdb()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     naive = results[1]
     print(f"\n{'endpoint':24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx/3xx':>12} "

@@ -84,18 +84,22 @@ def click_record(
 
 
 def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, int | None]:
-    """The click with its campaign, offer and the offer's network, and the id of its existing
+    """The click with its offer and the offer's network, and the id of its existing
     conversion with this ``txid`` (None when there is none): ``(None, None)`` for an unknown
     click ID.
 
     One SELECT; the traffic source and its parameters come from the per-process cache.
     Run it in the transaction that registers the conversion.
     """
-    existing = Conversion.objects.filter(click=OuterRef("pk"), txid=txid).values("pk")[:1]
+    # No ordering (a sort per row) and no campaign join: postbacks need only its id.
+    existing = (
+        Conversion.objects.filter(click=OuterRef("pk"), txid=txid).order_by().values("pk")[:1]
+    )
     click = (
-        Click.objects.select_related("campaign", "offer__affiliate_network")
+        Click.objects.select_related("offer__affiliate_network")
         .annotate(existing_conversion_id=Subquery(existing))
         .filter(pk=click_id)
+        .order_by()
         .first()
     )
     if click is None:
