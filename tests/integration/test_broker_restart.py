@@ -120,3 +120,14 @@ def test_redis_restart_with_postbacks_in_flight(own_worker, redis_server, slow_r
     assert "Unrecoverable error" not in log
     assert health.returncode == 0, health.stdout + health.stderr
     assert health.stdout.startswith(f"OK: 1 worker(s) answered: {own_worker.hostname}")
+
+
+def test_worker_health_fails_without_an_answering_worker(redis_server):
+    nobody = worker_health(redis_server.url, timeout=1)
+    assert nobody.returncode == 1
+    assert "UNHEALTHY: no answer within 1 s from any worker" in nobody.stderr
+
+    redis_server.stop()
+    down = worker_health(redis_server.url, "w1@%h", timeout=1)
+    assert down.returncode == 1
+    assert "UNHEALTHY: broker unreachable" in down.stderr
