@@ -22,25 +22,26 @@ A heartbeat thread writes the process's :class:`~postbacks.models.Worker` row ev
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, Worker
-from postbacks.services import next_state, wake
+from postbacks.services import Transition, next_state, wake
 from postbacks.transports import Outcome, PreparedRequest, Result, get_transport
 
 logger = logging.getLogger("postbacks.dispatcher")
@@ -53,43 +54,94 @@ LEASE_SQL = {
 }
 ROW_LOCK_SQL = {"postgresql": "FOR UPDATE SKIP LOCKED", "sqlite": ""}
 CLAIM_SQL = """
+WITH busy (host, n) AS (VALUES {busy})
 UPDATE {table} SET status = 'sending', attempt_count = attempt_count + 1, claimed_by = %s,
     lease_expires_at = {lease}, updated_at = %s
 WHERE status = 'scheduled' AND id IN (
     SELECT id FROM (
-        SELECT id, due_at, ROW_NUMBER() OVER (PARTITION BY host ORDER BY due_at, id) AS nth
+        SELECT id, due_at, COALESCE(busy.n, 0)
+            + ROW_NUMBER() OVER (PARTITION BY due.host ORDER BY due_at, id) AS nth
         FROM (
             SELECT id, host, due_at FROM {table}
             WHERE status = 'scheduled' AND due_at <= %s {exclude}
             ORDER BY due_at, id LIMIT %s {lock}
-        ) AS due
+        ) AS due LEFT JOIN busy ON busy.host = due.host
     ) AS ranked
     WHERE nth <= %s ORDER BY due_at, id LIMIT %s
 )
-RETURNING *
+RETURNING {columns}
 """
-RECORDED_FIELDS = [
-    "status",
-    "due_at",
-    "delivered_at",
-    "last_status_code",
-    "last_error",
-    "lease_expires_at",
-    "claimed_by",
-    "updated_at",
-]
+# The new state of each finished delivery, written only where this worker still owns it.
+RECORD_SQL = """
+WITH v (id, attempt_count, status, due_at, delivered_at, last_status_code, last_error)
+    AS (VALUES {rows})
+UPDATE {table} SET status = v.status, due_at = COALESCE(v.due_at, {table}.due_at),
+    delivered_at = v.delivered_at, last_status_code = v.last_status_code,
+    last_error = v.last_error, lease_expires_at = NULL, claimed_by = '', updated_at = %s
+FROM v
+WHERE {table}.id = v.id AND {table}.status = 'sending' AND {table}.claimed_by = %s
+    AND {table}.attempt_count = v.attempt_count
+RETURNING {table}.id
+"""
+# Typed placeholders of one VALUES row (PostgreSQL cannot infer the type of a NULL column).
+RECORD_CASTS = {
+    "postgresql": (
+        "CAST({} AS bigint)",
+        "CAST({} AS integer)",
+        "CAST({} AS varchar)",
+        "CAST({} AS timestamptz)",
+        "CAST({} AS timestamptz)",
+        "CAST({} AS integer)",
+        "CAST({} AS text)",
+    ),
+    "sqlite": ("{}",) * 7,
+}
+
+
+CLAIMED_COLUMNS = (
+    "id", "due_at", "host", "kind", "method", "url", "body", "headers", "attempt_count",
+    "max_attempts", "retry_base_seconds", "timeout_seconds",
+)  # fmt: skip
+
+
+@dataclass
+class Claimed:
+    """A delivery claimed for one attempt: what sending and recording it need.
+
+    ``attempt_count`` is the number of this attempt (the claim counted it).
+    """
+
+    pk: int
+    due_at: object
+    host: str
+    kind: str
+    method: str
+    url: str
+    body: str
+    headers: dict[str, str]
+    attempt_count: int
+    max_attempts: int
+    retry_base_seconds: int
+    timeout_seconds: int
+
+    @classmethod
+    def from_row(cls, row: tuple) -> Claimed:
+        item = cls(*row)
+        if isinstance(item.headers, str):  # JSON arrives as text from the cursor
+            item.headers = json.loads(item.headers)
+        return item
 
 
 @dataclass
 class Finished:
     """One attempt that came back: the claimed delivery, its result, when it started."""
 
-    delivery: Delivery
+    delivery: Claimed
     result: Result
     started_at: datetime
 
 
-def send(delivery: Delivery) -> tuple[Result, datetime]:
+def send(delivery: Claimed) -> tuple[Result, datetime]:
     """Send one claimed delivery through its transport (runs on a pool thread, no DB)."""
     started_at = timezone.now()
     request = PreparedRequest(delivery.method, delivery.url, delivery.body, delivery.headers)
@@ -108,7 +160,8 @@ class Dispatcher:
         self.threads = settings.POSTBACKS_DISPATCH_THREADS
         self.host_cap = settings.POSTBACKS_HOST_CONCURRENCY
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="postback")
-        self.in_flight: dict[Future, Delivery] = {}
+        self.in_flight = 0
+        self.completed: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self.per_host: Counter[str] = Counter()
         self._running = threading.Lock()
         self._poked = threading.Event()
@@ -144,140 +197,158 @@ class Dispatcher:
                 connection.close()  # back to the pool while idle
 
     def _loop(self, max_seconds: float) -> dict[str, int]:
+        """Claim while slots are free, collect finished attempts, record them in batches.
+
+        Claims happen when nothing is in flight, when a tenth of the slots are free and the
+        last claim got all it asked for, or every ``POSTBACKS_DISPATCH_POLL_SECONDS``;
+        finished attempts are recorded once ``POSTBACKS_DISPATCH_BATCH`` have come back or
+        the oldest has waited one poll period.
+        """
         stop_claiming = time.monotonic() + max_seconds
         poll = settings.POSTBACKS_DISPATCH_POLL_SECONDS
+        batch = settings.POSTBACKS_DISPATCH_BATCH
+        refill = max(1, self.threads // 10)
+        next_claim = 0.0
+        starved = False
+        finished: list[Finished] = []
+        oldest = 0.0
         sent = recorded = 0
         while True:
             claimed = 0
-            free = self.threads - len(self.in_flight)
-            if free > 0 and time.monotonic() < stop_claiming:
+            now = time.monotonic()
+            free = self.threads - self.in_flight
+            ready = not self.in_flight or (free >= refill and not starved) or now >= next_claim
+            if free and now < stop_claiming and ready:
                 self._poked.clear()
-                for delivery in self.claim(min(free, settings.POSTBACKS_DISPATCH_BATCH)):
+                wanted = min(free, batch)
+                for delivery in self.claim(wanted):
                     self.per_host[delivery.host] += 1
-                    self.in_flight[self.pool.submit(send, delivery)] = delivery
+                    self.in_flight += 1
+                    self.pool.submit(self._send, delivery)
                     claimed += 1
                 sent += claimed
-            if not self.in_flight:
+                starved = claimed < wanted  # nothing more due, or its hosts at their cap
+                next_claim = now + poll
+            if not self.in_flight and not finished:
                 if claimed or self._poked.is_set():
                     continue
                 return {"sent": sent, "recorded": recorded}
-            done, _pending = wait(list(self.in_flight), timeout=poll, return_when=FIRST_COMPLETED)
-            if done:
-                recorded += self.record([self._finished(future) for future in done])
+            wait = poll if not finished else max(0.0, oldest + poll - time.monotonic())
+            for item in self._collect(wait):
+                if not finished:
+                    oldest = time.monotonic()
+                finished.append(item)
+                starved = False  # a slot, and a slot of its host, is free again
+            if finished and (
+                len(finished) >= batch or not self.in_flight or time.monotonic() - oldest >= poll
+            ):
+                recorded += self.record(finished)
+                finished = []
 
-    def _finished(self, future: Future) -> Finished:
-        delivery = self.in_flight.pop(future)
-        self.per_host[delivery.host] -= 1
+    def _send(self, delivery: Claimed) -> None:
+        """Pool thread: send one delivery and hand the result to the dispatcher thread."""
         try:
-            result, started_at = future.result()
+            result, started_at = send(delivery)
         except Exception as exc:  # send() never raises; should it, the attempt is retried
             logger.exception("Postback %s: unexpected error", delivery.pk)
             result = Result(Outcome.RETRY, error=f"Unexpected error: {type(exc).__name__}: {exc}")
             started_at = timezone.now()
-        return Finished(delivery, result, started_at)
+        self.completed.put(Finished(delivery, result, started_at))
+
+    def _collect(self, timeout: float) -> list[Finished]:
+        """Finished attempts: wait up to ``timeout`` s for one, then take all that are there."""
+        items = []
+        try:
+            items.append(self.completed.get(timeout=timeout))
+            while True:
+                items.append(self.completed.get_nowait())
+        except queue.Empty:
+            pass
+        for item in items:
+            self.in_flight -= 1
+            self.per_host[item.delivery.host] -= 1
+        return items
 
     # --- claim and record ----------------------------------------------------------------
 
-    def claim(self, limit: int) -> list[Delivery]:
-        """Claim up to ``limit`` due deliveries, oldest due first, within the host caps."""
-        full = [host for host, n in self.per_host.items() if n >= self.host_cap]
+    def claim(self, limit: int) -> list[Claimed]:
+        """Claim up to ``limit`` due deliveries, oldest due first, within the host caps.
+
+        Requests already in flight count against their host's cap
+        (``POSTBACKS_HOST_CONCURRENCY``); a host at its cap is skipped entirely.
+        """
+        busy = [(host, n) for host, n in self.per_host.items() if n > 0]
+        full = [host for host, n in busy if n >= self.host_cap]
         vendor = connection.vendor
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         sql = CLAIM_SQL.format(
+            busy=", ".join(["(NULL, 0)"] + ["(%s, %s)"] * len(busy)),
             table=Delivery._meta.db_table,
             lease=LEASE_SQL[vendor],
             lock=ROW_LOCK_SQL[vendor],
             exclude=f"AND host NOT IN ({', '.join(['%s'] * len(full))})" if full else "",
+            columns=", ".join(CLAIMED_COLUMNS),
         )
-        params = [self.name, now, settings.POSTBACKS_LEASE_MARGIN_SECONDS, now, now, *full]
+        params: list[object] = [value for pair in busy for value in pair]
+        params += [self.name, now, settings.POSTBACKS_LEASE_MARGIN_SECONDS, now, now, *full]
         params += [limit * 4, self.host_cap, limit]
-        claimed = list(Delivery.objects.raw(sql, params))
-        claimed.sort(key=lambda d: (d.due_at, d.pk))
-        keep, release = [], []
-        taken = Counter(self.per_host)
-        for delivery in claimed:
-            if taken[delivery.host] >= self.host_cap:
-                release.append(delivery.pk)
-            else:
-                taken[delivery.host] += 1
-                keep.append(delivery)
-        if release:
-            self._release(release)
-        return keep
-
-    def _release(self, ids: list[int]) -> None:
-        """Hand back claimed deliveries that were not sent (their host is at its cap)."""
-        Delivery.objects.filter(pk__in=ids, claimed_by=self.name).in_flight().update(
-            status=Delivery.Status.SCHEDULED,
-            attempt_count=F("attempt_count") - 1,
-            lease_expires_at=None,
-            claimed_by="",
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            claimed = [Claimed.from_row(row) for row in cursor.fetchall()]
+        return sorted(claimed, key=lambda item: (item.due_at, item.pk))
 
     def record(self, finished: list[Finished]) -> int:
         """Write the attempts and new states of deliveries this worker still owns.
 
-        Returns how many were recorded; late results of deliveries the sweeper took back
-        are dropped and logged.
+        One transaction: one conditional ``UPDATE ... FROM (VALUES ...) RETURNING id`` moves
+        the deliveries still ``sending`` under this worker and attempt number, then one
+        ``bulk_create`` logs the attempts of exactly those. Late results of deliveries the
+        sweeper took back are dropped and logged. Returns how many were recorded.
         """
         now = timezone.now()
-        ids = [item.delivery.pk for item in finished]
-        soonest: float | None = None
-        with transaction.atomic():
-            owned = dict(
-                Delivery.objects.select_for_update()
-                .filter(pk__in=ids, claimed_by=self.name)
-                .in_flight()
-                .values_list("pk", "attempt_count")
-            )
-            updates, attempts = [], []
-            for item in finished:
-                delivery, result = item.delivery, item.result
-                if owned.get(delivery.pk) != delivery.attempt_count:
-                    logger.warning(
-                        "Postback %s attempt %d: late result dropped (taken back by the sweeper)",
-                        delivery.pk,
-                        delivery.attempt_count,
-                    )
-                    continue
-                move = next_state(
-                    attempt_number=delivery.attempt_count,
-                    max_attempts=delivery.max_attempts,
-                    retry_base_seconds=delivery.retry_base_seconds,
-                    result=result,
+        moves: dict[int, tuple[Finished, Transition]] = {}
+        for item in finished:
+            moves[item.delivery.pk] = (
+                item,
+                next_state(
+                    attempt_number=item.delivery.attempt_count,
+                    max_attempts=item.delivery.max_attempts,
+                    retry_base_seconds=item.delivery.retry_base_seconds,
+                    result=item.result,
                     now=now,
+                ),
+            )
+        with transaction.atomic():
+            owned = self._write_states(moves, now)
+            attempts = [
+                Attempt(
+                    delivery_id=pk,
+                    number=item.delivery.attempt_count,
+                    started_at=item.started_at,
+                    method=item.delivery.method,
+                    url=mask_secrets(item.delivery.url),
+                    status_code=item.result.status_code,
+                    response_body=item.result.response_body,
+                    error=mask_secrets(move.error),
+                    duration_ms=item.result.duration_ms,
+                    outcome=move.outcome,
                 )
-                delivery.status = move.status
-                delivery.due_at = move.due_at or delivery.due_at
-                delivery.delivered_at = move.delivered_at
-                delivery.last_status_code = result.status_code
-                delivery.last_error = mask_secrets(move.error)
-                delivery.lease_expires_at = None
-                delivery.claimed_by = ""
-                delivery.updated_at = now
-                updates.append(delivery)
-                attempts.append(
-                    Attempt(
-                        delivery=delivery,
-                        number=delivery.attempt_count,
-                        started_at=item.started_at,
-                        method=delivery.method,
-                        url=mask_secrets(delivery.url),
-                        status_code=result.status_code,
-                        response_body=result.response_body,
-                        error=delivery.last_error,
-                        duration_ms=result.duration_ms,
-                        outcome=move.outcome,
-                    )
-                )
-                if move.due_at:
-                    wait_seconds = (move.due_at - now).total_seconds()
-                    soonest = wait_seconds if soonest is None else min(soonest, wait_seconds)
-            if updates:
-                Delivery.objects.bulk_update(updates, RECORDED_FIELDS)
-                Attempt.objects.bulk_create(attempts)
-            if soonest is not None and soonest <= settings.POSTBACKS_COUNTDOWN_MAX_SECONDS:
-                transaction.on_commit(lambda: wake(soonest))
+                for pk, (item, move) in moves.items()
+                if pk in owned
+            ]
+            Attempt.objects.bulk_create(attempts)
+            waits = [
+                (move.due_at - now).total_seconds()
+                for pk, (_item, move) in moves.items()
+                if pk in owned and move.due_at
+            ]
+            if waits and min(waits) <= settings.POSTBACKS_COUNTDOWN_MAX_SECONDS:
+                transaction.on_commit(lambda: wake(min(waits)))
+        for pk in moves.keys() - owned:
+            logger.warning(
+                "Postback %s attempt %d: late result dropped (taken back by the sweeper)",
+                pk, moves[pk][0].delivery.attempt_count,
+            )  # fmt: skip
         for attempt in attempts:
             logger.info(
                 "Postback %s attempt %d: %s %s -> %s in %d ms",
@@ -285,6 +356,27 @@ class Dispatcher:
                 attempt.status_code or attempt.error, attempt.duration_ms,
             )  # fmt: skip
         return len(attempts)
+
+    def _write_states(self, moves: dict[int, tuple[Finished, Transition]], now) -> set[int]:
+        """The one UPDATE of :meth:`record`; returns the ids it changed (still owned)."""
+        ops = connection.ops
+        casts = RECORD_CASTS[connection.vendor]
+        row = "(" + ", ".join(cast.format("%s") for cast in casts) + ")"
+        params: list[object] = []
+        for pk, (item, move) in moves.items():
+            params += [
+                pk,
+                item.delivery.attempt_count,
+                move.status,
+                ops.adapt_datetimefield_value(move.due_at),
+                ops.adapt_datetimefield_value(move.delivered_at),
+                item.result.status_code,
+                mask_secrets(move.error),
+            ]
+        sql = RECORD_SQL.format(table=Delivery._meta.db_table, rows=", ".join([row] * len(moves)))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, ops.adapt_datetimefield_value(now), self.name])
+            return {pk for (pk,) in cursor.fetchall()}
 
     # --- heartbeat -----------------------------------------------------------------------
 
