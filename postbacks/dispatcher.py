@@ -45,6 +45,8 @@ from postbacks.services import Transition, next_state, wake
 from postbacks.transports import Outcome, PreparedRequest, Result, get_transport
 
 logger = logging.getLogger("postbacks.dispatcher")
+# The Celery queue of ``postbacks.dispatch`` wake-ups; it carries nothing else.
+WAKE_QUEUE = "postbacks"
 
 # now + (timeout + margin) seconds, per database: the lease of a claimed delivery.
 LEASE_SQL = {
@@ -148,6 +150,61 @@ def send(delivery: Claimed) -> tuple[Result, datetime]:
     return get_transport(delivery.kind).send(request, timeout=delivery.timeout_seconds), started_at
 
 
+class Recorder:
+    """A thread that records finished attempts in batches (see :meth:`Dispatcher.record`).
+
+    A batch is written once ``batch`` results have come or the oldest has waited ``poll``
+    seconds. :meth:`close` writes what is left and returns how many were recorded.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, poll: float, batch: int) -> None:
+        self.dispatcher = dispatcher
+        self.poll = poll
+        self.batch = batch
+        self.recorded = 0
+        self._items: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    def add(self, item: Finished) -> None:
+        self._items.put(item)
+
+    def close(self) -> int:
+        self._items.put(None)
+        self._thread.join()
+        return self.recorded
+
+    def _run(self) -> None:
+        try:
+            done = False
+            while not done:
+                first = self._items.get()
+                if first is None:
+                    break
+                pending, deadline = [first], time.monotonic() + self.poll
+                while len(pending) < self.batch:
+                    try:
+                        item = self._items.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        done = True
+                        break
+                    pending.append(item)
+                self._write(pending)
+        finally:
+            connection.close()
+
+    def _write(self, pending: list[Finished]) -> None:
+        try:
+            self.recorded += self.dispatcher.record(pending)
+        except Exception:
+            # The deliveries stay "sending" under this worker: the sweeper takes them back
+            # when their lease ends, logs the attempts as lost and they are sent again.
+            logger.exception("Could not record %d postback attempt(s)", len(pending))
+            connection.close()
+
+
 class Dispatcher:
     """The dispatcher of one worker process (see the module docstring)."""
 
@@ -190,19 +247,35 @@ class Dispatcher:
             return {"sent": 0, "recorded": 0}
         try:
             self._beat_start()
+            self._drain_wakeups()
             return self._loop(max_seconds or settings.POSTBACKS_DISPATCH_MAX_SECONDS)
         finally:
             self._running.release()
             if not connection.in_atomic_block:
                 connection.close()  # back to the pool while idle
 
+    @staticmethod
+    def _drain_wakeups() -> None:
+        """Empty the wake-up queue before the first claim: that claim covers every delivery
+        the queued wake-ups announced (they were committed before being announced). Without
+        this, a backlog of N conversions costs N Celery tasks that find nothing to do.
+        Wake-ups published from now on, and countdown wake-ups (held by the worker), stay.
+        """
+        from tracker.celery import app
+
+        try:
+            with app.pool.acquire(block=True, timeout=2) as conn:
+                conn.default_channel.queue_purge(WAKE_QUEUE)
+        except Exception:
+            logger.warning("Wake-up queue not drained", exc_info=True)
+
     def _loop(self, max_seconds: float) -> dict[str, int]:
-        """Claim while slots are free, collect finished attempts, record them in batches.
+        """Claim while slots are free; a recorder thread writes the results meanwhile.
 
         Claims happen when nothing is in flight, when a tenth of the slots are free and the
-        last claim got all it asked for, or every ``POSTBACKS_DISPATCH_POLL_SECONDS``;
-        finished attempts are recorded once ``POSTBACKS_DISPATCH_BATCH`` have come back or
-        the oldest has waited one poll period.
+        last claim got all it asked for, or every ``POSTBACKS_DISPATCH_POLL_SECONDS``.
+        Finished attempts go to :class:`Recorder`, which writes them in batches on its own
+        database connection, so claiming never waits for recording.
         """
         stop_claiming = time.monotonic() + max_seconds
         poll = settings.POSTBACKS_DISPATCH_POLL_SECONDS
@@ -210,40 +283,35 @@ class Dispatcher:
         refill = max(1, self.threads // 10)
         next_claim = 0.0
         starved = False
-        finished: list[Finished] = []
-        oldest = 0.0
-        sent = recorded = 0
-        while True:
-            claimed = 0
-            now = time.monotonic()
-            free = self.threads - self.in_flight
-            ready = not self.in_flight or (free >= refill and not starved) or now >= next_claim
-            if free and now < stop_claiming and ready:
-                self._poked.clear()
-                wanted = min(free, batch)
-                for delivery in self.claim(wanted):
-                    self.per_host[delivery.host] += 1
-                    self.in_flight += 1
-                    self.pool.submit(self._send, delivery)
-                    claimed += 1
-                sent += claimed
-                starved = claimed < wanted  # nothing more due, or its hosts at their cap
-                next_claim = now + poll
-            if not self.in_flight and not finished:
-                if claimed or self._poked.is_set():
-                    continue
-                return {"sent": sent, "recorded": recorded}
-            wait = poll if not finished else max(0.0, oldest + poll - time.monotonic())
-            for item in self._collect(wait):
-                if not finished:
-                    oldest = time.monotonic()
-                finished.append(item)
-                starved = False  # a slot, and a slot of its host, is free again
-            if finished and (
-                len(finished) >= batch or not self.in_flight or time.monotonic() - oldest >= poll
-            ):
-                recorded += self.record(finished)
-                finished = []
+        sent = 0
+        recorder = Recorder(self, poll, batch)
+        try:
+            while True:
+                claimed = 0
+                now = time.monotonic()
+                free = self.threads - self.in_flight
+                ready = not self.in_flight or (free >= refill and not starved) or now >= next_claim
+                if free and now < stop_claiming and ready:
+                    self._poked.clear()
+                    wanted = min(free, batch)
+                    for delivery in self.claim(wanted):
+                        self.per_host[delivery.host] += 1
+                        self.in_flight += 1
+                        self.pool.submit(self._send, delivery)
+                        claimed += 1
+                    sent += claimed
+                    starved = claimed < wanted  # nothing more due, or its hosts at their cap
+                    next_claim = now + poll
+                if not self.in_flight:
+                    if claimed or self._poked.is_set():
+                        continue
+                    break
+                for item in self._collect(poll):
+                    recorder.add(item)
+                    starved = False  # a slot, and a slot of its host, is free again
+        finally:
+            recorded = recorder.close()
+        return {"sent": sent, "recorded": recorded}
 
     def _send(self, delivery: Claimed) -> None:
         """Pool thread: send one delivery and hand the result to the dispatcher thread."""

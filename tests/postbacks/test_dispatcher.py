@@ -111,6 +111,7 @@ def test_a_silent_worker_loses_its_deliveries_before_its_lease_ends(dispatcher):
     assert "Worker lost" in Attempt.objects.get().error
 
 
+@pytest.mark.django_db(transaction=True)  # the recorder thread writes on its own connection
 def test_loop_sends_everything_due_with_a_stable_delivery_id(dispatcher, receiver):
     receiver.script(Reply(500))
     deliveries = [
