@@ -7,12 +7,14 @@ WEB_PORT ?= 8000
 # Local demo settings; each can be overridden in the environment. DEBUG stays off (its error
 # pages show settings, database and broker passwords included): WhiteNoise serves the static
 # files, the secret key is generated once for this checkout, cookies go over plain http, and
-# postbacks may reach the receiver on 127.0.0.1.
+# postbacks may reach the receiver on 127.0.0.1; `make simulate` plays a proxy that forwards
+# visitors' IPs in X-Forwarded-For, so the demo trusts one proxy hop.
 DEMO_KEY := $(VAR_DIR)/demo-secret-key
 DEMO_ENV := SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_KEY))}" \
 	SESSION_COOKIE_SECURE=$${SESSION_COOKIE_SECURE:-false} \
 	CSRF_COOKIE_SECURE=$${CSRF_COOKIE_SECURE:-false} \
 	POSTBACKS_ALLOW_PRIVATE_NETWORKS=$${POSTBACKS_ALLOW_PRIVATE_NETWORKS:-true} \
+	TRACKER_PROXY_COUNT=$${TRACKER_PROXY_COUNT:-1} \
 	TRACKER_BASE_URL=$${TRACKER_BASE_URL:-http://127.0.0.1:$(WEB_PORT)} WEB_PORT=$(WEB_PORT)
 
 .PHONY: install run migrate demo test lint format ci simulate bench clean
@@ -42,9 +44,12 @@ demo: migrate
 run: demo
 	$(DEMO_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
-## test: the whole suite (needs PostgreSQL and Redis on 127.0.0.1, see README)
+## test: the whole suite on PostgreSQL + Redis (127.0.0.1, see README), then the delivery
+## engine's tests again on SQLite, the database of the one-command demo
 test: install
 	$(BIN)/pytest
+	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 $(BIN)/pytest -q -p no:cacheprovider \
+		tests/postbacks tests/test_admin.py
 
 lint: install
 	$(BIN)/ruff check .
@@ -59,8 +64,11 @@ ci: lint test
 simulate: install $(DEMO_KEY)
 	$(DEMO_ENV) $(BIN)/python manage.py simulate
 
+## bench: dispatch, inbound and latency benchmarks (PostgreSQL + Redis on 127.0.0.1; bench/README.md)
 bench: install
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/inbound.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

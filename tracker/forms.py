@@ -11,8 +11,9 @@ from django.core.exceptions import ValidationError
 from tracker.models import Conversion
 
 PARAM_FIELDS = tuple(f"param{i}" for i in range(1, 21))
-# Conversion.payout is DECIMAL(16, 6): |payout| < 1e10 once rounded to 6 places.
-PAYOUT_LIMIT = Decimal("1e10")
+# |payout| < 1e9 once rounded to 6 places: 15 significant digits, which fit Conversion.payout
+# (DECIMAL(16, 6)) and survive SQLite, which stores decimals as 64-bit floats.
+PAYOUT_LIMIT = Decimal("1e9")
 PAYOUT_QUANTUM = Decimal("0.000001")
 # Django's CharField refuses NUL with this code; ours also covers lone surrogates (JSON
 # "\ud800" escapes), which PostgreSQL cannot store either.
@@ -45,7 +46,7 @@ class ConversionPostbackForm(forms.Form):
     """The ``/cv`` parameters, per the ClickFlare S2S postback contract.
 
     ``click_id`` or ``cf_click_id`` (required, a UUID; both may be sent if equal),
-    ``payout`` (decimal, rounded half-up to 6 places, |payout| < 1e10), ``txid`` (<= 255
+    ``payout`` (decimal, rounded half-up to 6 places, |payout| < 1e9), ``txid`` (<= 255
     chars), ``ct`` (conversion type, <= 64), ``status`` (approved | pending | rejected, any
     case, default approved), ``payout_currency`` (ISO 4217, any case), ``param1..param20``
     (<= 1000 chars each), ``token`` (the network's security token, checked by the view).
@@ -83,7 +84,7 @@ class ConversionPostbackForm(forms.Form):
         if payout is None:
             return None
         # Compare before rounding (abs() or quantize of a huge exponent overflow), and after:
-        # 9999999999.9999995 rounds up to 1e10, one digit too many for the column.
+        # 999999999.9999995 rounds up to 1e9, past the limit.
         if payout.copy_abs() >= PAYOUT_LIMIT:
             raise ValidationError("Payout is out of range (|payout| < 10000000000).")
         payout = payout.quantize(PAYOUT_QUANTUM, rounding=ROUND_HALF_UP)
