@@ -101,7 +101,9 @@ class PostbackRule(models.Model):
         "timeout",
         default=10,
         validators=[MinValueValidator(1), MaxValueValidator(60)],
-        help_text="Seconds to wait for the destination's answer (1..60).",
+        help_text="Seconds allowed for the whole answer (1..60): one wall-clock deadline for "
+        "connecting, the headers and the body; a destination still answering then is cut off "
+        "and the attempt retried.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -14,6 +14,7 @@ PARAM_FIELDS = tuple(f"param{i}" for i in range(1, 21))
 # |payout| < 1e9 once rounded to 6 places: 15 significant digits, which fit Conversion.payout
 # (DECIMAL(16, 6)) and survive SQLite, which stores decimals as 64-bit floats.
 PAYOUT_LIMIT = Decimal("1e9")
+PAYOUT_RANGE_ERROR = "Payout is out of range (|payout| < 1000000000)."
 PAYOUT_QUANTUM = Decimal("0.000001")
 # Django's CharField refuses NUL with this code; ours also covers lone surrogates (JSON
 # "\ud800" escapes), which PostgreSQL cannot store either.
@@ -86,10 +87,10 @@ class ConversionPostbackForm(forms.Form):
         # Compare before rounding (abs() or quantize of a huge exponent overflow), and after:
         # 999999999.9999995 rounds up to 1e9, past the limit.
         if payout.copy_abs() >= PAYOUT_LIMIT:
-            raise ValidationError("Payout is out of range (|payout| < 10000000000).")
+            raise ValidationError(PAYOUT_RANGE_ERROR)
         payout = payout.quantize(PAYOUT_QUANTUM, rounding=ROUND_HALF_UP)
         if payout.copy_abs() >= PAYOUT_LIMIT:
-            raise ValidationError("Payout is out of range (|payout| < 10000000000).")
+            raise ValidationError(PAYOUT_RANGE_ERROR)
         return payout
 
     def clean_status(self) -> str:
