@@ -251,8 +251,9 @@ class Dispatcher:
             return self._loop(max_seconds or settings.POSTBACKS_DISPATCH_MAX_SECONDS)
         finally:
             self._running.release()
-            if not connection.in_atomic_block:
-                connection.close()  # back to the pool while idle
+            # Kept for the next wake-up (CELERY_DB_REUSE_MAX), unless it broke.
+            if connection.errors_occurred and not connection.in_atomic_block:
+                connection.close_if_unusable_or_obsolete()
 
     @staticmethod
     def _drain_wakeups() -> None:
@@ -466,5 +467,4 @@ class Dispatcher:
                 self.beat()
             except Exception:
                 logger.warning("Heartbeat not written", exc_info=True)
-            finally:
-                connection.close()
+                connection.close()  # a fresh connection for the next beat

@@ -179,6 +179,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
+# Keep a worker thread's database connection across tasks (Celery's Django fixup would close
+# it before and after each one: a new PostgreSQL connection per wake-up).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_ROUTES = {"postbacks.dispatch": {"queue": "postbacks"}}
 # One worker process per core (Celery's prefork default); inside each, the dispatcher sends
