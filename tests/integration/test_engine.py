@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.utils import timezone
 
-from postbacks.models import Attempt, Delivery
+from postbacks.models import Attempt, Delivery, Worker
 from postbacks.receiver import Reply
 from tests.conftest import wait_until
 from tests.integration.test_pipeline import click_id_from, finished, setup_campaign
@@ -94,3 +96,23 @@ def test_killed_worker_recovers_in_under_15_seconds(worker, receiver, client):
     attempts = list(Attempt.objects.order_by("number"))
     assert [a.outcome for a in attempts] == ["retry", "delivered"]
     assert "Worker lost" in attempts[0].error
+
+
+def test_heartbeats_keep_beating_across_later_tasks(worker, receiver, client):
+    """Every worker process that dispatched keeps beating while it runs sweeps and wake-ups.
+
+    Celery's Django fixup closes a prefork child's connection pool around every task; with
+    a pool, the heartbeat thread lost its connection after the next task and the sweeper
+    took back postbacks of live workers.
+    """
+    campaign, _ = setup_campaign(receiver)
+    for n in range(30):  # a wake-up every 0.2 s, and the sweeper every second, for 6 s
+        convert(client, campaign, f"T-beat-{n}")
+        time.sleep(0.2)
+    assert wait_until(finished(), timeout=30)
+
+    horizon = timezone.now() - timedelta(seconds=2.5)
+    beats = list(Worker.objects.values_list("name", "heartbeat_at"))
+    assert beats and all(at >= horizon for _name, at in beats), beats
+    assert "Heartbeat not written" not in worker.log_path.read_text()
+    assert not any("Worker lost" in a.error for a in Attempt.objects.all())
