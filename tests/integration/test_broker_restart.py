@@ -17,20 +17,13 @@ from postbacks.models import Delivery
 from postbacks.receiver import Receiver, Reply
 from tests import factories
 from tests.conftest import WorkerProcess, wait_until
-from tests.integration.brokers import RedisServer, publishing_to, worker_health
+from tests.integration.brokers import publishing_to, worker_health
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 IN_FLIGHT = 3
 AFTER_RESTART = 6
 SLOW_SECONDS = 4
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from postbacks.models import Attempt, Delivery
 from postbacks.receiver import Received, Receiver, Reply
 from tests import factories
 from tests.conftest import WorkerProcess, wait_until
-from tests.integration.brokers import RedisServer, publishing_to
+from tests.integration.brokers import publishing_to
 from tracker.models import Click
 from tracker.services import conversion_register
 
@@ -44,13 +44,6 @@ def flaky_receiver():
         return Reply(500 if fails else 200, delay=delay, body="down" if fails else "OK")
 
     server = Receiver(responder=answer).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path).start()
     yield server
     server.stop()
 
