@@ -10,14 +10,32 @@ TrafficSourceParameter clears the cache of the process that saved it at once (se
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.conf import settings
 
-from campaigns.models import Campaign, TrafficSource
+from campaigns.models import Campaign, Offer, TrafficSource
 
-# key -> (loaded at, campaign); id -> (loaded at, traffic source)
+T = TypeVar("T")
+# key -> (loaded at, campaign); id -> (loaded at, traffic source); id -> (loaded at, offer)
 _campaigns: dict[str, tuple[float, Campaign]] = {}
 _sources: dict[int, tuple[float, TrafficSource]] = {}
+_offers: dict[int, tuple[float, Offer]] = {}
+
+
+def _cached(store: dict, key: object, load: Callable[[], T | None]) -> T | None:
+    """``store[key]`` while fresh, else ``load()`` kept in ``store`` (None is not kept)."""
+    now = time.monotonic()
+    cached = store.get(key)
+    if cached and now - cached[0] < settings.TRACKER_CAMPAIGN_CACHE_SECONDS:
+        return cached[1]
+    value = load()
+    if value is None:
+        store.pop(key, None)
+    else:
+        store[key] = (now, value)
+    return value
 
 
 def campaign_for_click(key: str) -> Campaign | None:
@@ -49,16 +67,20 @@ def traffic_source(pk: int) -> TrafficSource | None:
     """The traffic source with this id and its parameters loaded (cached like campaigns);
     None when it does not exist. Read-only, shared like :func:`campaign_for_click`.
     """
-    now = time.monotonic()
-    cached = _sources.get(pk)
-    if cached and now - cached[0] < settings.TRACKER_CAMPAIGN_CACHE_SECONDS:
-        return cached[1]
-    source = TrafficSource.objects.prefetch_related("parameters").filter(pk=pk).first()
-    if source is None:
-        _sources.pop(pk, None)
-        return None
-    _sources[pk] = (now, source)
-    return source
+    return _cached(
+        _sources,
+        pk,
+        lambda: TrafficSource.objects.prefetch_related("parameters").filter(pk=pk).first(),
+    )
+
+
+def offer(pk: int) -> Offer | None:
+    """The offer with this id and its affiliate network loaded (cached like campaigns);
+    None when it does not exist. Read-only, shared like :func:`campaign_for_click`.
+    """
+    return _cached(
+        _offers, pk, lambda: Offer.objects.select_related("affiliate_network").filter(pk=pk).first()
+    )
 
 
 def cache_clear(**kwargs: object) -> None:
@@ -66,3 +88,4 @@ def cache_clear(**kwargs: object) -> None:
     arguments)."""
     _campaigns.clear()
     _sources.clear()
+    _offers.clear()

@@ -94,7 +94,8 @@ def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, 
     conversion with this ``txid`` (None when there is none): ``(None, None)`` for an unknown
     click ID.
 
-    One SELECT; the traffic source and its parameters come from the per-process cache.
+    One SELECT; the traffic source, its parameters, the offer and its network come from the
+    per-process cache (``campaigns.services``).
     Run it in the transaction that registers the conversion.
     """
     # No ordering (a sort per row) and no campaign join: postbacks need only its id.
@@ -102,8 +103,7 @@ def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, 
         Conversion.objects.filter(click=OuterRef("pk"), txid=txid).order_by().values("pk")[:1]
     )
     click = (
-        Click.objects.select_related("offer__affiliate_network")
-        .annotate(existing_conversion_id=Subquery(existing))
+        Click.objects.annotate(existing_conversion_id=Subquery(existing))
         .filter(pk=click_id)
         .order_by()
         .first()
@@ -113,6 +113,8 @@ def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, 
     source = campaign_cache.traffic_source(click.traffic_source_id)
     if source is not None:
         click.traffic_source = source
+    if click.offer_id is not None:
+        click.offer = campaign_cache.offer(click.offer_id)
     return click, click.existing_conversion_id
 
 
