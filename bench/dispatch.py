@@ -341,30 +341,21 @@ def receiver_process(
 def prepare_conversions(count: int, receiver_url: str) -> None:
     """Register ``count`` conversions, each planning exactly one delivery to the receiver.
 
-    ``conversion_register`` writes the Delivery rows and, after commit, queues one
-    ``postbacks.deliver`` task per delivery.
+    ``conversion_register`` writes the Delivery rows and, after commit, publishes one
+    ``postbacks.dispatch`` wake-up per conversion, as the project does.
     """
-    from campaigns.models import AffiliateNetwork, Campaign, CampaignOffer, Offer, TrafficSource
-    from postbacks.models import Delivery, EventType, PostbackRule
+    from bench.fixtures import campaign_with_rule
+    from postbacks.models import Delivery
     from tracker.celery import app
     from tracker.models import Click
     from tracker.services import conversion_register
 
     declare_queue(app, "postbacks")
-    source = TrafficSource.objects.create(name="Bench source", external_id_param="cid")
-    network = AffiliateNetwork.objects.create(name="Bench network")
-    offer = Offer.objects.create(
-        name="Bench offer",
-        affiliate_network=network,
-        url=f"{receiver_url}/offer?s2={{click_id}}",
-        payout=Decimal("1.50"),
-    )
-    campaign = Campaign.objects.create(name="Bench campaign", traffic_source=source)
-    CampaignOffer.objects.create(campaign=campaign, offer=offer)
-    PostbackRule.objects.create(
-        name="Bench postback",
-        event_type=EventType.CONVERSION,
-        url_template=receiver_url + POSTBACK_TEMPLATE,
+    source, offer, campaign = campaign_with_rule(
+        "Bench",
+        receiver_url,
+        POSTBACK_TEMPLATE,
+        Decimal("1.50"),
         max_attempts=1,  # a failed try is final: every run ends, failures are counted
         timeout_seconds=10,
     )

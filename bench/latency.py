@@ -187,24 +187,11 @@ def wait_for_web(base_url: str, log_path: Path) -> None:
 
 def prepare(count: int, receiver_url: str) -> list[str]:
     """Create the source, offer, campaign and rule; bulk-insert ``count`` clicks."""
-    from campaigns.models import AffiliateNetwork, Campaign, CampaignOffer, Offer, TrafficSource
-    from postbacks.models import EventType, PostbackRule
+    from bench.fixtures import campaign_with_rule
     from tracker.models import Click
 
-    source = TrafficSource.objects.create(name="Latency source", external_id_param="cid")
-    network = AffiliateNetwork.objects.create(name="Latency network")
-    offer = Offer.objects.create(
-        name="Latency offer",
-        affiliate_network=network,
-        url=f"{receiver_url}/offer?s2={{click_id}}",
-        payout=Decimal("1.00"),
-    )
-    campaign = Campaign.objects.create(name="Latency campaign", traffic_source=source)
-    CampaignOffer.objects.create(campaign=campaign, offer=offer)
-    PostbackRule.objects.create(
-        name="Latency postback",
-        event_type=EventType.CONVERSION,
-        url_template=receiver_url + POSTBACK_TEMPLATE,
+    source, offer, campaign = campaign_with_rule(
+        "Latency", receiver_url, POSTBACK_TEMPLATE, Decimal("1.00")
     )
     clicks = Click.objects.bulk_create(
         (
