@@ -85,8 +85,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
 else:
-    # One connection pool per process: worker threads hold a connection only while they
-    # query, not while they wait on a traffic source (see postbacks.services.delivery_send).
+    # One connection pool per web process. Celery workers drop it and keep one connection
+    # per thread instead (see tracker.celery.no_database_pool_in_workers).
     DATABASES["default"]["OPTIONS"] = {
         "pool": {
             "min_size": 2,
