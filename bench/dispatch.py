@@ -344,10 +344,9 @@ def prepare_conversions(count: int, receiver_url: str) -> None:
     ``conversion_register`` writes the Delivery rows and, after commit, publishes one
     ``postbacks.dispatch`` wake-up per conversion, as the project does.
     """
-    from bench.fixtures import campaign_with_rule
+    from bench.fixtures import bulk_clicks, campaign_with_rule
     from postbacks.models import Delivery
     from tracker.celery import app
-    from tracker.models import Click
     from tracker.services import conversion_register
 
     declare_queue(app, "postbacks")
@@ -359,16 +358,7 @@ def prepare_conversions(count: int, receiver_url: str) -> None:
         max_attempts=1,  # a failed try is final: every run ends, failures are counted
         timeout_seconds=10,
     )
-    clicks = Click.objects.bulk_create(
-        Click(
-            campaign=campaign,
-            offer=offer,
-            traffic_source=source,
-            external_id=f"ext-{i}",
-            ip="127.0.0.1",
-        )
-        for i in range(count)
-    )
+    clicks = bulk_clicks(source, offer, campaign, count, "ext")
     for i, click in enumerate(clicks):
         conversion_register(click, payout=Decimal("1.50"), currency="USD", txid=f"T{i}")
     planned = Delivery.objects.count()

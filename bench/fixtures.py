@@ -35,3 +35,22 @@ def campaign_with_rule(
         **rule_fields,
     )
     return source, offer, campaign
+
+
+def bulk_clicks(source: Any, offer: Any, campaign: Any, count: int, prefix: str) -> list[Any]:
+    """Insert ``count`` clicks on ``campaign`` from 127.0.0.1, external IDs ``<prefix>-<i>``."""
+    from tracker.models import Click
+
+    return Click.objects.bulk_create(
+        (
+            Click(
+                campaign=campaign,
+                offer=offer,
+                traffic_source=source,
+                external_id=f"{prefix}-{i}",
+                ip="127.0.0.1",
+            )
+            for i in range(count)
+        ),
+        batch_size=2000,
+    )

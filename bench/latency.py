@@ -187,25 +187,12 @@ def wait_for_web(base_url: str, log_path: Path) -> None:
 
 def prepare(count: int, receiver_url: str) -> list[str]:
     """Create the source, offer, campaign and rule; bulk-insert ``count`` clicks."""
-    from bench.fixtures import campaign_with_rule
-    from tracker.models import Click
+    from bench.fixtures import bulk_clicks, campaign_with_rule
 
     source, offer, campaign = campaign_with_rule(
         "Latency", receiver_url, POSTBACK_TEMPLATE, Decimal("1.00")
     )
-    clicks = Click.objects.bulk_create(
-        (
-            Click(
-                campaign=campaign,
-                offer=offer,
-                traffic_source=source,
-                external_id=f"lat-{i}",
-                ip="127.0.0.1",
-            )
-            for i in range(count)
-        ),
-        batch_size=2000,
-    )
+    clicks = bulk_clicks(source, offer, campaign, count, "lat")
     return [str(click.pk) for click in clicks]
 
 
