@@ -21,6 +21,9 @@ param_name_validator = RegexValidator(
 )
 currency_validator = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code, e.g. USD.")
 VAR_SLOTS = range(1, 11)
+# Conversion statuses (tracker.models.Conversion.Status, which imports this module).
+STATUS_VALUES = ("approved", "pending", "rejected", "refunded")
+STATUS_ALIASES = {"chargeback": "refunded", "refund": "refunded", "declined": "rejected"}
 
 
 def validate_template_url(value: str) -> None:
@@ -57,6 +60,11 @@ class TrafficSource(models.Model):
         blank=True,
         help_text="The traffic source's macro that fills that parameter, e.g. {click_id} for "
         "Taboola or ${SUBID} for PropellerAds. Used to build campaign tracking URLs.",
+    )
+    preset = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The traffic-source preset this was created from (empty: set up by hand).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -172,6 +180,22 @@ class AffiliateNetwork(models.Model):
         "other addresses get 403 forbidden_ip. Behind a proxy or load balancer set "
         "TRACKER_PROXY_COUNT, or every request appears to come from the proxy.",
     )
+    status_map = models.JSONField(
+        "status mapping",
+        default=dict,
+        blank=True,
+        help_text="The network's status values and what they mean here, e.g. "
+        '{"1": "approved", "0": "rejected", "2": "pending", "chargeback": "refunded"}. '
+        "Values not listed are read as approved, pending, rejected or refunded (any case).",
+    )
+    param_map = models.JSONField(
+        "parameter mapping",
+        default=dict,
+        blank=True,
+        help_text="The network's parameter names for ours, e.g. "
+        '{"status": "state", "rejection_reason": "reason", "txid": "transaction_id"}. '
+        "Our names still work.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -179,6 +203,32 @@ class AffiliateNetwork(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if not isinstance(self.status_map, dict) or not all(
+            isinstance(v, str) and v.strip().lower() in STATUS_VALUES
+            for v in self.status_map.values()
+        ):
+            errors["status_map"] = (
+                "A JSON object whose values are approved, pending, rejected or refunded."
+            )
+        if not isinstance(self.param_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.strip()
+            for k, v in self.param_map.items()
+        ):
+            errors["param_map"] = 'A JSON object of our name to theirs, e.g. {"txid": "tid"}.'
+        if errors:
+            raise ValidationError(errors)
+
+    def status_for(self, sent: str) -> str | None:
+        """Our status for the value the network sent (mapping first, then our names, any
+        case; ``chargeback`` means refunded); None when it is neither."""
+        value = sent.strip()
+        mapped = {str(k).strip().lower(): v for k, v in (self.status_map or {}).items()}
+        value = mapped.get(value.lower(), value).strip().lower()
+        value = STATUS_ALIASES.get(value, value)
+        return value if value in STATUS_VALUES else None
 
     def token_matches(self, sent: str) -> bool:
         """Whether ``sent`` is the security token (constant-time); True when none is set."""

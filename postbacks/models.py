@@ -34,6 +34,38 @@ class EventType(models.TextChoices):
     EVENT = "event", "Event (after a conversion)"
 
 
+EVENT_TYPE_HELP = (
+    "Impression: an ad view counted by the pixel /i/<campaign key>. "
+    "Click: a visit through the campaign URL /c/<campaign key>. "
+    "Conversion: a conversion of a click (each one, or only the click's first with "
+    "'first conversion only'). "
+    "Event: a later conversion on a click that already converted (upsell, deposit, rebill)."
+)
+
+
+class Trigger(models.TextChoices):
+    CREATED = "created", "When the conversion is created"
+    CHANGED = "changed", "When its status changes"
+    BOTH = "both", "Both"
+
+
+class HttpMethod(models.TextChoices):
+    GET = "GET", "GET"
+    POST = "POST", "POST"
+
+
+class BodyFormat(models.TextChoices):
+    NONE = "none", "No body"
+    FORM = "form", "Form (application/x-www-form-urlencoded)"
+    JSON = "json", "JSON (application/json)"
+
+
+class SuccessMode(models.TextChoices):
+    STATUS = "status", "Any 2xx answer"
+    CONTAINS = "contains", "2xx and the body contains the text"
+    REGEX = "regex", "2xx and the body matches the regular expression"
+
+
 class PostbackRule(models.Model):
     """What to fire, when and where.
 
@@ -44,9 +76,24 @@ class PostbackRule(models.Model):
 
     name = models.CharField(max_length=200)
     event_type = models.CharField(
-        max_length=16, choices=EventType.choices, default=EventType.CONVERSION
+        "type",
+        max_length=16,
+        choices=EventType.choices,
+        default=EventType.CONVERSION,
+        help_text=EVENT_TYPE_HELP,
     )
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(
+        "active",
+        default=True,
+        help_text="Inactive rules fire nothing; deactivating cancels their scheduled deliveries.",
+    )
+    replaces_global = models.BooleanField(
+        "replaces global rules",
+        default=False,
+        help_text="When this rule has a scope and matches an event, the global rules (no "
+        "scope chosen) of the same type do not fire for that event. Unticked: it fires in "
+        "addition to them.",
+    )
     campaigns = models.ManyToManyField(
         Campaign, blank=True, related_name="+", help_text="Empty: all campaigns."
     )
@@ -63,6 +110,25 @@ class PostbackRule(models.Model):
         default=list,
         blank=True,
         help_text="Conversion statuses that fire this rule; empty: any status.",
+    )
+    trigger = models.CharField(
+        max_length=10,
+        choices=Trigger.choices,
+        default=Trigger.BOTH,
+        help_text="Fire when a conversion is created with a chosen status, when its status "
+        "changes to one (a lead sent pending, approved later), or both.",
+    )
+    rejection_reasons = models.ManyToManyField(
+        "tracker.RejectionReason",
+        blank=True,
+        related_name="+",
+        help_text="Fire only for rejected conversions with one of these reasons. Empty: any "
+        "reason (or none).",
+    )
+    first_only = models.BooleanField(
+        "first conversion only",
+        default=False,
+        help_text="Fire only for the first conversion of a click, not for later ones.",
     )
     conversion_types = models.JSONField(
         default=list,
@@ -84,6 +150,58 @@ class PostbackRule(models.Model):
         help_text="The traffic source's postback URL with macros, e.g. "
         "https://trc.taboola.com/actions-handler/log/3/s2s-action?click-id={externalid}"
         "&name=lead&revenue={payout}&currency={payout_currency}. Macro values are URL-encoded.",
+    )
+    http_method = models.CharField(
+        "HTTP method", max_length=8, choices=HttpMethod.choices, default=HttpMethod.GET
+    )
+    body_format = models.CharField(
+        max_length=8,
+        choices=BodyFormat.choices,
+        default=BodyFormat.NONE,
+        help_text="POST only: how the body template is sent and escaped.",
+    )
+    body_template = models.TextField(
+        blank=True,
+        help_text="POST body with macros. Form: name={macro}&... (values URL-encoded). "
+        'JSON: {"click_id": "{externalid}", "value": {payout|0}} (values JSON-escaped).',
+    )
+    headers_template = models.TextField(
+        "headers",
+        blank=True,
+        help_text="One 'Name: value' per line, macros allowed, e.g. Authorization: Bearer xyz.",
+    )
+    success_mode = models.CharField(
+        "success when",
+        max_length=10,
+        choices=SuccessMode.choices,
+        default=SuccessMode.STATUS,
+        help_text='Some sources answer 200 {"success": false}: require a text or pattern '
+        "in the body for the attempt to count as delivered.",
+    )
+    success_pattern = models.CharField(
+        "expected body",
+        max_length=500,
+        blank=True,
+        help_text='Text (or regular expression) the answer must contain, e.g. "success":true.',
+    )
+    disable_after_failures = models.PositiveSmallIntegerField(
+        "auto-disable after",
+        default=0,
+        validators=[MaxValueValidator(1000)],
+        help_text="Deactivate the rule after this many deliveries in a row failed for good "
+        "(0: never). A 410 Gone answer deactivates it at once. Admin shows a banner.",
+    )
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    disabled_reason = models.TextField(
+        blank=True, help_text="Why the rule was deactivated automatically."
+    )
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    needs_attention = models.BooleanField(
+        default=False,
+        help_text="Deactivated automatically and not yet acknowledged: shown as a banner.",
+    )
+    preset = models.CharField(
+        max_length=64, blank=True, help_text="The traffic-source preset the template came from."
     )
     max_attempts = models.PositiveSmallIntegerField(
         default=10,
@@ -127,11 +245,21 @@ class PostbackRule(models.Model):
         if errors:
             raise ValidationError(errors)
 
-    def matches(self, scope: Scope, status: str = "", conversion_type: str = "") -> bool:
-        """True when this rule's scope and firing conditions accept the event.
+    @property
+    def is_global(self) -> bool:
+        """No campaign, offer, traffic source or network chosen (needs the M2M prefetched)."""
+        return not any(
+            objects.all()
+            for objects in (
+                self.campaigns,
+                self.offers,
+                self.traffic_sources,
+                self.affiliate_networks,
+            )
+        )
 
-        Needs the M2M ids prefetched (see ``services.rules_for``) to stay query-free.
-        """
+    def in_scope(self, scope: Scope) -> bool:
+        """Whether the event belongs to this rule's scope (query-free with M2M prefetched)."""
         chosen = (
             (self.campaigns.all(), scope.campaign_id),
             (self.offers.all(), scope.offer_id),
@@ -142,13 +270,61 @@ class PostbackRule(models.Model):
             ids = {o.pk for o in objects}
             if ids and object_id not in ids:
                 return False
-        if self.event_type in (EventType.CONVERSION, EventType.EVENT):
-            if self.statuses and status not in self.statuses:
-                return False
-            types = {t.lower() for t in self.conversion_types or []}
-            if types and conversion_type.lower() not in types:
-                return False
         return True
+
+    def accepts(
+        self,
+        *,
+        status: str = "",
+        conversion_type: str = "",
+        rejection_reason: str = "",
+        is_first: bool = True,
+    ) -> bool:
+        """Whether the firing conditions accept a conversion in this state (the trigger
+        aside): statuses, conversion types (any case), rejection reasons (only checked for
+        rejected conversions), first conversion only. Query-free with the M2M prefetched.
+        Used both to plan deliveries and to cancel the delayed ones a status change made
+        obsolete."""
+        if self.event_type not in (EventType.CONVERSION, EventType.EVENT):
+            return True
+        if self.statuses and status not in self.statuses:
+            return False
+        types = {t.lower() for t in self.conversion_types or []}
+        if types and conversion_type.lower() not in types:
+            return False
+        reasons = {r.code for r in self.rejection_reasons.all()}
+        if reasons and (status != "rejected" or rejection_reason.lower() not in reasons):
+            return False
+        return not (self.first_only and not is_first)
+
+    def matches(
+        self,
+        scope: Scope,
+        status: str = "",
+        conversion_type: str = "",
+        *,
+        rejection_reason: str = "",
+        trigger: str = Trigger.CREATED,
+        is_first: bool = True,
+    ) -> bool:
+        """True when this rule's scope, trigger and firing conditions accept the event.
+
+        ``trigger``: ``created`` for a new event, ``changed`` for a conversion's status
+        change. Needs the M2M ids prefetched (see ``services.rules_for``) to stay query-free.
+        """
+        if not self.in_scope(scope):
+            return False
+        if self.event_type in (EventType.CONVERSION, EventType.EVENT) and self.trigger not in (
+            trigger,
+            Trigger.BOTH,
+        ):
+            return False
+        return self.accepts(
+            status=status,
+            conversion_type=conversion_type,
+            rejection_reason=rejection_reason,
+            is_first=is_first,
+        )
 
 
 class DeliveryQuerySet(models.QuerySet):
@@ -200,9 +376,23 @@ class Delivery(models.Model):
         PostbackRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
     )
     event_type = models.CharField(max_length=16, choices=EventType.choices)
-    click = models.ForeignKey("tracker.Click", on_delete=models.CASCADE, related_name="+")
+    click = models.ForeignKey(
+        "tracker.Click", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     conversion = models.ForeignKey(
         "tracker.Conversion", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    impression = models.ForeignKey(
+        "tracker.Impression", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    event_detail = models.CharField(
+        "planned for",
+        max_length=200,
+        blank=True,
+        help_text="What planned it, e.g. 'created approved' or 'status pending -> approved'.",
+    )
+    is_test = models.BooleanField(
+        "test", default=False, help_text="Sent from the rule form's test button."
     )
     traffic_source = models.ForeignKey(
         TrafficSource, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -217,6 +407,10 @@ class Delivery(models.Model):
     )
     body = models.TextField(blank=True)
     headers = models.JSONField(default=dict, blank=True)
+    success_mode = models.CharField(
+        max_length=10, choices=SuccessMode.choices, default=SuccessMode.STATUS
+    )
+    success_pattern = models.CharField(max_length=500, blank=True)
     due_at = models.DateTimeField()
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(

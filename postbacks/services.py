@@ -55,7 +55,7 @@ def rules_for(event_type: str) -> list[PostbackRule]:
         return cached[1]
     rules = list(
         PostbackRule.objects.filter(is_active=True, event_type=event_type).prefetch_related(
-            "campaigns", "offers", "traffic_sources", "affiliate_networks"
+            "campaigns", "offers", "traffic_sources", "affiliate_networks", "rejection_reasons"
         )
     )
     _rules_cache[event_type] = (now, rules)
