@@ -8,311 +8,113 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
-    dependencies = []
+    dependencies = [
+    ]
 
     operations = [
         migrations.CreateModel(
-            name="AffiliateNetwork",
+            name='AffiliateNetwork',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=100, unique=True)),
-                ("notes", models.TextField(blank=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=100, unique=True)),
+                ('notes', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.CreateModel(
-            name="Campaign",
+            name='Campaign',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=200)),
-                (
-                    "key",
-                    models.SlugField(
-                        default=campaigns.models.new_campaign_key,
-                        help_text="Appears in the tracking URL /c/&lt;key&gt;. Changing it breaks live links.",
-                        max_length=32,
-                        unique=True,
-                        verbose_name="campaign key",
-                    ),
-                ),
-                ("is_active", models.BooleanField(default=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200)),
+                ('key', models.SlugField(default=campaigns.models.new_campaign_key, help_text='Appears in the tracking URL /c/&lt;key&gt;. Changing it breaks live links.', max_length=32, unique=True, verbose_name='campaign key')),
+                ('is_active', models.BooleanField(default=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.CreateModel(
-            name="TrafficSource",
+            name='TrafficSource',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=100, unique=True)),
-                (
-                    "external_id_param",
-                    models.CharField(
-                        default="external_id",
-                        help_text="Query parameter of the campaign URL that carries the traffic source's own click ID (the external ID, available as {externalid} in postbacks).",
-                        max_length=64,
-                        validators=[
-                            django.core.validators.RegexValidator(
-                                "^[A-Za-z0-9_.\\-]{1,64}$",
-                                "Use 1-64 letters, digits, '_', '.' or '-' (a URL query parameter name).",
-                            )
-                        ],
-                        verbose_name="external ID parameter",
-                    ),
-                ),
-                (
-                    "external_id_placeholder",
-                    models.CharField(
-                        blank=True,
-                        help_text="The traffic source's macro that fills that parameter, e.g. {click_id} for Taboola or ${SUBID} for PropellerAds. Used to build campaign tracking URLs.",
-                        max_length=100,
-                        verbose_name="external ID placeholder",
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=100, unique=True)),
+                ('external_id_param', models.CharField(default='external_id', help_text="Query parameter of the campaign URL that carries the traffic source's own click ID (the external ID, available as {externalid} in postbacks).", max_length=64, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9_.\\-]{1,64}$', "Use 1-64 letters, digits, '_', '.' or '-' (a URL query parameter name).")], verbose_name='external ID parameter')),
+                ('external_id_placeholder', models.CharField(blank=True, help_text="The traffic source's macro that fills that parameter, e.g. {click_id} for Taboola or ${SUBID} for PropellerAds. Used to build campaign tracking URLs.", max_length=100, verbose_name='external ID placeholder')),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.CreateModel(
-            name="Offer",
+            name='Offer',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=200)),
-                (
-                    "url",
-                    models.CharField(
-                        help_text="Put {click_id} (or {cf_click_id}) in the parameter the network stores, e.g. https://offer.example/?s2={cf_click_id}. The network returns it in its postback.",
-                        max_length=2000,
-                        validators=[campaigns.models.validate_template_url],
-                        verbose_name="offer URL",
-                    ),
-                ),
-                (
-                    "payout",
-                    models.DecimalField(
-                        decimal_places=6,
-                        default=Decimal("0"),
-                        help_text="Manual mode: the payout of every conversion. Automatic mode: used only when the network sends no payout.",
-                        max_digits=16,
-                    ),
-                ),
-                (
-                    "currency",
-                    models.CharField(
-                        default="USD",
-                        help_text="ISO 4217.",
-                        max_length=3,
-                        validators=[
-                            django.core.validators.RegexValidator(
-                                "^[A-Z]{3}$", "Use a three-letter ISO 4217 code, e.g. USD."
-                            )
-                        ],
-                    ),
-                ),
-                (
-                    "payout_mode",
-                    models.CharField(
-                        choices=[
-                            ("auto", "Automatic (payout sent by the network)"),
-                            ("manual", "Manual (fixed payout below overrides the network's)"),
-                        ],
-                        default="auto",
-                        max_length=10,
-                    ),
-                ),
-                ("is_active", models.BooleanField(default=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "affiliate_network",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="offers",
-                        to="campaigns.affiliatenetwork",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200)),
+                ('url', models.CharField(help_text='Put {click_id} (or {cf_click_id}) in the parameter the network stores, e.g. https://offer.example/?s2={cf_click_id}. The network returns it in its postback.', max_length=2000, validators=[campaigns.models.validate_template_url], verbose_name='offer URL')),
+                ('payout', models.DecimalField(decimal_places=6, default=Decimal('0'), help_text='Manual mode: the payout of every conversion. Automatic mode: used only when the network sends no payout.', max_digits=16)),
+                ('currency', models.CharField(default='USD', help_text='ISO 4217.', max_length=3, validators=[django.core.validators.RegexValidator('^[A-Z]{3}$', 'Use a three-letter ISO 4217 code, e.g. USD.')])),
+                ('payout_mode', models.CharField(choices=[('auto', 'Automatic (payout sent by the network)'), ('manual', "Manual (fixed payout below overrides the network's)")], default='auto', max_length=10)),
+                ('is_active', models.BooleanField(default=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('affiliate_network', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='offers', to='campaigns.affiliatenetwork')),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.CreateModel(
-            name="CampaignOffer",
+            name='CampaignOffer',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "weight",
-                    models.PositiveSmallIntegerField(
-                        default=100,
-                        help_text="Relative share of clicks, 1..10000.",
-                        validators=[
-                            django.core.validators.MinValueValidator(1),
-                            django.core.validators.MaxValueValidator(10000),
-                        ],
-                    ),
-                ),
-                (
-                    "campaign",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="campaign_offers",
-                        to="campaigns.campaign",
-                    ),
-                ),
-                (
-                    "offer",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="campaigns.offer",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('weight', models.PositiveSmallIntegerField(default=100, help_text='Relative share of clicks, 1..10000.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10000)])),
+                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='campaign_offers', to='campaigns.campaign')),
+                ('offer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='campaigns.offer')),
             ],
         ),
         migrations.AddField(
-            model_name="campaign",
-            name="offers",
-            field=models.ManyToManyField(
-                related_name="campaigns", through="campaigns.CampaignOffer", to="campaigns.offer"
-            ),
+            model_name='campaign',
+            name='offers',
+            field=models.ManyToManyField(related_name='campaigns', through='campaigns.CampaignOffer', to='campaigns.offer'),
         ),
         migrations.AddField(
-            model_name="campaign",
-            name="traffic_source",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="campaigns",
-                to="campaigns.trafficsource",
-            ),
+            model_name='campaign',
+            name='traffic_source',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='campaigns', to='campaigns.trafficsource'),
         ),
         migrations.CreateModel(
-            name="TrafficSourceParameter",
+            name='TrafficSourceParameter',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "slot",
-                    models.PositiveSmallIntegerField(
-                        choices=[
-                            (1, "var1"),
-                            (2, "var2"),
-                            (3, "var3"),
-                            (4, "var4"),
-                            (5, "var5"),
-                            (6, "var6"),
-                            (7, "var7"),
-                            (8, "var8"),
-                            (9, "var9"),
-                            (10, "var10"),
-                        ],
-                        help_text="Which click variable stores the value: {var1}..{var10} in postbacks.",
-                    ),
-                ),
-                (
-                    "name",
-                    models.CharField(
-                        help_text="Name for {var:name} in postbacks, e.g. site.",
-                        max_length=64,
-                        validators=[
-                            django.core.validators.RegexValidator(
-                                "^[A-Za-z0-9_.\\-]{1,64}$",
-                                "Use 1-64 letters, digits, '_', '.' or '-' (a URL query parameter name).",
-                            )
-                        ],
-                    ),
-                ),
-                (
-                    "param",
-                    models.CharField(
-                        help_text="Query parameter of the campaign URL, e.g. site.",
-                        max_length=64,
-                        validators=[
-                            django.core.validators.RegexValidator(
-                                "^[A-Za-z0-9_.\\-]{1,64}$",
-                                "Use 1-64 letters, digits, '_', '.' or '-' (a URL query parameter name).",
-                            )
-                        ],
-                        verbose_name="URL parameter",
-                    ),
-                ),
-                (
-                    "placeholder",
-                    models.CharField(
-                        blank=True,
-                        help_text="The traffic source's macro, e.g. {site}.",
-                        max_length=100,
-                    ),
-                ),
-                ("is_enabled", models.BooleanField(default=True, verbose_name="tracked")),
-                (
-                    "traffic_source",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="parameters",
-                        to="campaigns.trafficsource",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('slot', models.PositiveSmallIntegerField(choices=[(1, 'var1'), (2, 'var2'), (3, 'var3'), (4, 'var4'), (5, 'var5'), (6, 'var6'), (7, 'var7'), (8, 'var8'), (9, 'var9'), (10, 'var10')], help_text='Which click variable stores the value: {var1}..{var10} in postbacks.')),
+                ('name', models.CharField(help_text='Name for {var:name} in postbacks, e.g. site.', max_length=64, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9_.\\-]{1,64}$', "Use 1-64 letters, digits, '_', '.' or '-' (a URL query parameter name).")])),
+                ('param', models.CharField(help_text='Query parameter of the campaign URL, e.g. site.', max_length=64, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9_.\\-]{1,64}$', "Use 1-64 letters, digits, '_', '.' or '-' (a URL query parameter name).")], verbose_name='URL parameter')),
+                ('placeholder', models.CharField(blank=True, help_text="The traffic source's macro, e.g. {site}.", max_length=100)),
+                ('is_enabled', models.BooleanField(default=True, verbose_name='tracked')),
+                ('traffic_source', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='parameters', to='campaigns.trafficsource')),
             ],
             options={
-                "ordering": ["traffic_source", "slot"],
+                'ordering': ['traffic_source', 'slot'],
             },
         ),
         migrations.AddConstraint(
-            model_name="campaignoffer",
-            constraint=models.UniqueConstraint(
-                fields=("campaign", "offer"), name="uniq_campaign_offer"
-            ),
+            model_name='campaignoffer',
+            constraint=models.UniqueConstraint(fields=('campaign', 'offer'), name='uniq_campaign_offer'),
         ),
         migrations.AddConstraint(
-            model_name="trafficsourceparameter",
-            constraint=models.UniqueConstraint(
-                fields=("traffic_source", "slot"), name="uniq_source_slot"
-            ),
+            model_name='trafficsourceparameter',
+            constraint=models.UniqueConstraint(fields=('traffic_source', 'slot'), name='uniq_source_slot'),
         ),
         migrations.AddConstraint(
-            model_name="trafficsourceparameter",
-            constraint=models.UniqueConstraint(
-                fields=("traffic_source", "param"), name="uniq_source_param"
-            ),
+            model_name='trafficsourceparameter',
+            constraint=models.UniqueConstraint(fields=('traffic_source', 'param'), name='uniq_source_param'),
         ),
     ]

@@ -5,29 +5,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("campaigns", "0001_initial"),
+        ('campaigns', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="affiliatenetwork",
-            name="allowed_ips",
-            field=models.TextField(
-                blank=True,
-                help_text="Optional: the network's server addresses, IPs or CIDR ranges separated by commas or new lines (e.g. 203.0.113.7, 198.51.100.0/24). When set, postbacks from other addresses get 403 forbidden_ip. Behind a proxy or load balancer set TRACKER_PROXY_COUNT, or every request appears to come from the proxy.",
-                validators=[campaigns.models.validate_ip_allowlist],
-                verbose_name="allowed IPs",
-            ),
+            model_name='affiliatenetwork',
+            name='allowed_ips',
+            field=models.TextField(blank=True, help_text="Optional: the network's server addresses, IPs or CIDR ranges separated by commas or new lines (e.g. 203.0.113.7, 198.51.100.0/24). When set, postbacks from other addresses get 403 forbidden_ip. Behind a proxy or load balancer set TRACKER_PROXY_COUNT, or every request appears to come from the proxy.", validators=[campaigns.models.validate_ip_allowlist], verbose_name='allowed IPs'),
         ),
         migrations.AddField(
-            model_name="affiliatenetwork",
-            name="postback_token",
-            field=models.CharField(
-                blank=True,
-                help_text="Optional shared secret. When set, conversion postbacks for this network's offers are accepted only with this value as the token parameter of the /cv URL (&amp;token=...) or as an X-Postback-Token header; others get 403 forbidden_token. Blank: no token is checked. Use a long random value (the list action 'Generate a new security token' makes one); changing it breaks the postback URL configured at the network.",
-                max_length=128,
-                verbose_name="security token",
-            ),
+            model_name='affiliatenetwork',
+            name='postback_token',
+            field=models.CharField(blank=True, help_text="Optional shared secret. When set, conversion postbacks for this network's offers are accepted only with this value as the token parameter of the /cv URL (&amp;token=...) or as an X-Postback-Token header; others get 403 forbidden_token. Blank: no token is checked. Use a long random value (the list action 'Generate a new security token' makes one); changing it breaks the postback URL configured at the network.", max_length=128, verbose_name='security token'),
         ),
     ]

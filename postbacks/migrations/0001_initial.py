@@ -6,326 +6,97 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("campaigns", "0001_initial"),
-        ("tracker", "0001_initial"),
+        ('campaigns', '0001_initial'),
+        ('tracker', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="PostbackRule",
+            name='PostbackRule',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=200)),
-                (
-                    "event_type",
-                    models.CharField(
-                        choices=[
-                            ("impression", "Impression"),
-                            ("click", "Click"),
-                            ("conversion", "Conversion"),
-                            ("event", "Event (after a conversion)"),
-                        ],
-                        default="conversion",
-                        max_length=16,
-                    ),
-                ),
-                ("is_active", models.BooleanField(default=True)),
-                (
-                    "statuses",
-                    models.JSONField(
-                        blank=True,
-                        default=list,
-                        help_text="Conversion statuses that fire this rule; empty: any status.",
-                    ),
-                ),
-                (
-                    "conversion_types",
-                    models.JSONField(
-                        blank=True,
-                        default=list,
-                        help_text="Conversion types (ct) that fire this rule, e.g. lead, sale; empty: any type.",
-                    ),
-                ),
-                (
-                    "delay_seconds",
-                    models.PositiveIntegerField(
-                        default=0,
-                        help_text="Seconds to wait before the first attempt (0..604800), e.g. for fraud checks.",
-                        validators=[django.core.validators.MaxValueValidator(604800)],
-                        verbose_name="delay",
-                    ),
-                ),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[("s2s", "S2S postback URL (GET)")],
-                        default="s2s",
-                        max_length=32,
-                        verbose_name="destination",
-                    ),
-                ),
-                (
-                    "url_template",
-                    models.CharField(
-                        help_text="The traffic source's postback URL with macros, e.g. https://trc.taboola.com/actions-handler/log/3/s2s-action?click-id={externalid}&name=lead&revenue={payout}&currency={payout_currency}. Macro values are URL-encoded.",
-                        max_length=2000,
-                        verbose_name="postback URL",
-                    ),
-                ),
-                (
-                    "max_attempts",
-                    models.PositiveSmallIntegerField(
-                        default=10,
-                        help_text="Attempts before the delivery is marked failed (1..30).",
-                        validators=[
-                            django.core.validators.MinValueValidator(1),
-                            django.core.validators.MaxValueValidator(30),
-                        ],
-                    ),
-                ),
-                (
-                    "retry_base_seconds",
-                    models.PositiveIntegerField(
-                        default=60,
-                        help_text="First retry wait in seconds; doubles after each failure (±20% jitter), at most 6 h. 60 s with 10 attempts retries for about 8.5 h.",
-                        validators=[
-                            django.core.validators.MinValueValidator(1),
-                            django.core.validators.MaxValueValidator(3600),
-                        ],
-                        verbose_name="retry base",
-                    ),
-                ),
-                (
-                    "timeout_seconds",
-                    models.PositiveSmallIntegerField(
-                        default=10,
-                        help_text="Seconds to wait for the destination's answer (1..60).",
-                        validators=[
-                            django.core.validators.MinValueValidator(1),
-                            django.core.validators.MaxValueValidator(60),
-                        ],
-                        verbose_name="timeout",
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "affiliate_networks",
-                    models.ManyToManyField(
-                        blank=True,
-                        help_text="Empty: all affiliate networks.",
-                        related_name="+",
-                        to="campaigns.affiliatenetwork",
-                    ),
-                ),
-                (
-                    "campaigns",
-                    models.ManyToManyField(
-                        blank=True,
-                        help_text="Empty: all campaigns.",
-                        related_name="+",
-                        to="campaigns.campaign",
-                    ),
-                ),
-                (
-                    "offers",
-                    models.ManyToManyField(
-                        blank=True,
-                        help_text="Empty: all offers.",
-                        related_name="+",
-                        to="campaigns.offer",
-                    ),
-                ),
-                (
-                    "traffic_sources",
-                    models.ManyToManyField(
-                        blank=True,
-                        help_text="Empty: all traffic sources.",
-                        related_name="+",
-                        to="campaigns.trafficsource",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200)),
+                ('event_type', models.CharField(choices=[('impression', 'Impression'), ('click', 'Click'), ('conversion', 'Conversion'), ('event', 'Event (after a conversion)')], default='conversion', max_length=16)),
+                ('is_active', models.BooleanField(default=True)),
+                ('statuses', models.JSONField(blank=True, default=list, help_text='Conversion statuses that fire this rule; empty: any status.')),
+                ('conversion_types', models.JSONField(blank=True, default=list, help_text='Conversion types (ct) that fire this rule, e.g. lead, sale; empty: any type.')),
+                ('delay_seconds', models.PositiveIntegerField(default=0, help_text='Seconds to wait before the first attempt (0..604800), e.g. for fraud checks.', validators=[django.core.validators.MaxValueValidator(604800)], verbose_name='delay')),
+                ('kind', models.CharField(choices=[('s2s', 'S2S postback URL (GET)')], default='s2s', max_length=32, verbose_name='destination')),
+                ('url_template', models.CharField(help_text="The traffic source's postback URL with macros, e.g. https://trc.taboola.com/actions-handler/log/3/s2s-action?click-id={externalid}&name=lead&revenue={payout}&currency={payout_currency}. Macro values are URL-encoded.", max_length=2000, verbose_name='postback URL')),
+                ('max_attempts', models.PositiveSmallIntegerField(default=10, help_text='Attempts before the delivery is marked failed (1..30).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(30)])),
+                ('retry_base_seconds', models.PositiveIntegerField(default=60, help_text='First retry wait in seconds; doubles after each failure (±20% jitter), at most 6 h. 60 s with 10 attempts retries for about 8.5 h.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(3600)], verbose_name='retry base')),
+                ('timeout_seconds', models.PositiveSmallIntegerField(default=10, help_text="Seconds to wait for the destination's answer (1..60).", validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(60)], verbose_name='timeout')),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('affiliate_networks', models.ManyToManyField(blank=True, help_text='Empty: all affiliate networks.', related_name='+', to='campaigns.affiliatenetwork')),
+                ('campaigns', models.ManyToManyField(blank=True, help_text='Empty: all campaigns.', related_name='+', to='campaigns.campaign')),
+                ('offers', models.ManyToManyField(blank=True, help_text='Empty: all offers.', related_name='+', to='campaigns.offer')),
+                ('traffic_sources', models.ManyToManyField(blank=True, help_text='Empty: all traffic sources.', related_name='+', to='campaigns.trafficsource')),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.CreateModel(
-            name="Delivery",
+            name='Delivery',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "event_type",
-                    models.CharField(
-                        choices=[
-                            ("impression", "Impression"),
-                            ("click", "Click"),
-                            ("conversion", "Conversion"),
-                            ("event", "Event (after a conversion)"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("idempotency_key", models.CharField(max_length=200, unique=True)),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("scheduled", "Scheduled"),
-                            ("sending", "Sending"),
-                            ("delivered", "Delivered"),
-                            ("failed", "Failed"),
-                            ("cancelled", "Cancelled"),
-                        ],
-                        default="scheduled",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[("s2s", "S2S postback URL (GET)")],
-                        max_length=32,
-                        verbose_name="destination",
-                    ),
-                ),
-                ("method", models.CharField(default="GET", max_length=8)),
-                ("url", models.TextField(verbose_name="URL")),
-                ("body", models.TextField(blank=True)),
-                ("headers", models.JSONField(blank=True, default=dict)),
-                ("due_at", models.DateTimeField()),
-                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
-                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
-                ("attempt_count", models.PositiveSmallIntegerField(default=0)),
-                ("max_attempts", models.PositiveSmallIntegerField(default=10)),
-                ("retry_base_seconds", models.PositiveIntegerField(default=60)),
-                ("timeout_seconds", models.PositiveSmallIntegerField(default=10)),
-                (
-                    "last_status_code",
-                    models.PositiveSmallIntegerField(
-                        blank=True, null=True, verbose_name="last HTTP status"
-                    ),
-                ),
-                ("last_error", models.TextField(blank=True)),
-                ("delivered_at", models.DateTimeField(blank=True, null=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "click",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="tracker.click",
-                    ),
-                ),
-                (
-                    "conversion",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="tracker.conversion",
-                    ),
-                ),
-                (
-                    "traffic_source",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="campaigns.trafficsource",
-                    ),
-                ),
-                (
-                    "rule",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="deliveries",
-                        to="postbacks.postbackrule",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('event_type', models.CharField(choices=[('impression', 'Impression'), ('click', 'Click'), ('conversion', 'Conversion'), ('event', 'Event (after a conversion)')], max_length=16)),
+                ('idempotency_key', models.CharField(max_length=200, unique=True)),
+                ('status', models.CharField(choices=[('scheduled', 'Scheduled'), ('sending', 'Sending'), ('delivered', 'Delivered'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='scheduled', max_length=16)),
+                ('kind', models.CharField(choices=[('s2s', 'S2S postback URL (GET)')], max_length=32, verbose_name='destination')),
+                ('method', models.CharField(default='GET', max_length=8)),
+                ('url', models.TextField(verbose_name='URL')),
+                ('body', models.TextField(blank=True)),
+                ('headers', models.JSONField(blank=True, default=dict)),
+                ('due_at', models.DateTimeField()),
+                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
+                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
+                ('attempt_count', models.PositiveSmallIntegerField(default=0)),
+                ('max_attempts', models.PositiveSmallIntegerField(default=10)),
+                ('retry_base_seconds', models.PositiveIntegerField(default=60)),
+                ('timeout_seconds', models.PositiveSmallIntegerField(default=10)),
+                ('last_status_code', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='last HTTP status')),
+                ('last_error', models.TextField(blank=True)),
+                ('delivered_at', models.DateTimeField(blank=True, null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('click', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tracker.click')),
+                ('conversion', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tracker.conversion')),
+                ('traffic_source', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='campaigns.trafficsource')),
+                ('rule', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deliveries', to='postbacks.postbackrule')),
             ],
             options={
-                "verbose_name_plural": "deliveries",
-                "ordering": ["-created_at"],
+                'verbose_name_plural': 'deliveries',
+                'ordering': ['-created_at'],
             },
         ),
         migrations.CreateModel(
-            name="Attempt",
+            name='Attempt',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("number", models.PositiveSmallIntegerField()),
-                ("started_at", models.DateTimeField(db_index=True)),
-                ("method", models.CharField(max_length=8)),
-                (
-                    "url",
-                    models.TextField(
-                        help_text="Secrets in the query string are masked.", verbose_name="URL"
-                    ),
-                ),
-                (
-                    "status_code",
-                    models.PositiveSmallIntegerField(
-                        blank=True, null=True, verbose_name="HTTP status"
-                    ),
-                ),
-                ("response_body", models.TextField(blank=True)),
-                ("error", models.TextField(blank=True)),
-                (
-                    "duration_ms",
-                    models.PositiveIntegerField(default=0, verbose_name="duration (ms)"),
-                ),
-                (
-                    "outcome",
-                    models.CharField(
-                        choices=[
-                            ("delivered", "Delivered"),
-                            ("retry", "Failed, will retry"),
-                            ("failed", "Failed"),
-                        ],
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "delivery",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="attempts",
-                        to="postbacks.delivery",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('number', models.PositiveSmallIntegerField()),
+                ('started_at', models.DateTimeField(db_index=True)),
+                ('method', models.CharField(max_length=8)),
+                ('url', models.TextField(help_text='Secrets in the query string are masked.', verbose_name='URL')),
+                ('status_code', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='HTTP status')),
+                ('response_body', models.TextField(blank=True)),
+                ('error', models.TextField(blank=True)),
+                ('duration_ms', models.PositiveIntegerField(default=0, verbose_name='duration (ms)')),
+                ('outcome', models.CharField(choices=[('delivered', 'Delivered'), ('retry', 'Failed, will retry'), ('failed', 'Failed')], max_length=10)),
+                ('delivery', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempts', to='postbacks.delivery')),
             ],
             options={
-                "ordering": ["-started_at"],
-                "indexes": [
-                    models.Index(fields=["outcome", "started_at"], name="attempt_outcome_idx")
-                ],
+                'ordering': ['-started_at'],
+                'indexes': [models.Index(fields=['outcome', 'started_at'], name='attempt_outcome_idx')],
             },
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(fields=["status", "due_at"], name="delivery_status_due_idx"),
+            model_name='delivery',
+            index=models.Index(fields=['status', 'due_at'], name='delivery_status_due_idx'),
         ),
     ]

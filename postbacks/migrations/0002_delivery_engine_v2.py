@@ -19,96 +19,65 @@ def fill_public_id_and_host(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("postbacks", "0001_initial"),
-        ("tracker", "0001_initial"),
+        ('postbacks', '0001_initial'),
+        ('tracker', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Worker",
+            name='Worker',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(help_text="host:pid:token", max_length=100, unique=True)),
-                ("started_at", models.DateTimeField(auto_now_add=True)),
-                ("heartbeat_at", models.DateTimeField(db_index=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(help_text='host:pid:token', max_length=100, unique=True)),
+                ('started_at', models.DateTimeField(auto_now_add=True)),
+                ('heartbeat_at', models.DateTimeField(db_index=True)),
             ],
             options={
-                "ordering": ["-heartbeat_at"],
+                'ordering': ['-heartbeat_at'],
             },
         ),
         migrations.RemoveField(
-            model_name="delivery",
-            name="enqueued_at",
+            model_name='delivery',
+            name='enqueued_at',
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="claimed_by",
-            field=models.CharField(
-                blank=True,
-                help_text="The worker process sending it (while sending).",
-                max_length=100,
-            ),
+            model_name='delivery',
+            name='claimed_by',
+            field=models.CharField(blank=True, help_text='The worker process sending it (while sending).', max_length=100),
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="host",
-            field=models.CharField(
-                blank=True,
-                help_text="Destination host:port, for per-host concurrency.",
-                max_length=255,
-            ),
+            model_name='delivery',
+            name='host',
+            field=models.CharField(blank=True, help_text='Destination host:port, for per-host concurrency.', max_length=255),
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="public_id",
-            field=models.UUIDField(editable=False, null=True, verbose_name="delivery ID"),
+            model_name='delivery',
+            name='public_id',
+            field=models.UUIDField(editable=False, null=True, verbose_name='delivery ID'),
         ),
         migrations.RunPython(fill_public_id_and_host, migrations.RunPython.noop),
         migrations.AlterField(
-            model_name="delivery",
-            name="public_id",
-            field=models.UUIDField(
-                default=uuid.uuid4,
-                editable=False,
-                help_text="Stable ID sent with every attempt ({delivery.id}, Idempotency-Key header): delivery is at least once, receivers deduplicate on it.",
-                unique=True,
-                verbose_name="delivery ID",
-            ),
+            model_name='delivery',
+            name='public_id',
+            field=models.UUIDField(default=uuid.uuid4, editable=False, help_text='Stable ID sent with every attempt ({delivery.id}, Idempotency-Key header): delivery is at least once, receivers deduplicate on it.', unique=True, verbose_name='delivery ID'),
         ),
         migrations.AlterField(
-            model_name="attempt",
-            name="url",
-            field=models.TextField(
-                help_text="As sent, with secrets masked (see POSTBACKS_MASK_PARAMS).",
-                verbose_name="URL",
-            ),
+            model_name='attempt',
+            name='url',
+            field=models.TextField(help_text='As sent, with secrets masked (see POSTBACKS_MASK_PARAMS).', verbose_name='URL'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("status", "scheduled")),
-                fields=["due_at", "id"],
-                name="delivery_due_idx",
-            ),
+            model_name='delivery',
+            index=models.Index(condition=models.Q(('status', 'scheduled')), fields=['due_at', 'id'], name='delivery_due_idx'),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("status", "sending")),
-                fields=["lease_expires_at"],
-                name="delivery_in_flight_idx",
-            ),
+            model_name='delivery',
+            index=models.Index(condition=models.Q(('status', 'sending')), fields=['lease_expires_at'], name='delivery_in_flight_idx'),
         ),
         migrations.AddConstraint(
-            model_name="attempt",
-            constraint=models.UniqueConstraint(
-                fields=("delivery", "number"), name="uniq_attempt_number"
-            ),
+            model_name='attempt',
+            constraint=models.UniqueConstraint(fields=('delivery', 'number'), name='uniq_attempt_number'),
         ),
     ]

@@ -5,22 +5,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("postbacks", "0002_delivery_engine_v2"),
+        ('postbacks', '0002_delivery_engine_v2'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="postbackrule",
-            name="timeout_seconds",
-            field=models.PositiveSmallIntegerField(
-                default=10,
-                help_text="Seconds allowed for the whole answer (1..60): one wall-clock deadline for connecting, the headers and the body; a destination still answering then is cut off and the attempt retried.",
-                validators=[
-                    django.core.validators.MinValueValidator(1),
-                    django.core.validators.MaxValueValidator(60),
-                ],
-                verbose_name="timeout",
-            ),
+            model_name='postbackrule',
+            name='timeout_seconds',
+            field=models.PositiveSmallIntegerField(default=10, help_text='Seconds allowed for the whole answer (1..60): one wall-clock deadline for connecting, the headers and the body; a destination still answering then is cut off and the attempt retried.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(60)], verbose_name='timeout'),
         ),
     ]

@@ -7,214 +7,88 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("campaigns", "0001_initial"),
+        ('campaigns', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Click",
+            name='Click',
             fields=[
-                (
-                    "id",
-                    models.UUIDField(
-                        default=uuid.uuid4,
-                        editable=False,
-                        primary_key=True,
-                        serialize=False,
-                        verbose_name="click ID",
-                    ),
-                ),
-                (
-                    "external_id",
-                    models.CharField(
-                        blank=True, db_index=True, max_length=512, verbose_name="external ID"
-                    ),
-                ),
-                ("var1", models.CharField(blank=True, max_length=255)),
-                ("var2", models.CharField(blank=True, max_length=255)),
-                ("var3", models.CharField(blank=True, max_length=255)),
-                ("var4", models.CharField(blank=True, max_length=255)),
-                ("var5", models.CharField(blank=True, max_length=255)),
-                ("var6", models.CharField(blank=True, max_length=255)),
-                ("var7", models.CharField(blank=True, max_length=255)),
-                ("var8", models.CharField(blank=True, max_length=255)),
-                ("var9", models.CharField(blank=True, max_length=255)),
-                ("var10", models.CharField(blank=True, max_length=255)),
-                ("ip", models.GenericIPAddressField(blank=True, null=True, verbose_name="IP")),
-                ("user_agent", models.TextField(blank=True)),
-                ("referrer", models.TextField(blank=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
-                (
-                    "campaign",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="clicks",
-                        to="campaigns.campaign",
-                    ),
-                ),
-                (
-                    "offer",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="clicks",
-                        to="campaigns.offer",
-                    ),
-                ),
-                (
-                    "traffic_source",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="clicks",
-                        to="campaigns.trafficsource",
-                    ),
-                ),
+                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False, verbose_name='click ID')),
+                ('external_id', models.CharField(blank=True, db_index=True, max_length=512, verbose_name='external ID')),
+                ('var1', models.CharField(blank=True, max_length=255)),
+                ('var2', models.CharField(blank=True, max_length=255)),
+                ('var3', models.CharField(blank=True, max_length=255)),
+                ('var4', models.CharField(blank=True, max_length=255)),
+                ('var5', models.CharField(blank=True, max_length=255)),
+                ('var6', models.CharField(blank=True, max_length=255)),
+                ('var7', models.CharField(blank=True, max_length=255)),
+                ('var8', models.CharField(blank=True, max_length=255)),
+                ('var9', models.CharField(blank=True, max_length=255)),
+                ('var10', models.CharField(blank=True, max_length=255)),
+                ('ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='IP')),
+                ('user_agent', models.TextField(blank=True)),
+                ('referrer', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
+                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='clicks', to='campaigns.campaign')),
+                ('offer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='clicks', to='campaigns.offer')),
+                ('traffic_source', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='clicks', to='campaigns.trafficsource')),
             ],
             options={
-                "ordering": ["-created_at"],
+                'ordering': ['-created_at'],
             },
         ),
         migrations.CreateModel(
-            name="Conversion",
+            name='Conversion',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "txid",
-                    models.CharField(
-                        blank=True,
-                        help_text="Empty when the network sent none; then one conversion per click counts.",
-                        max_length=255,
-                        verbose_name="transaction ID",
-                    ),
-                ),
-                (
-                    "conversion_type",
-                    models.CharField(blank=True, help_text="ct: lead, sale...", max_length=64),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("approved", "Approved"),
-                            ("pending", "Pending"),
-                            ("rejected", "Rejected"),
-                        ],
-                        default="approved",
-                        max_length=16,
-                    ),
-                ),
-                ("rejection_reason", models.CharField(blank=True, max_length=255)),
-                (
-                    "payout",
-                    models.DecimalField(decimal_places=6, default=Decimal("0"), max_digits=16),
-                ),
-                ("currency", models.CharField(default="USD", max_length=3)),
-                (
-                    "network_payout",
-                    models.DecimalField(
-                        blank=True,
-                        decimal_places=6,
-                        help_text="Payout the network sent, kept when a manual offer payout overrides it.",
-                        max_digits=16,
-                        null=True,
-                    ),
-                ),
-                (
-                    "params",
-                    models.JSONField(
-                        blank=True, default=dict, help_text="param1..param20 as sent."
-                    ),
-                ),
-                (
-                    "method",
-                    models.CharField(
-                        choices=[
-                            ("s2s", "S2S postback"),
-                            ("pixel", "Image pixel"),
-                            ("script", "JS script"),
-                            ("upload", "CSV upload"),
-                            ("api", "API"),
-                        ],
-                        default="s2s",
-                        max_length=10,
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
-                (
-                    "click",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="conversions",
-                        to="tracker.click",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('txid', models.CharField(blank=True, help_text='Empty when the network sent none; then one conversion per click counts.', max_length=255, verbose_name='transaction ID')),
+                ('conversion_type', models.CharField(blank=True, help_text='ct: lead, sale...', max_length=64)),
+                ('status', models.CharField(choices=[('approved', 'Approved'), ('pending', 'Pending'), ('rejected', 'Rejected')], default='approved', max_length=16)),
+                ('rejection_reason', models.CharField(blank=True, max_length=255)),
+                ('payout', models.DecimalField(decimal_places=6, default=Decimal('0'), max_digits=16)),
+                ('currency', models.CharField(default='USD', max_length=3)),
+                ('network_payout', models.DecimalField(blank=True, decimal_places=6, help_text='Payout the network sent, kept when a manual offer payout overrides it.', max_digits=16, null=True)),
+                ('params', models.JSONField(blank=True, default=dict, help_text='param1..param20 as sent.')),
+                ('method', models.CharField(choices=[('s2s', 'S2S postback'), ('pixel', 'Image pixel'), ('script', 'JS script'), ('upload', 'CSV upload'), ('api', 'API')], default='s2s', max_length=10)),
+                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
+                ('click', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='conversions', to='tracker.click')),
             ],
             options={
-                "ordering": ["-created_at"],
+                'ordering': ['-created_at'],
             },
         ),
         migrations.CreateModel(
-            name="InboundRequest",
+            name='InboundRequest',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
-                ("endpoint", models.CharField(max_length=32)),
-                ("method", models.CharField(max_length=8)),
-                ("query", models.TextField(blank=True)),
-                ("body", models.TextField(blank=True)),
-                ("ip", models.GenericIPAddressField(blank=True, null=True, verbose_name="IP")),
-                ("user_agent", models.TextField(blank=True)),
-                ("response_status", models.PositiveSmallIntegerField()),
-                (
-                    "outcome",
-                    models.CharField(
-                        choices=[
-                            ("accepted", "Accepted"),
-                            ("duplicate", "Duplicate"),
-                            ("rejected", "Rejected"),
-                        ],
-                        max_length=10,
-                    ),
-                ),
-                ("error_code", models.CharField(blank=True, max_length=64)),
-                ("detail", models.TextField(blank=True)),
-                (
-                    "conversion",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="tracker.conversion",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
+                ('endpoint', models.CharField(max_length=32)),
+                ('method', models.CharField(max_length=8)),
+                ('query', models.TextField(blank=True)),
+                ('body', models.TextField(blank=True)),
+                ('ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='IP')),
+                ('user_agent', models.TextField(blank=True)),
+                ('response_status', models.PositiveSmallIntegerField()),
+                ('outcome', models.CharField(choices=[('accepted', 'Accepted'), ('duplicate', 'Duplicate'), ('rejected', 'Rejected')], max_length=10)),
+                ('error_code', models.CharField(blank=True, max_length=64)),
+                ('detail', models.TextField(blank=True)),
+                ('conversion', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tracker.conversion')),
             ],
             options={
-                "ordering": ["-created_at"],
+                'ordering': ['-created_at'],
             },
         ),
         migrations.AddIndex(
-            model_name="conversion",
-            index=models.Index(fields=["txid"], name="conversion_txid_idx"),
+            model_name='conversion',
+            index=models.Index(fields=['txid'], name='conversion_txid_idx'),
         ),
         migrations.AddConstraint(
-            model_name="conversion",
-            constraint=models.UniqueConstraint(
-                fields=("click", "txid"), name="uniq_conversion_click_txid"
-            ),
+            model_name='conversion',
+            constraint=models.UniqueConstraint(fields=('click', 'txid'), name='uniq_conversion_click_txid'),
         ),
     ]
