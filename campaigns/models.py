@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.http import QueryDict
 from django.utils.crypto import get_random_string
 
 param_name_validator = RegexValidator(
@@ -23,7 +24,28 @@ currency_validator = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 
 VAR_SLOTS = range(1, 11)
 # Conversion statuses (tracker.models.Conversion.Status, which imports this module).
 STATUS_VALUES = ("approved", "pending", "rejected", "refunded")
-STATUS_ALIASES = {"chargeback": "refunded", "refund": "refunded", "declined": "rejected"}
+STATUS_ALIASES = {
+    "chargeback": "refunded",
+    "refund": "refunded",
+    "reversed": "refunded",
+    "declined": "rejected",
+    "hold": "pending",
+}
+
+
+def status_from_text(sent: str, status_map: dict | None = None) -> str | None:
+    """Our conversion status for a status value as a network sent it.
+
+    ``status_map`` (the network's values -> ours, any case) first, then our own names in
+    any case, then common aliases (``chargeback``, ``refund`` and ``reversed`` mean
+    refunded, ``declined`` rejected, ``hold`` pending: Affise, Impact and TUNE spellings).
+    Returns None when the value means nothing known.
+    """
+    value = sent.strip()
+    mapped = {str(k).strip().lower(): v for k, v in (status_map or {}).items()}
+    value = str(mapped.get(value.lower(), value)).strip().lower()
+    value = STATUS_ALIASES.get(value, value)
+    return value if value in STATUS_VALUES else None
 
 
 def validate_template_url(value: str) -> None:
@@ -222,13 +244,19 @@ class AffiliateNetwork(models.Model):
             raise ValidationError(errors)
 
     def status_for(self, sent: str) -> str | None:
-        """Our status for the value the network sent (mapping first, then our names, any
-        case; ``chargeback`` means refunded); None when it is neither."""
-        value = sent.strip()
-        mapped = {str(k).strip().lower(): v for k, v in (self.status_map or {}).items()}
-        value = mapped.get(value.lower(), value).strip().lower()
-        value = STATUS_ALIASES.get(value, value)
-        return value if value in STATUS_VALUES else None
+        """Our status for the value the network sent; see :func:`status_from_text`."""
+        return status_from_text(sent, self.status_map)
+
+    def map_params(self, data: QueryDict) -> QueryDict:
+        """``data`` with the network's parameter names (``param_map``, ours -> theirs) also
+        under our names; a value sent under our own name wins."""
+        if not self.param_map:
+            return data
+        mapped = data.copy()
+        for ours, theirs in self.param_map.items():
+            if not mapped.get(ours) and data.get(theirs):
+                mapped[ours] = data[theirs]
+        return mapped
 
     def token_matches(self, sent: str) -> bool:
         """Whether ``sent`` is the security token (constant-time); True when none is set."""

@@ -12,6 +12,12 @@ class PostbacksConfig(AppConfig):
 
         post_save.connect(rules_cache_clear, sender=PostbackRule, dispatch_uid="rules-save")
         post_delete.connect(rules_cache_clear, sender=PostbackRule, dispatch_uid="rules-del")
-        for field in ("campaigns", "offers", "traffic_sources", "affiliate_networks"):
+        for field in (
+            "campaigns",
+            "offers",
+            "traffic_sources",
+            "affiliate_networks",
+            "rejection_reasons",
+        ):
             through = getattr(PostbackRule, field).through
             m2m_changed.connect(rules_cache_clear, sender=through, dispatch_uid=f"rules-{field}")

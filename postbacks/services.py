@@ -30,9 +30,17 @@ from django.utils import timezone
 
 from postbacks.macros import build_context
 from postbacks.masking import mask_secrets
-from postbacks.models import Attempt, Delivery, PostbackRule, Scope, Worker
+from postbacks.models import (
+    Attempt,
+    Delivery,
+    EventType,
+    PostbackRule,
+    Scope,
+    Trigger,
+    Worker,
+)
 from postbacks.transports import Outcome, Result, get_transport
-from tracker.models import Click, Conversion
+from tracker.models import Click, Conversion, Impression
 
 logger = logging.getLogger(__name__)
 JITTER = 0.2
@@ -67,54 +75,110 @@ def rules_cache_clear(**kwargs: object) -> None:
     _rules_cache.clear()
 
 
-def scope_of(click: Click) -> Scope:
-    offer = click.offer
+def scope_of(click: Click | Impression) -> Scope:
+    """The campaign, offer, traffic source and network an event belongs to."""
+    offer = getattr(click, "offer", None)
     return Scope(
         campaign_id=click.campaign_id,
-        offer_id=click.offer_id,
+        offer_id=getattr(click, "offer_id", None),
         traffic_source_id=click.traffic_source_id,
         affiliate_network_id=offer.affiliate_network_id if offer else None,
     )
 
 
+def _without_replaced_globals(rules: list[PostbackRule]) -> list[PostbackRule]:
+    """Drop the global rules of a type when a matching scoped rule of that type replaces them."""
+    replacing = {r.event_type for r in rules if r.replaces_global and not r.is_global}
+    return [r for r in rules if not (r.event_type in replacing and r.is_global)]
+
+
 def deliveries_plan(
-    *, event_type: str, click: Click, conversion: Conversion | None = None
+    *,
+    event_type: str,
+    click: Click | None = None,
+    conversion: Conversion | None = None,
+    impression: Impression | None = None,
+    trigger: str = Trigger.CREATED,
+    previous_status: str = "",
+    is_first: bool = True,
+    version: str = "1",
+    event_detail: str = "",
 ) -> list[Delivery]:
     """Write one scheduled Delivery per matching active rule; wake a dispatcher on commit.
 
-    Call inside the transaction that writes the event. The request is rendered now, so
-    it carries the macro values of this moment, and its stable delivery ID
+    Call inside the transaction that writes the event. ``event_type`` is the event written:
+    impression, click or conversion; a conversion also fires the *event* rules when it is not
+    the click's first (``is_first``). ``trigger``: ``created`` or ``changed`` (a status
+    change, with ``previous_status``). ``version`` makes each firing of a rule for one event
+    unique (``1`` when created, the status change's id after). The request is rendered
+    now, so it carries the macro values of this moment and its stable delivery ID
     (``{delivery.id}``, ``Idempotency-Key``). Returns the deliveries created.
     """
+    subject = impression or click
     status = conversion.status if conversion else ""
     conversion_type = conversion.conversion_type if conversion else ""
-    scope = scope_of(click)
-    rules = [r for r in rules_for(event_type) if r.matches(scope, status, conversion_type)]
+    reason = conversion.rejection_reason if conversion else ""
+    candidates = list(rules_for(event_type))
+    if event_type == EventType.CONVERSION and not is_first:
+        candidates += rules_for(EventType.EVENT)
+    if not candidates:
+        return []
+    scope = scope_of(subject)
+    rules = [
+        r
+        for r in candidates
+        if r.matches(
+            scope,
+            status,
+            conversion_type,
+            rejection_reason=reason,
+            trigger=trigger,
+            is_first=is_first,
+        )
+    ]
+    rules = _without_replaced_globals(rules)
     if not rules:
         return []
-    context = build_context(click, conversion)
+    context = build_context(
+        click,
+        conversion,
+        impression=impression,
+        event_type=event_type if is_first else EventType.EVENT,
+        previous_status=previous_status,
+    )
     now = timezone.now()
-    event_key = f"{event_type}:{conversion.pk if conversion else click.pk}:1"
+    subject_key = conversion.pk if conversion else subject.pk
+    if not event_detail:
+        event_detail = (
+            f"status {previous_status} -> {status}"
+            if trigger == Trigger.CHANGED
+            else f"created {status}".strip()
+        )
     deliveries = []
     for rule in rules:
         public_id = uuid.uuid4()
         context["delivery.id"] = str(public_id)
-        prepared = get_transport(rule.kind).prepare(rule.url_template, context)
+        context["event.type"] = rule.event_type
+        prepared = get_transport(rule.kind).prepare(rule, context)
         deliveries.append(
             Delivery(
                 public_id=public_id,
                 rule=rule,
-                event_type=event_type,
+                event_type=rule.event_type,
                 click=click,
                 conversion=conversion,
-                traffic_source_id=click.traffic_source_id,
-                idempotency_key=f"{rule.pk}:{event_key}",
+                impression=impression,
+                traffic_source_id=subject.traffic_source_id,
+                idempotency_key=f"{rule.pk}:{event_type}:{subject_key}:{version}",
+                event_detail=event_detail[:200],
                 kind=rule.kind,
                 method=prepared.method,
                 url=prepared.url,
                 host=destination_host(prepared.url),
                 body=prepared.body,
                 headers=prepared.headers,
+                success_mode=rule.success_mode,
+                success_pattern=rule.success_pattern,
                 due_at=now + timedelta(seconds=rule.delay_seconds),
                 max_attempts=rule.max_attempts,
                 retry_base_seconds=rule.retry_base_seconds,
@@ -126,6 +190,68 @@ def deliveries_plan(
     if first_delay <= settings.POSTBACKS_COUNTDOWN_MAX_SECONDS:
         transaction.on_commit(lambda: wake(first_delay))
     return deliveries
+
+
+def deliveries_cancel_obsolete(conversion: Conversion, *, is_first: bool) -> int:
+    """Cancel the waiting deliveries of ``conversion`` whose rule no longer fires for its new
+    status (or reason): a delay "awaiting fraud checks" ends here when the lead is rejected.
+
+    Each cancelled delivery's ``last_error`` says why. Returns how many were cancelled.
+    """
+    waiting = list(
+        Delivery.objects.waiting()
+        .filter(conversion=conversion, rule__isnull=False, is_test=False)
+        .select_related("rule")
+        .prefetch_related("rule__rejection_reasons")
+    )
+    obsolete: dict[str, list[int]] = {}
+    for delivery in waiting:
+        rule = delivery.rule
+        if rule.accepts(
+            status=conversion.status,
+            conversion_type=conversion.conversion_type,
+            rejection_reason=conversion.rejection_reason,
+            is_first=is_first,
+        ):
+            continue
+        fires_on = ", ".join(rule.statuses) or "any status"
+        reason = conversion.rejection_reason
+        why = (
+            f"Cancelled before sending: the conversion changed to {conversion.status}"
+            f"{f' ({reason})' if reason else ''}; rule '{rule.name}' fires on {fires_on}."
+        )
+        obsolete.setdefault(why, []).append(delivery.pk)
+    count = 0
+    for why, ids in obsolete.items():
+        count += (
+            Delivery.objects.filter(pk__in=ids)
+            .waiting()
+            .update(status=Delivery.Status.CANCELLED, last_error=why, updated_at=timezone.now())
+        )
+    return count
+
+
+def rules_waiting_count(rule_ids: Iterable[int]) -> int:
+    """Scheduled (not yet sent, or between retries) deliveries of these rules."""
+    return Delivery.objects.waiting().filter(rule_id__in=list(rule_ids)).count()
+
+
+def rules_deactivate(rule_ids: Iterable[int], reason: str = "") -> int:
+    """Deactivate these rules and cancel their waiting deliveries; returns how many were
+    cancelled. ``reason`` goes to each cancelled delivery's ``last_error``."""
+    ids = list(rule_ids)
+    why = reason or "Cancelled: the rule was deactivated."
+    with transaction.atomic():
+        PostbackRule.objects.filter(pk__in=ids, is_active=True).update(
+            is_active=False, updated_at=timezone.now()
+        )
+        count = (
+            Delivery.objects.waiting()
+            .filter(rule_id__in=ids)
+            .update(status=Delivery.Status.CANCELLED, last_error=why, updated_at=timezone.now())
+        )
+    rules_cache_clear()
+    return count
 
 
 def destination_host(url: str) -> str:
@@ -271,16 +397,20 @@ def deliveries_sweep(limit: int = 5000) -> dict[str, int]:
 
 
 def deliveries_retry_now(deliveries: Iterable[Delivery]) -> int:
-    """Schedule failed or waiting deliveries for one more attempt right away.
+    """Schedule failed, cancelled or waiting deliveries for one more attempt right away.
 
-    A failed delivery gets one extra attempt (and its usual retries if that one fails
+    A failed or cancelled delivery gets one extra attempt (and its usual retries if that one fails
     with a retryable error are not added). Delivered and in-flight ones are left alone.
     Returns how many were scheduled.
     """
     now = timezone.now()
     count = 0
     for delivery in deliveries:
-        if delivery.status not in (Delivery.Status.FAILED, Delivery.Status.SCHEDULED):
+        if delivery.status not in (
+            Delivery.Status.FAILED,
+            Delivery.Status.CANCELLED,
+            Delivery.Status.SCHEDULED,
+        ):
             continue
         count += Delivery.objects.filter(pk=delivery.pk, status=delivery.status).update(
             status=Delivery.Status.SCHEDULED,

@@ -8,8 +8,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from django import forms
 from django.core.exceptions import ValidationError
 
-from tracker.models import Conversion
-
 PARAM_FIELDS = tuple(f"param{i}" for i in range(1, 21))
 # |payout| < 1e9 once rounded to 6 places: 15 significant digits, which fit Conversion.payout
 # (DECIMAL(16, 6)) and survive SQLite, which stores decimals as 64-bit floats.
@@ -48,14 +46,16 @@ class ConversionPostbackForm(forms.Form):
 
     ``click_id`` or ``cf_click_id`` (required, a UUID; both may be sent if equal),
     ``payout`` (decimal, rounded half-up to 6 places, |payout| < 1e9), ``txid`` (<= 255
-    chars), ``ct`` (conversion type, <= 64), ``status`` (approved | pending | rejected, any
-    case, default approved), ``payout_currency`` (ISO 4217, any case), ``param1..param20``
+    chars), ``ct`` (conversion type, <= 64), ``status`` (approved | pending | rejected |
+    refunded, any case, or the network's own values per its status mapping; default
+    approved; checked by the view once the network is known), ``rejection_reason`` (a code,
+    <= 255), ``payout_currency`` (ISO 4217, any case), ``param1..param20``
     (<= 1000 chars each), ``token`` (the network's security token, checked by the view).
     No value may contain NUL bytes or lone surrogates.
 
     After ``is_valid()``: ``cleaned_data`` plus ``click_uuid``; on failure ``error_code()``
     names the first problem: ``missing_click_id``, ``invalid_click_id``, ``invalid_payout``,
-    ``invalid_status``, ``invalid_payout_currency``, ``invalid_txid``, ``invalid_ct``,
+    ``invalid_payout_currency``, ``invalid_txid``, ``invalid_ct``,
     ``invalid_param<n>``, ``invalid_characters``. Never raises on any input.
     """
 
@@ -64,7 +64,8 @@ class ConversionPostbackForm(forms.Form):
     payout = forms.DecimalField(required=False)
     txid = TextField(required=False, max_length=255)
     ct = TextField(required=False, max_length=64)
-    status = TextField(required=False, max_length=16)
+    status = TextField(required=False, max_length=64)
+    rejection_reason = TextField(required=False, max_length=255)
     payout_currency = forms.RegexField(
         required=False,
         regex=r"^[A-Za-z]{3}\Z",
@@ -94,14 +95,11 @@ class ConversionPostbackForm(forms.Form):
         return payout
 
     def clean_status(self) -> str:
-        status = self.cleaned_data.get("status", "").strip().lower()
-        if not status:
-            return Conversion.Status.APPROVED
-        if status not in Conversion.Status.values:
-            raise ValidationError(
-                f"Use one of {', '.join(Conversion.Status.values)} (any case).", code="invalid"
-            )
-        return status
+        """The status as sent, stripped: the view maps it per network (``status_for``)."""
+        return self.cleaned_data.get("status", "").strip()
+
+    def clean_rejection_reason(self) -> str:
+        return self.cleaned_data.get("rejection_reason", "").strip()
 
     def clean_payout_currency(self) -> str:
         return (self.cleaned_data.get("payout_currency") or "").upper()

@@ -74,7 +74,7 @@ class Conversion(models.Model):
     conversion_type = models.CharField(max_length=64, blank=True, help_text="ct: lead, sale...")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.APPROVED)
     rejection_reason = models.CharField(
-        max_length=64,
+        max_length=255,
         blank=True,
         help_text="Rejection reason code as received ({rejection_reason}); see Rejection reasons.",
     )
@@ -122,9 +122,7 @@ class RejectionReason(models.Model):
         max_length=64,
         unique=True,
         validators=[
-            RegexValidator(
-                r"^[A-Za-z0-9_.\-]{1,64}$", "Use 1-64 letters, digits, '_', '.' or '-'."
-            )
+            RegexValidator(r"^[A-Za-z0-9_.\-]{1,64}$", "Use 1-64 letters, digits, '_', '.' or '-'.")
         ],
         help_text="As the network sends it, e.g. fraud, duplicate, invalid_geo (any case).",
     )
@@ -160,7 +158,7 @@ class ConversionStatusChange(models.Model):
     )
     old_status = models.CharField(max_length=16, choices=Conversion.Status.choices)
     new_status = models.CharField(max_length=16, choices=Conversion.Status.choices)
-    rejection_reason = models.CharField(max_length=64, blank=True)
+    rejection_reason = models.CharField(max_length=255, blank=True)
     source = models.CharField(max_length=10, choices=Source.choices)
     inbound_request = models.ForeignKey(
         "InboundRequest", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -8,14 +8,21 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Subquery
+from django.utils import timezone
 
 from campaigns import services as campaign_cache
 from campaigns.models import Campaign, Offer
 from postbacks import macros
-from postbacks.models import EventType
-from postbacks.services import deliveries_plan, rules_for
-from tracker.models import Click, Conversion
+from postbacks.models import EventType, Trigger
+from postbacks.services import deliveries_cancel_obsolete, deliveries_plan, rules_for
+from tracker.models import (
+    Click,
+    Conversion,
+    ConversionStatusChange,
+    Impression,
+    RejectionReason,
+)
 
 EXTERNAL_ID_MAX = 512
 VAR_MAX = 255
@@ -89,10 +96,44 @@ def click_record(
     return click, offer_url
 
 
-def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, int | None]:
-    """The click with its offer and the offer's network, and the id of its existing
-    conversion with this ``txid`` (None when there is none): ``(None, None)`` for an unknown
-    click ID.
+def impression_record(
+    campaign: Campaign,
+    query: Mapping[str, str],
+    *,
+    ip: str | None,
+    user_agent: str,
+    referrer: str,
+) -> Impression:
+    """Record an ad view and plan impression postbacks (one transaction when rules exist).
+
+    ``query``: the pixel URL's query parameters, read like a click's (external ID and
+    var1..var10 per the traffic source's parameter names). ``ip``: a valid address or None.
+    """
+    source = campaign.traffic_source
+    impression = Impression(
+        campaign=campaign,
+        traffic_source=source,
+        external_id=_param_value(
+            query, source.external_id_param, source.external_id_placeholder, EXTERNAL_ID_MAX
+        ),
+        ip=ip,
+        user_agent=storable(user_agent),
+        referrer=storable(referrer),
+    )
+    for param in source.parameters.all():
+        if param.is_enabled:
+            value = _param_value(query, param.param, param.placeholder, VAR_MAX)
+            setattr(impression, f"var{param.slot}", value)
+    with transaction.atomic():
+        impression.save(force_insert=True)
+        deliveries_plan(event_type=EventType.IMPRESSION, impression=impression)
+    return impression
+
+
+def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, int | None, bool]:
+    """The click with its offer and the offer's network, the id of its existing conversion
+    with this ``txid`` (None when there is none), and whether the click already has any
+    conversion; ``(None, None, False)`` for an unknown click ID.
 
     One SELECT; the traffic source, its parameters, the offer and its network come from the
     per-process cache (``campaigns.services``).
@@ -103,19 +144,27 @@ def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, 
         Conversion.objects.filter(click=OuterRef("pk"), txid=txid).order_by().values("pk")[:1]
     )
     click = (
-        Click.objects.annotate(existing_conversion_id=Subquery(existing))
+        Click.objects.annotate(
+            existing_conversion_id=Subquery(existing),
+            has_conversion=Exists(Conversion.objects.filter(click=OuterRef("pk"))),
+        )
         .filter(pk=click_id)
         .order_by()
         .first()
     )
     if click is None:
-        return None, None
+        return None, None, False
     source = campaign_cache.traffic_source(click.traffic_source_id)
     if source is not None:
         click.traffic_source = source
     if click.offer_id is not None:
         click.offer = campaign_cache.offer(click.offer_id)
-    return click, click.existing_conversion_id
+    return click, click.existing_conversion_id, click.has_conversion
+
+
+def rejection_reason_known(code: str) -> bool:
+    """Whether ``code`` (any case) is in the rejection reason list; True for no code."""
+    return not code or RejectionReason.objects.filter(code=code.strip().lower()).exists()
 
 
 def conversion_create(
@@ -128,14 +177,20 @@ def conversion_create(
     status: str = Conversion.Status.APPROVED,
     params: Mapping[str, str] | None = None,
     method: str = Conversion.Method.S2S,
+    rejection_reason: str = "",
+    is_first: bool = True,
 ) -> Conversion:
     """Insert a conversion for ``click`` and plan its postbacks, in the caller's transaction.
 
     Payout follows the offer: in manual mode the offer's payout and currency replace what
     the network sent; in automatic mode the network's payout is used, or the offer's when
-    none was sent. Raises IntegrityError when (click, txid) already exists: the caller's
-    transaction is then unusable and must be rolled back (no savepoint is spent here).
+    none was sent. ``is_first``: the click had no conversion before (later ones also fire
+    *event* rules). ``rejection_reason``: a code, kept as received (lower-cased) and flagged
+    when it is not in the rejection reason list. Raises IntegrityError when (click, txid)
+    already exists: the caller's transaction is then unusable and must be rolled back (no
+    savepoint is spent here).
     """
+    rejection_reason = rejection_reason.strip().lower()
     offer = click.offer
     network_payout = payout
     if offer is not None and (offer.payout_mode == Offer.PayoutMode.MANUAL or payout is None):
@@ -151,10 +206,83 @@ def conversion_create(
         network_payout=network_payout,
         params=dict(params or {}),
         method=method,
+        rejection_reason=rejection_reason,
+        rejection_reason_unknown=not rejection_reason_known(rejection_reason),
     )
     conversion.save(force_insert=True)
-    deliveries_plan(event_type=EventType.CONVERSION, click=click, conversion=conversion)
+    deliveries_plan(
+        event_type=EventType.CONVERSION, click=click, conversion=conversion, is_first=is_first
+    )
     return conversion
+
+
+def conversion_is_first(conversion: Conversion) -> bool:
+    """Whether no earlier conversion exists for the same click."""
+    return not Conversion.objects.filter(
+        click_id=conversion.click_id, pk__lt=conversion.pk
+    ).exists()
+
+
+def conversion_status_change(
+    conversion: Conversion,
+    status: str,
+    *,
+    source: str,
+    rejection_reason: str = "",
+    user: object | None = None,
+    note: str = "",
+) -> ConversionStatusChange | None:
+    """Move ``conversion`` to ``status`` (approved, pending, rejected, refunded) and fire.
+
+    Locks the conversion row, records the change (old -> new, ``source``: postback, admin,
+    api or upload; ``user`` for admin/API), cancels its waiting deliveries whose rule no
+    longer fires for the new status, and plans the deliveries of the rules that fire on a
+    status change to it. Returns None, changing nothing, when the status is already
+    ``status`` (a duplicate). Raises ValueError for an unknown status. Run it in a
+    transaction (``select_for_update``).
+    """
+    if status not in Conversion.Status.values:
+        raise ValueError(f"Unknown status {status!r}: use {', '.join(Conversion.Status.values)}.")
+    locked = Conversion.objects.select_for_update().get(pk=conversion.pk)
+    previous = locked.status
+    if previous == status:
+        return None
+    reason = rejection_reason.strip().lower() if status == Conversion.Status.REJECTED else ""
+    now = timezone.now()
+    conversion.status = status
+    conversion.rejection_reason = reason
+    conversion.rejection_reason_unknown = not rejection_reason_known(reason)
+    conversion.status_changed_at = now
+    conversion.save(
+        update_fields=[
+            "status",
+            "rejection_reason",
+            "rejection_reason_unknown",
+            "status_changed_at",
+        ]
+    )
+    change = ConversionStatusChange.objects.create(
+        conversion=conversion,
+        old_status=previous,
+        new_status=status,
+        rejection_reason=reason,
+        source=source,
+        user=user if getattr(user, "pk", None) else None,
+        note=storable(note)[:2000],
+    )
+    is_first = conversion_is_first(conversion)
+    deliveries_cancel_obsolete(conversion, is_first=is_first)
+    click = conversion.click
+    deliveries_plan(
+        event_type=EventType.CONVERSION,
+        click=click,
+        conversion=conversion,
+        trigger=Trigger.CHANGED,
+        previous_status=previous,
+        is_first=is_first,
+        version=f"s{change.pk}",
+    )
+    return change
 
 
 def conversion_register(
@@ -176,8 +304,10 @@ def conversion_register(
     """
     try:
         with transaction.atomic():
+            is_first = not Conversion.objects.filter(click=click).exists()
             conversion = conversion_create(
                 click,
+                is_first=is_first,
                 payout=payout,
                 currency=currency,
                 txid=txid,

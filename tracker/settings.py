@@ -33,6 +33,9 @@ ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # Before django.contrib.admin: its templates override the admin's (the dashboard on the
+    # admin index, postbacks/templates/admin/index.html).
+    "postbacks",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -40,9 +43,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rangefilter",
     "tracker",
     "campaigns",
-    "postbacks",
 ]
 
 MIDDLEWARE = [
@@ -235,11 +238,20 @@ POSTBACKS_MASK_PATH_PATTERNS = env.list(
     "POSTBACKS_MASK_PATH_PATTERNS", default=[r"/bot(\d+:[A-Za-z0-9_-]+)"]
 )
 
+# Attempts (the postback log) and finished deliveries older than this many days are deleted
+# by the hourly postbacks.retention task, in batches; 0 keeps everything.
+POSTBACKS_RETENTION_DAYS = env.int("POSTBACKS_RETENTION_DAYS", default=30)
+
 CELERY_BEAT_SCHEDULE = {
     "postbacks-sweep": {
         "task": "postbacks.sweep",
         "schedule": timedelta(seconds=POSTBACKS_SWEEP_SECONDS),
         "options": {"expires": POSTBACKS_SWEEP_SECONDS * 2},
+    },
+    "postbacks-retention": {
+        "task": "postbacks.retention",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3600},
     },
 }
 

@@ -13,6 +13,7 @@ admin.site.site_url = None
 
 urlpatterns = [
     path("c/<slug:campaign_key>", views.click, name="click"),
+    path("i/<slug:campaign_key>", views.impression, name="impression"),
     path("cv", views.conversion_postback, name="conversion-postback"),
     path("admin/", admin.site.urls),
 ]

@@ -1,4 +1,4 @@
-"""Inbound HTTP endpoints: click redirect and S2S conversion postback.
+"""Inbound HTTP endpoints: click redirect, impression pixel and S2S conversion postback.
 
 Answers per DESIGN.md: 200 with ``{"status": ...}`` on success, 4xx with
 ``{"error": "<code>", "detail": "..."}`` on bad input, never 500 on input. Every ``/cv``
@@ -13,6 +13,7 @@ was sent with NUL bytes removed.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import logging
@@ -32,9 +33,10 @@ from django.http import (
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
+from campaigns.models import status_from_text
 from tracker import services
 from tracker.forms import PARAM_FIELDS, ConversionPostbackForm
-from tracker.models import InboundRequest
+from tracker.models import Conversion, ConversionStatusChange, InboundRequest
 
 logger = logging.getLogger(__name__)
 LOG_TEXT_MAX = 4000
@@ -138,6 +140,40 @@ def click(request: HttpRequest, campaign_key: str) -> HttpResponse:
     return response
 
 
+# A transparent 1x1 GIF (42 bytes).
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+def impression(request: HttpRequest, campaign_key: str) -> HttpResponse:
+    """``GET /i/<campaign_key>``: record an impression, answer a 1x1 transparent GIF.
+
+    Query parameters as for the click URL (external ID, custom variables). 404
+    ``unknown_campaign`` (JSON), 405 ``method_not_allowed``, 400 ``too_many_fields``.
+    """
+    if request.method not in ("GET", "HEAD"):
+        response = error("method_not_allowed", "Use GET.", 405)
+        response["Allow"] = "GET, HEAD"
+        return response
+    try:
+        query = request.GET
+    except SuspiciousOperation as exc:
+        refusal = _django_refusal(exc)
+        return error(refusal.code, refusal.detail, refusal.status)
+    campaign = services.campaign_for_click(campaign_key)
+    if campaign is None:
+        return error("unknown_campaign", f"No active campaign with key {campaign_key!r}.", 404)
+    services.impression_record(
+        campaign,
+        query,
+        ip=client_ip(request),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        referrer=request.META.get("HTTP_REFERER", ""),
+    )
+    response = HttpResponse(PIXEL_GIF, content_type="image/gif")
+    response["Cache-Control"] = "no-store, max-age=0"
+    return response
+
+
 def _json_fields(body: bytes) -> dict[str, str]:
     """The fields of a JSON object body as text. Raises InboundError ``invalid_json``."""
     try:
@@ -188,31 +224,36 @@ def _postback_data(request: HttpRequest) -> QueryDict:
 def conversion_postback(request: HttpRequest) -> JsonResponse:
     """``GET|POST /cv``: register a conversion from an affiliate network's S2S postback.
 
-    The click lookup, the conversion, its deliveries and the inbound-log row are written in
-    one transaction with one commit: a conversion never exists without its log row, and
-    when anything fails nothing is committed and the (logged) answer is an error.
-    Answers: 200 ``ok`` | ``duplicate``; 400 (see :class:`ConversionPostbackForm`, plus
-    ``invalid_json``, ``invalid_body``, ``too_many_fields``, ``invalid_request``); 403
-    ``forbidden_ip`` | ``forbidden_token``; 404 ``unknown_click_id``; 405
-    ``method_not_allowed``; 413 ``body_too_large``; 503 ``unavailable``.
+    The click lookup, the conversion (or its status change), its deliveries and the
+    inbound-log row are written in one transaction with one commit: a conversion never
+    exists without its log row, and when anything fails nothing is committed and the
+    (logged) answer is an error. A repeat for the same click and txid with a different
+    status is a status change (``status_changed``); with the same status, or none, it is a
+    ``duplicate``.
+    Answers: 200 ``ok`` | ``status_changed`` | ``duplicate``; 400 (see
+    :class:`ConversionPostbackForm`, plus ``invalid_status``, ``invalid_json``,
+    ``invalid_body``, ``too_many_fields``, ``invalid_request``); 403 ``forbidden_ip`` |
+    ``forbidden_token``; 404 ``unknown_click_id``; 405 ``method_not_allowed``; 413
+    ``body_too_large``; 503 ``unavailable``.
     """
     if request.method not in ("GET", "POST"):
         response = _answer(request, 405, _error_body("method_not_allowed", "Use GET or POST."))
         response["Allow"] = "GET, POST"
         return response
     try:
-        form = ConversionPostbackForm(_postback_data(request))
+        raw = _postback_data(request)
     except InboundError as exc:
         return _answer(request, exc.status, _error_body(exc.code, exc.detail))
+    form = ConversionPostbackForm(raw)
     if not form.is_valid():
         return _answer(request, 400, _error_body(form.error_code(), form.error_detail()))
     try:
         try:
-            return _conversion_write(request, form)
+            return _conversion_write(request, form, raw)
         except IntegrityError:
             # A concurrent request inserted the same (click, txid) after our lookup: the
-            # transaction was rolled back; the second run answers "duplicate".
-            return _conversion_write(request, form)
+            # transaction was rolled back; the second run sees it (duplicate or change).
+            return _conversion_write(request, form, raw)
     except DataError as exc:
         return _answer(request, 400, _error_body("invalid_request", f"Refused: {exc}"))
     except DatabaseError:
@@ -221,11 +262,14 @@ def conversion_postback(request: HttpRequest) -> JsonResponse:
         return _answer(request, 503, body)
 
 
-def _conversion_write(request: HttpRequest, form: ConversionPostbackForm) -> JsonResponse:
-    """The transactional part of ``/cv``: lookup, checks, conversion, deliveries, log row."""
-    data = form.cleaned_data
+def _conversion_write(
+    request: HttpRequest, form: ConversionPostbackForm, raw: QueryDict
+) -> JsonResponse:
+    """The transactional part of ``/cv``: lookup, checks, conversion or status change,
+    deliveries, log row."""
     with transaction.atomic():
-        click, existing_id = services.click_for_conversion(form.click_uuid, data["txid"])
+        txid = form.cleaned_data["txid"]
+        click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, txid)
         if click is None:
             detail = f"No click with ID {form.click_uuid}."
             return _answer(request, 404, _error_body("unknown_click_id", detail), strict=True)
@@ -235,23 +279,73 @@ def _conversion_write(request: HttpRequest, form: ConversionPostbackForm) -> Jso
             if not network.ip_allowed(ip):
                 detail = f"{ip or 'This address'} is not allowed for network {network.pk}."
                 return _answer(request, 403, _error_body("forbidden_ip", detail), strict=True)
-            if not network.token_matches(data["token"]):
+            if not network.token_matches(form.cleaned_data["token"]):
                 detail = f"Missing or wrong security token for network {network.pk}."
                 return _answer(request, 403, _error_body("forbidden_token", detail), strict=True)
+            if network.param_map:
+                # The network's own parameter names, now that the click names the network.
+                form = ConversionPostbackForm(network.map_params(raw))
+                if not form.is_valid():
+                    body = _error_body(form.error_code(), form.error_detail())
+                    return _answer(request, 400, body, strict=True)
+                if form.cleaned_data["txid"] != txid:
+                    txid = form.cleaned_data["txid"]
+                    click, existing_id, has_conversion = services.click_for_conversion(
+                        form.click_uuid, txid
+                    )
+        data = form.cleaned_data
+        status = status_from_text(data["status"] or "approved", network and network.status_map)
+        if status is None:
+            pairs = sorted((network.status_map or {}).items()) if network else []
+            mapping = f" or the network's values {', '.join(f'{k}={v}' for k, v in pairs)}"
+            detail = (
+                f"Unknown status {data['status']!r}: use {', '.join(Conversion.Status.values)}"
+                f" (any case){mapping if pairs else ''}."
+            )
+            return _answer(request, 400, _error_body("invalid_status", detail), strict=True)
         if existing_id is not None:
-            body = {"status": "duplicate", "conversion_id": existing_id}
-            return _answer(request, 200, body, conversion_id=existing_id, strict=True)
+            return _status_update(request, existing_id, status if data["status"] else "", data)
         conversion = services.conversion_create(
             click,
             payout=data["payout"],
             currency=data["payout_currency"],
-            txid=data["txid"],
+            txid=txid,
             conversion_type=data["ct"],
-            status=data["status"],
+            status=status,
             params=form.params(),
+            rejection_reason=data["rejection_reason"] if status == "rejected" else "",
+            is_first=not has_conversion,
         )
         body = {"status": "ok", "conversion_id": conversion.pk}
         return _answer(request, 200, body, conversion_id=conversion.pk, strict=True)
+
+
+def _status_update(
+    request: HttpRequest, conversion_id: int, status: str, data: dict
+) -> JsonResponse:
+    """A repeat postback for an existing conversion: a status change, or a duplicate when
+    no status or the same one was sent."""
+    conversion = Conversion.objects.select_related(
+        "click__campaign", "click__offer__affiliate_network", "click__traffic_source"
+    ).get(pk=conversion_id)
+    change = None
+    if status:
+        change = services.conversion_status_change(
+            conversion,
+            status,
+            source=ConversionStatusChange.Source.POSTBACK,
+            rejection_reason=data["rejection_reason"],
+        )
+    if change is None:
+        body = {"status": "duplicate", "conversion_id": conversion_id}
+        return _answer(request, 200, body, conversion_id=conversion_id, strict=True)
+    body = {
+        "status": "status_changed",
+        "conversion_id": conversion_id,
+        "previous_status": change.old_status,
+        "new_status": change.new_status,
+    }
+    return _answer(request, 200, body, conversion_id=conversion_id, strict=True, change=change)
 
 
 def _error_body(code: str, detail: str) -> dict[str, str]:
@@ -285,6 +379,7 @@ def _answer(
     *,
     conversion_id: int | None = None,
     strict: bool = False,
+    change: ConversionStatusChange | None = None,
 ) -> JsonResponse:
     """Write the request and its answer to the inbound log, then answer.
 
@@ -296,6 +391,8 @@ def _answer(
         outcome = InboundRequest.Outcome.REJECTED
     elif body["status"] == "ok":
         outcome = InboundRequest.Outcome.ACCEPTED
+    elif body["status"] == "status_changed":
+        outcome = InboundRequest.Outcome.STATUS_CHANGED
     else:
         outcome = InboundRequest.Outcome.DUPLICATE
     row = InboundRequest(
@@ -313,6 +410,9 @@ def _answer(
     )
     try:
         row.save(force_insert=True)
+        if change is not None:
+            change.inbound_request = row
+            change.save(update_fields=["inbound_request"])
     except DatabaseError:
         if strict:
             raise

@@ -213,8 +213,8 @@ def test_a_concurrent_duplicate_is_answered_duplicate(client, click, monkeypatch
         # The first lookup misses the conversion, as when another request commits it
         # between our SELECT and our INSERT.
         calls.append(txid)
-        found, existing = real(click_id, txid)
-        return found, existing if len(calls) > 1 else None
+        found, existing, has_conversion = real(click_id, txid)
+        return found, existing if len(calls) > 1 else None, has_conversion
 
     monkeypatch.setattr(services, "click_for_conversion", stale_lookup)
     again = client.get("/cv", {"click_id": str(click.pk), "txid": "T"})

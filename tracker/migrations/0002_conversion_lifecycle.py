@@ -72,7 +72,7 @@ class Migration(migrations.Migration):
             field=models.CharField(
                 blank=True,
                 help_text="Rejection reason code as received ({rejection_reason}); see Rejection reasons.",
-                max_length=64,
+                max_length=255,
             ),
         ),
         migrations.AlterField(
@@ -135,7 +135,7 @@ class Migration(migrations.Migration):
                         max_length=16,
                     ),
                 ),
-                ("rejection_reason", models.CharField(blank=True, max_length=64)),
+                ("rejection_reason", models.CharField(blank=True, max_length=255)),
                 (
                     "source",
                     models.CharField(

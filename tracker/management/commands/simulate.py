@@ -128,7 +128,7 @@ def _malformed(rng: random.Random, good: Postback) -> Postback:
         case "invalid_click":
             data["click_id"] = rng.choice(("{click_id}", "#s2#", _token(rng, 20)))
         case _:
-            data["status"] = "chargeback"
+            data["status"] = rng.choice(("won", "{status}", "9"))
     return replace(good, data=data, expect="rejected")
 
 
