@@ -1,9 +1,20 @@
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html
+"""Admin for traffic sources (with presets), affiliate networks, offers and campaigns."""
 
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from campaigns import presets
 from campaigns.models import (
+    STATUS_ALIASES,
+    STATUS_VALUES,
     AffiliateNetwork,
     Campaign,
     CampaignOffer,
@@ -11,7 +22,11 @@ from campaigns.models import (
     TrafficSource,
     TrafficSourceParameter,
     new_postback_token,
+    param_name_validator,
 )
+from postbacks.models import PostbackRule
+
+RULE_PERMISSION = "postbacks.add_postbackrule"
 
 
 class TrafficSourceParameterInline(admin.TabularInline):
@@ -21,13 +36,71 @@ class TrafficSourceParameterInline(admin.TabularInline):
     fields = ("slot", "name", "param", "placeholder", "is_enabled")
 
 
+class PresetListFilter(admin.SimpleListFilter):
+    """The presets traffic sources were made from: only values in use, by preset name."""
+
+    title = "preset"
+    parameter_name = "preset"
+    NONE = "_none"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        keys = TrafficSource.objects.order_by().values_list("preset", flat=True).distinct()
+        found = [(key or self.NONE, _preset_name(key)) for key in keys]
+        return sorted(found, key=lambda pair: (pair[0] == self.NONE, pair[1].lower()))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value is None:
+            return queryset
+        return queryset.filter(preset="" if value == self.NONE else value)
+
+
+def _preset_name(key: str) -> str:
+    if not key:
+        return "None (set up by hand)"
+    preset = presets.PRESETS.get(key)
+    return preset.name if preset else f"{key} (unknown preset)"
+
+
+class PresetForm(forms.Form):
+    """The "add from preset" form: a plain radio list, usable without JavaScript."""
+
+    preset = forms.ChoiceField(
+        choices=presets.choices,
+        widget=forms.RadioSelect,
+        error_messages={"required": "Choose a preset."},
+    )
+    name = forms.CharField(
+        required=False,
+        max_length=TrafficSource._meta.get_field("name").max_length,
+        help_text='Optional. Default: the preset\'s name; " (2)", " (3)"... is appended when '
+        "a traffic source already has the name.",
+    )
+    create_rule = forms.BooleanField(
+        label="Create its postback rule",
+        required=False,
+        initial=True,
+        help_text="For presets with an S2S postback URL: a rule firing it for approved "
+        "conversions of this traffic source.",
+    )
+
+
 @admin.register(TrafficSource)
 class TrafficSourceAdmin(admin.ModelAdmin):
-    list_display = ("name", "external_id_param", "external_id_placeholder", "created_at")
+    list_display = (
+        "name",
+        "external_id_param",
+        "external_id_placeholder",
+        "preset_name",
+        "created_at",
+    )
+    list_filter = (PresetListFilter,)
     search_fields = ("name",)
+    readonly_fields = ("preset_info",)
     inlines = [TrafficSourceParameterInline]
     fieldsets = (
         (None, {"fields": ("name",)}),
+        ("Preset", {"fields": ("preset_info",)}),
         (
             "External ID (the traffic source's click ID)",
             {
@@ -38,9 +111,291 @@ class TrafficSourceAdmin(admin.ModelAdmin):
         ),
     )
 
+    def get_urls(self) -> list:
+        info = self.opts.app_label, self.opts.model_name
+        view = self.admin_site.admin_view(self.add_from_preset_view)
+        # Before the default URLs: their "<path:object_id>/" would catch this one.
+        return [
+            path("add-from-preset/", view, name="{}_{}_add_from_preset".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def _url(self, name: str, *args: object) -> str:
+        return reverse(f"{self.admin_site.name}:{name}", args=args)
+
+    @admin.display(description="preset", ordering="preset")
+    def preset_name(self, obj: TrafficSource) -> str:
+        return _preset_name(obj.preset) if obj.preset else "-"
+
+    @admin.display(description="preset")
+    def preset_info(self, obj: TrafficSource) -> str:
+        if obj.pk is None:
+            return format_html(
+                'None. To start from a real traffic source\'s settings, <a href="{}">add it '
+                "from a preset</a> instead.",
+                self._url("campaigns_trafficsource_add_from_preset"),
+            )
+        if not obj.preset:
+            return "None (set up by hand)."
+        preset = presets.PRESETS.get(obj.preset)
+        if preset is None:
+            return f"{obj.preset} (no longer a known preset)."
+        rules = PostbackRule.objects.filter(traffic_sources=obj).order_by("name")
+        rule_links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a>{}',
+            (
+                (
+                    self._url("postbacks_postbackrule_change", rule.pk),
+                    rule.name,
+                    "" if rule.is_active else " (inactive)",
+                )
+                for rule in rules
+            ),
+        )
+        return format_html(
+            '<strong>{}</strong>: {}<br>Documentation: <a href="{}" rel="noopener '
+            'noreferrer" target="_blank">{}</a>, from {}.<br>Postback: {}<br>Rules for this '
+            "source: {}",
+            preset.name,
+            preset.notes,
+            preset.docs_url,
+            preset.docs_url,
+            preset.evidence_label,
+            format_html("<code>{}</code>", preset.postback_url)
+            if preset.postback_url
+            else "none (see the notes)",
+            rule_links or "none",
+        )
+
+    def add_from_preset_view(self, request: HttpRequest) -> HttpResponse:
+        """Create a traffic source (and its postback rule) from a preset."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        may_add_rule = request.user.has_perm(RULE_PERMISSION)
+        chosen = request.GET.get("preset")
+        initial = {"preset": chosen} if chosen in presets.PRESETS else {}
+        form = PresetForm(request.POST if request.method == "POST" else None, initial=initial)
+        if not may_add_rule:
+            del form.fields["create_rule"]
+        if request.method == "POST" and form.is_valid():
+            key = form.cleaned_data["preset"]
+            create_rule = may_add_rule and form.cleaned_data["create_rule"]
+            source, rule = presets.source_from_preset(
+                key, name=form.cleaned_data["name"], create_rule=create_rule
+            )
+            self.log_addition(request, source, [{"added": {}}])
+            if rule is not None:
+                self.log_addition(request, rule, [{"added": {}}])
+            level = messages.WARNING if rule and not rule.is_active else messages.SUCCESS
+            self.message_user(request, self._created_message(source, rule, may_add_rule), level)
+            return HttpResponseRedirect(self._url("campaigns_trafficsource_change", source.pk))
+        selected = form["preset"].value() if form.is_bound else initial.get("preset")
+        groups: dict[str, list[presets.Preset]] = {}
+        for preset in presets.PRESETS.values():
+            groups.setdefault(preset.category, []).append(preset)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add traffic source from a preset",
+            "opts": self.opts,
+            "form": form,
+            "groups": groups,
+            "selected": selected,
+            "has_view_permission": self.has_view_permission(request),
+        }
+        return TemplateResponse(
+            request, "admin/campaigns/trafficsource/add_from_preset.html", context
+        )
+
+    def _created_message(
+        self, source: TrafficSource, rule: PostbackRule | None, may_add_rule: bool
+    ) -> str:
+        preset = presets.get(source.preset)
+        count = len(preset.parameters)
+        text = format_html(
+            "Traffic source “{}” created from the {} preset with {} custom variable{}.",
+            source.name,
+            preset.name,
+            count,
+            "" if count == 1 else "s",
+        )
+        if rule is not None:
+            link = format_html(
+                '<a href="{}">{}</a>',
+                self._url("postbacks_postbackrule_change", rule.pk),
+                rule.name,
+            )
+            if rule.is_active:
+                return format_html("{} Postback rule {} created and active.", text, link)
+            return format_html(
+                "{} Postback rule {} created <strong>inactive</strong>: replace {} in its URL "
+                "with your account's values, then activate it.",
+                text,
+                link,
+                ", ".join(preset.to_replace),
+            )
+        if preset.postback_url and not may_add_rule:
+            return format_html(
+                "{} No postback rule was created: you may not add postback rules.", text
+            )
+        if preset.postback_url:
+            return format_html("{} No postback rule was created, as asked.", text)
+        return format_html("{} This preset has no S2S postback: see its notes.", text)
+
+
+# Our /cv parameter names a network may send under its own names.
+OUR_PARAM_NAMES = (
+    "click_id",
+    "txid",
+    "payout",
+    "payout_currency",
+    "ct",
+    "status",
+    "rejection_reason",
+    *(f"param{i}" for i in range(1, 21)),
+)
+MAP_VALUE_MAX = 64
+
+
+class MappingField(forms.CharField):
+    """A JSON object edited as text, one ``left = right`` pair a line.
+
+    Blank lines and lines starting with ``#`` are ignored, spaces around both sides dropped.
+    Subclasses read and check one line in :meth:`pair`; every bad line is reported.
+    """
+
+    widget = forms.Textarea(attrs={"rows": 5, "cols": 60})
+    example = "left = right"
+
+    def prepare_value(self, value: object) -> object:
+        if isinstance(value, dict):
+            return "\n".join(f"{key} = {item}" for key, item in value.items())
+        return value
+
+    def to_python(self, value: object) -> dict[str, str]:
+        if isinstance(value, dict):
+            return value
+        mapping: dict[str, str] = {}
+        line_of: dict[str, int] = {}  # folded key -> its line
+        errors: list[str] = []
+        for number, line in enumerate(str(value or "").splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                key, item = self.pair(line)
+                folded = self.fold(key)
+                if folded in line_of:
+                    raise ValidationError(f"“{key}” is already on line {line_of[folded]}.")
+                self.check(mapping, item)
+            except ValidationError as exc:
+                errors.extend(f"Line {number}: {message}" for message in exc.messages)
+                continue
+            line_of[folded] = number
+            mapping[key] = item
+        if errors:
+            raise ValidationError(errors)
+        return mapping
+
+    def split(self, line: str, *, last: bool = False) -> tuple[str, str]:
+        """``line`` cut at its first (or ``last``) "=", both sides stripped and non-empty."""
+        left, sep, right = line.rpartition("=") if last else line.partition("=")
+        left, right = left.strip(), right.strip()
+        if not (sep and left and right):
+            raise ValidationError(f"write {self.example}.")
+        return left, right
+
+    def pair(self, line: str) -> tuple[str, str]:
+        """The key and value of one line; raise ValidationError when it is wrong."""
+        raise NotImplementedError
+
+    def fold(self, key: str) -> str:
+        """The form under which two keys count as the same."""
+        return key
+
+    def check(self, mapping: dict[str, str], item: str) -> None:
+        """Checks of a value against the lines before it; raise ValidationError."""
+
+
+class StatusMapField(MappingField):
+    """``their_value = our_status``, e.g. ``1 = approved``: our status in any case."""
+
+    example = "their value = our status, e.g. 1 = approved"
+
+    def pair(self, line: str) -> tuple[str, str]:
+        theirs, ours = self.split(line, last=True)  # their value may hold "=", ours never
+        if len(theirs) > MAP_VALUE_MAX:
+            raise ValidationError(f"“{theirs[:20]}…” is longer than {MAP_VALUE_MAX} characters.")
+        status = ours.lower()
+        if status not in STATUS_VALUES:
+            hint = f" (did you mean {STATUS_ALIASES[status]}?)" if status in STATUS_ALIASES else ""
+            raise ValidationError(
+                f"“{ours}” is not one of our statuses: {', '.join(STATUS_VALUES)}{hint}."
+            )
+        return theirs, status
+
+    def fold(self, key: str) -> str:
+        return key.lower()  # the network's values are matched in any case
+
+
+class ParamMapField(MappingField):
+    """``our_name = their_name``, e.g. ``txid = transaction_id``."""
+
+    example = "our name = their name, e.g. txid = transaction_id"
+
+    def pair(self, line: str) -> tuple[str, str]:
+        ours, theirs = self.split(line)
+        if ours not in OUR_PARAM_NAMES:
+            raise ValidationError(
+                f"“{ours}” is not one of our parameter names: "
+                f"{', '.join(OUR_PARAM_NAMES[:7])}, param1..param20."
+            )
+        try:
+            param_name_validator(theirs)
+        except ValidationError:
+            raise ValidationError(
+                f"“{theirs}”: use 1-64 letters, digits, '_', '.' or '-' (a parameter name)."
+            ) from None
+        if theirs != ours and theirs in OUR_PARAM_NAMES:
+            raise ValidationError(f"“{theirs}” is our own name for another value.")
+        return ours, theirs
+
+    def check(self, mapping: dict[str, str], item: str) -> None:
+        other = next((ours for ours, theirs in mapping.items() if theirs == item), None)
+        if other is not None:
+            raise ValidationError(f"“{item}” is already the network's name for {other}.")
+
+
+class AffiliateNetworkForm(forms.ModelForm):
+    status_map = StatusMapField(
+        label="Status mapping",
+        required=False,
+        help_text="One line per status value the network sends: <code>their value = our "
+        "status</code>, our status being approved, pending, rejected or refunded (any case). "
+        "For example <code>1 = approved</code>, <code>0 = rejected</code>, <code>2 = "
+        "pending</code>, <code>chargeback = refunded</code>. Affise sends 1 approved, 2 "
+        "pending, 3 declined and 5 hold: <code>3 = rejected</code>, <code>5 = pending</code>. "
+        "Values not listed are read as our own statuses (any case). Their values are matched "
+        "in any case.",
+    )
+    param_map = ParamMapField(
+        label="Parameter mapping",
+        required=False,
+        help_text="One line per /cv parameter the network sends under another name: "
+        "<code>our name = their name</code>, e.g. <code>txid = transaction_id</code>, "
+        "<code>payout = sum</code>, <code>status = state</code>, <code>rejection_reason = "
+        "reason</code>. Our names: click_id, txid, payout, payout_currency, ct, status, "
+        "rejection_reason, param1..param20. Our names keep working.",
+    )
+
+    class Meta:
+        model = AffiliateNetwork
+        fields = ("name", "notes", "postback_token", "allowed_ips", "status_map", "param_map")
+
 
 @admin.register(AffiliateNetwork)
 class AffiliateNetworkAdmin(admin.ModelAdmin):
+    form = AffiliateNetworkForm
     # The security token is a secret: shown only on the change form, never in lists.
     list_display = ("name", "token_required", "ip_allowlist", "created_at")
     search_fields = ("name",)
@@ -53,6 +408,14 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
                 "fields": ("postback_token", "allowed_ips"),
                 "description": "Both are optional and checked for the network of the click's "
                 "offer. Rejected postbacks answer 403 and are kept in the inbound request log.",
+            },
+        ),
+        (
+            "Status and parameter names (/cv)",
+            {
+                "fields": ("status_map", "param_map"),
+                "description": "For networks that send their own status values or parameter "
+                "names in the conversion postback.",
             },
         ),
     )
