@@ -361,12 +361,14 @@ class Campaign(models.Model):
         return self.name
 
     def tracking_url(self, base_url: str | None = None) -> str:
-        """The URL to paste into the traffic source, with its placeholders left verbatim."""
+        """The URL to paste into the traffic source, with its placeholders left verbatim
+        (``{x}``, ``${X}``, ``[X]``, ``{{x}}``, ``__X__``). A parameter without a placeholder
+        is left out: the source adds it itself (Facebook's ``fbclid``)."""
         base = (base_url or settings.TRACKER_BASE_URL).rstrip("/")
         source = self.traffic_source
         pairs = [(source.external_id_param, source.external_id_placeholder or "")]
         pairs += [(p.param, p.placeholder) for p in source.parameters.all() if p.is_enabled]
-        query = urlencode(pairs, safe="{}$_")
+        query = urlencode([(k, v) for k, v in pairs if v], safe="{}$_[]")
         return f"{base}/c/{self.key}?{query}"
 
     def choose_offer(self) -> Offer | None:

@@ -57,3 +57,17 @@ def test_admin_never_lists_the_token_and_can_generate_one(admin_client):
     )
     network.refresh_from_db()
     assert network.postback_token != TOKEN and len(network.postback_token) == 32
+
+
+def test_tracking_url_keeps_bracket_macros_and_leaves_out_empty_placeholders(db):
+    from campaigns.models import TrafficSourceParameter
+    from tests import factories
+
+    source = factories.traffic_source(
+        "RichAds-like", external_id_param="click_id", external_id_placeholder="[CLICK_ID]"
+    )
+    TrafficSourceParameter.objects.create(
+        traffic_source=source, slot=2, name="fbclid", param="fbclid", placeholder=""
+    )
+    url = factories.campaign(source).tracking_url("https://t.example")
+    assert url.endswith("?click_id=[CLICK_ID]&site={site}")
