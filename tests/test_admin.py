@@ -69,15 +69,17 @@ def test_retry_action_reschedules_a_failed_delivery(admin_client, logged_attempt
 def test_rule_form_rejects_unknown_macros_and_saves_conditions(admin_client):
     source = factories.traffic_source()
     data = {
-        "name": "Taboola", "event_type": "conversion", "is_active": "on",
+        "name": "Taboola", "event_type": "conversion", "is_active": "on", "trigger": "both",
         "traffic_sources": [source.pk], "statuses": ["approved", "pending"],
         "conversion_types": "lead, sale", "delay_seconds": "0", "kind": "s2s",
-        "url_template": "https://ts.example/?c={externalid}&r={revenue}",
+        "http_method": "GET", "body_format": "none", "success_mode": "status",
+        "url_template": "https://ts.example/?c={externalid}&r={revnue}",
         "timeout_seconds": "10", "max_attempts": "10", "retry_base_seconds": "60",
+        "disable_after_failures": "0",
     }  # fmt: skip
     bad = admin_client.post("/admin/postbacks/postbackrule/add/", data)
     assert bad.status_code == 200
-    assert "Unknown macro {revenue}" in bad.content.decode()
+    assert "Unknown macro {revnue}; did you mean {revenue}?" in bad.content.decode()
     data["url_template"] = "https://ts.example/?c={externalid}&r={payout}"
     good = admin_client.post("/admin/postbacks/postbackrule/add/", data)
     assert good.status_code == 302

@@ -1,13 +1,80 @@
-"""Postback rules in admin: the rule form and its list."""
+"""Postback rules in admin: the rule form (macro picker, live preview, test button), the rule
+list with its actions, and the banner for rules that disabled themselves.
+
+The form's templates are checked by the rule's transport (``get_transport(kind).validate``):
+errors block the save, warnings (no ``{externalid}``...) are shown after it. Deactivating a
+rule, from the list or the form, and deleting one cancel its scheduled deliveries through
+``services.rules_deactivate``; the confirmation pages say how many first.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
-from django.contrib import admin
-from django.utils.html import escape
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.forms.models import construct_instance
+from django.http import HttpRequest, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import escape, format_html
 from django.utils.translation import ngettext
 
-from postbacks import macros
-from postbacks.models import PostbackRule
+from campaigns.models import TrafficSource
+from postbacks import macros, preview, services
+from postbacks.masking import mask_secrets
+from postbacks.models import EventType, PostbackRule, Trigger
+from postbacks.transports import get_transport
 from tracker.models import Conversion
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_FIELDS = ("url_template", "body_template", "headers_template")
+RESPONSE_EXCERPT_CHARS = 2000
+SECRET_HEADER_RE = re.compile(r"(?i)authorization|token|secret|signature|api[-_]?key|password")
+
+
+def human_seconds(seconds: int | None) -> str:
+    """``3600`` -> ``"1 h"``, ``5400`` -> ``"1 h 30 min"``, ``0`` -> ``"none"``."""
+    if not seconds:
+        return "none"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts[:2])
+
+
+def destination_host(url_template: str) -> str:
+    """The host of a postback URL template, for the list ('' when unusable)."""
+    try:
+        return urlsplit(url_template.strip()).hostname or ""
+    except ValueError:
+        return ""
+
+
+def source_vars(source_ids: list[int] | None = None) -> dict[str, dict[str, Any]]:
+    """``{traffic source id: {"name", "vars"}}``: the ``{var:name}`` names each source
+    defines (tracked parameters only), for the macro picker and the ``{var:...}`` check."""
+    sources = TrafficSource.objects.prefetch_related("parameters").order_by("name")
+    if source_ids is not None:
+        sources = sources.filter(pk__in=source_ids)
+    return {
+        str(source.pk): {
+            "name": source.name,
+            "vars": sorted(p.name for p in source.parameters.all() if p.is_enabled),
+        }
+        for source in sources[:500]
+    }
 
 
 class PostbackRuleForm(forms.ModelForm):
@@ -15,11 +82,12 @@ class PostbackRuleForm(forms.ModelForm):
         choices=Conversion.Status.choices,
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Fire only for these conversion statuses. None ticked: any status.",
+        help_text="Fire only for conversions in these statuses. None ticked: any status.",
     )
     conversion_types = forms.CharField(
         required=False,
-        help_text="Comma-separated conversion types (ct), e.g. lead, sale. Empty: any type.",
+        help_text="Comma-separated conversion types (ct), e.g. lead, sale (any case). "
+        "Empty: any type.",
     )
 
     class Meta:
@@ -28,75 +96,614 @@ class PostbackRuleForm(forms.ModelForm):
             "name",
             "event_type",
             "is_active",
-            "traffic_sources",
             "campaigns",
             "offers",
+            "traffic_sources",
             "affiliate_networks",
+            "replaces_global",
             "statuses",
+            "trigger",
             "conversion_types",
+            "rejection_reasons",
+            "first_only",
             "delay_seconds",
             "kind",
+            "http_method",
             "url_template",
+            "body_format",
+            "body_template",
+            "headers_template",
+            "success_mode",
+            "success_pattern",
             "timeout_seconds",
             "max_attempts",
             "retry_base_seconds",
+            "disable_after_failures",
         ]
-        widgets = {"url_template": forms.Textarea(attrs={"rows": 3, "cols": 100})}
+        widgets = {
+            "url_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),
+            "body_template": forms.Textarea(attrs={"rows": 6, "class": "pb-template"}),
+            "headers_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),
+            "success_pattern": forms.TextInput(attrs={"class": "vTextField"}),
+        }
+        help_texts = {
+            "delay_seconds": "Seconds to wait before the first attempt, 0..604800 (7 days), "
+            "e.g. 3600 = 1 h, 86400 = 1 day; for fraud checks. A status change that no longer "
+            "matches cancels the deliveries still waiting.",
+            "rejection_reasons": "Only for rejected conversions: fire only for these reasons. "
+            "None chosen: any reason (or none).",
+            "headers_template": "One 'Name: value' per line, macros allowed, e.g. "
+            "Authorization: Bearer xyz. Values are sent as they are (control characters "
+            "removed).",
+        }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.validation_warnings: list[str] = []
         if self.instance.pk:
-            self.initial["conversion_types"] = ", ".join(self.instance.conversion_types)
-        # Admin renders help text as HTML: "&currency=" would show as "¤cy=".
-        help_text = f"{self.fields['url_template'].help_text} {macros.help_text()}"
-        self.fields["url_template"].help_text = escape(help_text)
+            self.initial["conversion_types"] = ", ".join(self.instance.conversion_types or [])
+        if "url_template" in self.fields:
+            url = self.fields["url_template"]
+            url.help_text = f"{url.help_text} {macros.help_text()}"
+        # Admin renders help text as HTML: "&currency=" would show as "¤cy=" and
+        # "/c/<campaign key>" would vanish as an unknown tag. Every help text here is plain.
+        for field in self.fields.values():
+            if field.help_text:
+                field.help_text = escape(str(field.help_text))
 
     def clean_conversion_types(self) -> list[str]:
         raw = self.cleaned_data.get("conversion_types") or ""
-        types = [t.strip() for t in raw.split(",") if t.strip()]
-        too_long = [t for t in types if len(t) > 64]
-        if too_long:
+        types = list(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
+        if any(len(t) > 64 for t in types):
             raise forms.ValidationError("A conversion type has at most 64 characters.")
         return types
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if not self.errors.get("kind") and cleaned.get("kind"):
+            self._validate_destination(cleaned)
+        return cleaned
+
+    def known_vars(self) -> set[str] | None:
+        """``{var:name}`` names of the chosen traffic sources; None (any) for all sources."""
+        sources = self.cleaned_data.get("traffic_sources")
+        if not sources:
+            return None
+        ids = [s.pk for s in sources]
+        return {name for entry in source_vars(ids).values() for name in entry["vars"]}
+
+    def rule_from_data(self) -> PostbackRule:
+        """An unsaved copy of the rule with the cleaned values (the instance stays as is)."""
+        rule = PostbackRule(pk=self.instance.pk)
+        for field in PostbackRule._meta.concrete_fields:
+            setattr(rule, field.attname, getattr(self.instance, field.attname))
+        return construct_instance(self, rule, fields=self._meta.fields)
+
+    def _validate_destination(self, cleaned: dict[str, Any]) -> None:
+        """Errors per field (blocking) and warnings (shown after saving) from the transport."""
+        try:
+            warnings = get_transport(cleaned["kind"]).validate(
+                self.rule_from_data(), known_vars=self.known_vars()
+            )
+        except ValidationError as exc:
+            self._add_errors(exc)
+            warnings = []
+        self.validation_warnings = list(dict.fromkeys(warnings or []))
+
+    def _add_errors(self, exc: ValidationError) -> None:
+        """Add a ValidationError keyed by model field; keys the form lacks go on top."""
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc)
+            return
+        for field, errors in exc.error_dict.items():
+            key = field if field in self.fields else None
+            if key is not None and field in self.errors:
+                known = set(self.errors[field])
+                errors = [e for e in errors if str(e.message) not in known]
+            if errors:
+                self.add_error(key if key else NON_FIELD_ERRORS, errors)
+
+
+def _existing_choices_filter(field_name: str, title: str) -> type[admin.SimpleListFilter]:
+    """A list filter offering only the values rules have (hidden below two values)."""
+
+    class ExistingChoicesFilter(admin.SimpleListFilter):
+        parameter_name = field_name
+
+        def lookups(self, request, model_admin):
+            labels = dict(PostbackRule._meta.get_field(field_name).flatchoices)
+            values = (
+                PostbackRule.objects.order_by(field_name)
+                .values_list(field_name, flat=True)
+                .distinct()
+            )
+            found = [(value, labels.get(value, value)) for value in values]
+            return found if len(found) > 1 else []
+
+        def queryset(self, request, queryset):
+            if self.value():
+                return queryset.filter(**{field_name: self.value()})
+            return queryset
+
+    ExistingChoicesFilter.title = title
+    return ExistingChoicesFilter
+
+
+class StateFilter(admin.SimpleListFilter):
+    """Active, inactive, auto-disabled, needing attention: only the states some rule is in."""
+
+    title = "state"
+    parameter_name = "state"
+    STATES = {
+        "active": ("Active", {"is_active": True}),
+        "inactive": ("Inactive", {"is_active": False}),
+        "auto": ("Auto-disabled", {"is_active": False, "disabled_at__isnull": False}),
+        "attention": ("Needs attention", {"needs_attention": True}),
+    }
+
+    def lookups(self, request, model_admin):
+        rules = PostbackRule.objects.all()
+        return [
+            (key, label)
+            for key, (label, lookup) in self.STATES.items()
+            if rules.filter(**lookup).exists()
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() in self.STATES:
+            return queryset.filter(**self.STATES[self.value()][1])
+        return queryset
+
+
+TRIGGER_SHORT = {Trigger.CREATED: "on create", Trigger.CHANGED: "on change", Trigger.BOTH: "both"}
+CONVERSION_TYPES = (EventType.CONVERSION, EventType.EVENT)
 
 
 @admin.register(PostbackRule)
 class PostbackRuleAdmin(admin.ModelAdmin):
     form = PostbackRuleForm
-    list_display = ("name", "event_type", "kind", "destination_host", "delay_seconds", "is_active")
-    list_filter = ("is_active", "event_type", "kind", "traffic_sources")
+    change_form_template = "admin/postbacks/postbackrule/change_form.html"
+    change_list_template = "admin/postbacks/postbackrule/change_list.html"
+    delete_confirmation_template = "admin/postbacks/postbackrule/delete_confirmation.html"
+    delete_selected_confirmation_template = (
+        "admin/postbacks/postbackrule/delete_selected_confirmation.html"
+    )
+    list_display = (
+        "name",
+        "type_label",
+        "trigger_label",
+        "destination",
+        "statuses_label",
+        "delay_label",
+        "is_active",
+        "auto_disabled",
+    )
+    list_filter = (
+        StateFilter,
+        _existing_choices_filter("event_type", "type"),
+        _existing_choices_filter("trigger", "trigger"),
+        _existing_choices_filter("kind", "destination"),
+        _existing_choices_filter("http_method", "HTTP method"),
+        ("traffic_sources", admin.RelatedOnlyFieldListFilter),
+        ("affiliate_networks", admin.RelatedOnlyFieldListFilter),
+    )
     search_fields = ("name", "url_template")
+    search_help_text = "Rule name or postback URL."
     autocomplete_fields = ("campaigns", "offers", "traffic_sources", "affiliate_networks")
-    actions = ["activate", "deactivate"]
+    filter_horizontal = ("rejection_reasons",)
+    readonly_fields = ("disabled_reason", "disabled_at", "consecutive_failures")
+    actions = ["enable", "disable", "acknowledge", "delete_selected"]
+    save_on_top = False
     fieldsets = (
-        (None, {"fields": ("name", "event_type", "is_active")}),
+        ("Type & status", {"fields": ("name", "event_type", "is_active")}),
         (
             "Scope",
             {
-                "fields": ("traffic_sources", "campaigns", "offers", "affiliate_networks"),
+                "fields": (
+                    "traffic_sources",
+                    "campaigns",
+                    "offers",
+                    "affiliate_networks",
+                    "replaces_global",
+                ),
                 "description": "Leave a list empty to match all. With several lists filled, "
                 "the event must match one choice in each.",
             },
         ),
-        ("Firing conditions", {"fields": ("statuses", "conversion_types", "delay_seconds")}),
-        ("Destination", {"fields": ("kind", "url_template", "timeout_seconds")}),
-        ("Retries", {"fields": ("max_attempts", "retry_base_seconds")}),
+        (
+            "Firing conditions",
+            {
+                "fields": (
+                    "statuses",
+                    "trigger",
+                    "conversion_types",
+                    "rejection_reasons",
+                    "first_only",
+                    "delay_seconds",
+                ),
+                "description": "Statuses, trigger, conversion types, rejection reasons and "
+                "first-only apply to conversion and event rules; impression and click rules "
+                "use only the delay.",
+            },
+        ),
+        (
+            "Destination",
+            {
+                "fields": (
+                    "kind",
+                    "http_method",
+                    "url_template",
+                    "body_format",
+                    "body_template",
+                    "headers_template",
+                    "success_mode",
+                    "success_pattern",
+                    "timeout_seconds",
+                ),
+                "classes": ("pb-destination",),
+            },
+        ),
+        (
+            "Retries & auto-disable",
+            {"fields": ("max_attempts", "retry_base_seconds", "disable_after_failures")},
+        ),
+    )
+    status_fieldset = (
+        "Status: deactivated automatically",
+        {
+            "fields": ("disabled_reason", "disabled_at", "consecutive_failures"),
+            "description": "Tick 'active' (or use the list's Enable action) once the "
+            "destination works again; the rule list shows a banner until acknowledged.",
+            "classes": ("pb-status",),
+        },
     )
 
+    # --- form --------------------------------------------------------------------------
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and not obj.is_active and obj.disabled_at is not None:
+            fieldsets.insert(1, self.status_fieldset)
+        return fieldsets
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        opts = self.opts
+        context.update(
+            editable=add or self.has_change_permission(request, obj),
+            macro_catalogue=macros.catalogue(),
+            source_vars=source_vars(),
+            preview_url=reverse(f"admin:{opts.app_label}_{opts.model_name}_preview"),
+            test_url=self._test_url(request, obj),
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _test_url(self, request: HttpRequest, obj: PostbackRule | None) -> str:
+        """Where the test button posts ('' without the change permission)."""
+        if not self.has_change_permission(request, obj):
+            return ""
+        info = self.opts.app_label, self.opts.model_name
+        if obj is None:
+            return reverse("admin:{}_{}_test_unsaved".format(*info))
+        return reverse("admin:{}_{}_test".format(*info), args=[obj.pk])
+
+    def save_model(self, request, obj, form, change):
+        deactivated = change and "is_active" in form.changed_data and not obj.is_active
+        if change and "is_active" in form.changed_data and obj.is_active:
+            # Switched back on by hand: the failure streak and the banner start afresh.
+            obj.needs_attention = False
+            obj.consecutive_failures = 0
+        super().save_model(request, obj, form, change)
+        if deactivated:
+            cancelled = services.rules_deactivate([obj.pk], self._reason(request, "deactivated"))
+            self.message_user(
+                request,
+                "Rule deactivated: "
+                + ngettext(
+                    "%d scheduled delivery cancelled.",
+                    "%d scheduled deliveries cancelled.",
+                    cancelled,
+                )
+                % cancelled,
+                messages.INFO,
+            )
+        for warning in getattr(form, "validation_warnings", []):
+            self.message_user(request, f"{obj.name}: {warning}", messages.WARNING)
+
+    # --- delete: say how many scheduled deliveries go, then cancel them -----------------
+
+    def render_delete_form(self, request, context):
+        obj = context.get("object")
+        if obj is not None:
+            context["waiting_deliveries"] = services.rules_waiting_count([obj.pk])
+        return super().render_delete_form(request, context)
+
+    def delete_model(self, request, obj):
+        self._cancel_before_delete(request, [obj.pk])
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        self._cancel_before_delete(request, list(queryset.values_list("pk", flat=True)))
+        super().delete_queryset(request, queryset)
+
+    def _cancel_before_delete(self, request, ids: list[int]) -> None:
+        cancelled = services.rules_deactivate(ids, self._reason(request, "deleted"))
+        if cancelled:
+            self.message_user(
+                request,
+                ngettext(
+                    "%d scheduled delivery cancelled.",
+                    "%d scheduled deliveries cancelled.",
+                    cancelled,
+                )
+                % cancelled,
+                messages.INFO,
+            )
+
+    @staticmethod
+    def _reason(request: HttpRequest, what: str) -> str:
+        return f"Rule {what} in admin by {request.user.get_username()}."
+
+    # --- list ----------------------------------------------------------------------------
+
+    def changelist_view(self, request, extra_context=None):
+        attention = PostbackRule.objects.filter(needs_attention=True).order_by("-disabled_at")
+        extra_context = {
+            **(extra_context or {}),
+            "attention_rules": list(attention[:50]),
+            "can_acknowledge": self.has_change_permission(request),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="type", ordering="event_type")
+    def type_label(self, obj: PostbackRule) -> str:
+        return obj.event_type
+
+    @admin.display(description="trigger", ordering="trigger")
+    def trigger_label(self, obj: PostbackRule) -> str:
+        if obj.event_type not in CONVERSION_TYPES:
+            return "-"
+        return TRIGGER_SHORT.get(obj.trigger, obj.trigger)
+
     @admin.display(description="destination")
-    def destination_host(self, obj: PostbackRule) -> str:
-        return obj.url_template.split("://", 1)[-1].split("/", 1)[0]
+    def destination(self, obj: PostbackRule) -> str:
+        host = destination_host(obj.url_template) or "?"
+        return f"{obj.http_method} {host}"
 
-    @admin.action(description="Activate selected rules")
-    def activate(self, request, queryset):
-        count = queryset.update(is_active=True)
-        self.message_user(
-            request, ngettext("%d rule activated.", "%d rules activated.", count) % count
+    @admin.display(description="statuses")
+    def statuses_label(self, obj: PostbackRule) -> str:
+        if obj.event_type not in CONVERSION_TYPES:
+            return "-"
+        return ", ".join(obj.statuses) if obj.statuses else "any"
+
+    @admin.display(description="delay", ordering="delay_seconds")
+    def delay_label(self, obj: PostbackRule) -> str:
+        return human_seconds(obj.delay_seconds)
+
+    @admin.display(description="auto-disabled", ordering="-needs_attention")
+    def auto_disabled(self, obj: PostbackRule) -> str:
+        if obj.is_active or obj.disabled_at is None:
+            return ""
+        label = "needs attention" if obj.needs_attention else "yes"
+        return format_html(
+            '<span class="pb-flag{}" title="{}">{}</span>',
+            " pb-flag-attention" if obj.needs_attention else "",
+            obj.disabled_reason,
+            label,
         )
 
-    @admin.action(description="Deactivate selected rules")
-    def deactivate(self, request, queryset):
-        count = queryset.update(is_active=False)
-        self.message_user(
-            request, ngettext("%d rule deactivated.", "%d rules deactivated.", count) % count
+    # --- actions -------------------------------------------------------------------------
+
+    @admin.action(description="Enable selected rules", permissions=["change"])
+    def enable(self, request, queryset):
+        count = queryset.filter(is_active=False).update(
+            is_active=True, needs_attention=False, consecutive_failures=0, updated_at=timezone.now()
         )
+        services.rules_cache_clear()
+        self.message_user(request, ngettext("%d rule enabled.", "%d rules enabled.", count) % count)
+
+    @admin.action(
+        description="Disable selected rules (cancels their scheduled deliveries)",
+        permissions=["change"],
+    )
+    def disable(self, request, queryset):
+        rules = list(queryset.order_by("name"))
+        ids = [rule.pk for rule in rules]
+        if request.POST.get("post") == "yes":
+            cancelled = services.rules_deactivate(ids, self._reason(request, "disabled"))
+            services.rules_cache_clear()
+            self.message_user(
+                request,
+                ngettext("%d rule disabled", "%d rules disabled", len(ids)) % len(ids)
+                + ", "
+                + ngettext(
+                    "%d scheduled delivery cancelled.",
+                    "%d scheduled deliveries cancelled.",
+                    cancelled,
+                )
+                % cancelled,
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Disable postback rules",
+            "subtitle": None,
+            "opts": self.opts,
+            "rules": rules,
+            "waiting_deliveries": services.rules_waiting_count(ids),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(
+            request, "admin/postbacks/postbackrule/disable_confirmation.html", context
+        )
+
+    @admin.action(description="Acknowledge auto-disable (hide the banner)", permissions=["change"])
+    def acknowledge(self, request, queryset):
+        count = queryset.filter(needs_attention=True).update(needs_attention=False)
+        self.message_user(
+            request,
+            ngettext("%d rule acknowledged.", "%d rules acknowledged.", count) % count,
+        )
+
+    @admin.action(
+        description="Delete selected rules (cancels their scheduled deliveries)",
+        permissions=["delete"],
+    )
+    def delete_selected(self, request, queryset):
+        response = django_delete_selected(self, request, queryset)
+        if isinstance(response, TemplateResponse):
+            ids = list(queryset.values_list("pk", flat=True))
+            response.context_data["waiting_deliveries"] = services.rules_waiting_count(ids)
+        return response
+
+    # --- preview and test ----------------------------------------------------------------
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        wrap = self.admin_site.admin_view
+        return [
+            path("preview/", wrap(self.preview_view), name="{}_{}_preview".format(*info)),
+            path("test/", wrap(self.test_view), name="{}_{}_test_unsaved".format(*info)),
+            path("<path:object_id>/test/", wrap(self.test_view), name="{}_{}_test".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request: HttpRequest) -> JsonResponse:
+        """The request the form's current (unsaved) values would send: POST the form data,
+        plus ``_conversion`` (a conversion ID or transaction ID; empty: sample data).
+        Answers JSON, also for garbage: ``{"request", "errors", "warnings", "conversion"}``."""
+        if not (self.has_change_permission(request) or self.has_add_permission(request)):
+            return JsonResponse(_answer(errors=["You may not edit postback rules."]), status=403)
+        if request.method != "POST":
+            return JsonResponse(_answer(errors=["POST the rule form's data."]), status=405)
+        conversion, problem = self._conversion(request)
+        if problem:
+            return JsonResponse(_answer(errors=[problem]), status=400)
+        form, rule = self._form_rule(request, obj=None)
+        rendered = preview.render_preview(rule, conversion, known_vars=form.known_vars())
+        answer = _answer(
+            errors=_form_messages(form) + list(rendered.get("errors") or []),
+            warnings=form.validation_warnings + list(rendered.get("warnings") or []),
+            conversion=_describe_conversion(conversion),
+            request={key: rendered.get(key, "") for key in ("method", "url", "headers", "body")},
+        )
+        return JsonResponse(answer)
+
+    def test_view(self, request: HttpRequest, object_id: str | None = None) -> JsonResponse:
+        """Send one test postback now with the form's current values (unsaved changes
+        included; on the add form, an unsaved rule) for a sample or a chosen conversion.
+        Answers the request sent and the response, and links the test delivery in the log.
+        Without form data, a saved rule is sent as saved."""
+        obj = None
+        if object_id is not None:
+            obj = self.get_object(request, unquote(object_id))
+            if obj is None:
+                return JsonResponse(_answer(errors=["No such rule."]), status=404)
+        if not self.has_change_permission(request, obj):
+            return JsonResponse(_answer(errors=["You may not change postback rules."]), status=403)
+        if request.method != "POST":
+            return JsonResponse(_answer(errors=["POST to send a test postback."]), status=405)
+        conversion, problem = self._conversion(request)
+        if problem:
+            return JsonResponse(_answer(errors=[problem]), status=400)
+        rule = obj
+        if rule is None or "url_template" in request.POST:
+            form, rule = self._form_rule(request, obj=obj)
+            if form.errors:
+                errors = ["Nothing was sent: correct the form first.", *_form_messages(form)]
+                return JsonResponse(_answer(errors=errors), status=400)
+        try:
+            delivery, attempt = preview.send_test(rule, conversion, user=request.user)
+        except ValidationError as exc:
+            errors = ["Nothing was sent.", *preview.field_messages(exc)]
+            return JsonResponse(_answer(errors=errors), status=400)
+        answer = _answer(
+            conversion=_describe_conversion(conversion)
+            if conversion is not None
+            else "The most recent click in the rule's scope (else any click, else samples) "
+            "with sample conversion values.",
+            request={
+                "method": delivery.method,
+                "url": attempt.url,  # as logged: secrets masked
+                "headers": _masked_headers(delivery.headers),
+                "body": mask_secrets(delivery.body),
+            },
+            response={
+                "status_code": attempt.status_code,
+                "body": attempt.response_body[:RESPONSE_EXCERPT_CHARS],
+                "duration_ms": attempt.duration_ms,
+                "outcome": attempt.outcome,
+                "outcome_label": attempt.get_outcome_display(),
+                "error": attempt.error,
+            },
+            delivery_id=delivery.pk,
+            delivery_url=reverse("admin:postbacks_delivery_change", args=[delivery.pk]),
+        )
+        return JsonResponse(answer)
+
+    def _form_rule(
+        self, request: HttpRequest, obj: PostbackRule | None
+    ) -> tuple[PostbackRuleForm, PostbackRule]:
+        """The bound rule form and an unsaved rule with its values (``obj`` untouched).
+        A template with errors is kept as typed, so a preview shows what was written."""
+        form_class = self.get_form(request, obj, change=obj is not None)
+        form = form_class(request.POST, instance=obj)
+        form.is_valid()
+        rule = form.rule_from_data()
+        for name in TEMPLATE_FIELDS:
+            raw = request.POST.get(name)
+            if raw is not None and name in form.errors:
+                setattr(rule, name, raw[:20000])
+        return form, rule
+
+    @staticmethod
+    def _conversion(request: HttpRequest) -> tuple[Conversion | None, str]:
+        """The conversion chosen by ID or transaction ID (``_conversion``), or None."""
+        term = (request.POST.get("_conversion") or "").strip()[:255]
+        if not term:
+            return None, ""
+        found = None
+        if term.isdigit() and len(term) < 19:
+            found = Conversion.objects.filter(pk=int(term)).first()
+        found = found or Conversion.objects.filter(txid=term).order_by("-created_at").first()
+        if found is None:
+            return None, f"No conversion with ID or transaction ID {term!r}."
+        return found, ""
+
+
+def _answer(**fields: Any) -> dict[str, Any]:
+    """A JSON answer of the preview and test views; errors and warnings said once each."""
+    answer: dict[str, Any] = {"errors": [], "warnings": [], **fields}
+    answer["errors"] = list(dict.fromkeys(answer["errors"]))
+    answer["warnings"] = list(dict.fromkeys(answer["warnings"]))
+    return answer
+
+
+def _form_messages(form: forms.Form) -> list[str]:
+    """The form's errors as "Label: message" sentences, as ``preview.field_messages``."""
+    messages_ = []
+    for name, errors in form.errors.items():
+        field = form.fields.get(name)
+        label = str(field.label) if field is not None and field.label else "Rule"
+        messages_ += [f"{label[:1].upper()}{label[1:]}: {error}" for error in errors]
+    return messages_
+
+
+def _describe_conversion(conversion: Conversion | None) -> str:
+    if conversion is None:
+        return "Sample values (no real conversion)."
+    txid = f", txid {conversion.txid}" if conversion.txid else ""
+    kind = conversion.conversion_type or "conversion"
+    return (
+        f"Conversion #{conversion.pk}: {kind}, {conversion.status}, "
+        f"{macros.format_value(conversion.payout)} {conversion.currency}{txid}."
+    )
+
+
+def _masked_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    return {
+        name: "***" if SECRET_HEADER_RE.search(name) and name != "Idempotency-Key" else value
+        for name, value in (headers or {}).items()
+    }
