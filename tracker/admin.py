@@ -110,6 +110,25 @@ class ConversionAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     txid_lookup = "txid"
     change_form_template = "admin/tracker/conversion/trace.html"
     actions = ["change_status"]
+    fields = (
+        "click",
+        "txid",
+        "conversion_type",
+        "status",
+        "reason",
+        "payout_text",
+        "currency",
+        "network_payout_text",
+        "params",
+        "method",
+        "created_at",
+        "status_changed_at",
+    )
+    readonly_fields = ("reason", "payout_text", "network_payout_text", "created_at")
+
+    @admin.display(description="network payout")
+    def network_payout_text(self, obj: Conversion) -> str:
+        return "-" if obj.network_payout is None else macros.format_value(obj.network_payout)
 
     def has_status_permission(self, request) -> bool:
         return request.user.has_perm("tracker.change_conversion")

@@ -223,6 +223,7 @@ def conversion_is_first(conversion: Conversion) -> bool:
     ).exists()
 
 
+@transaction.atomic
 def conversion_status_change(
     conversion: Conversion,
     status: str,
@@ -238,8 +239,8 @@ def conversion_status_change(
     api or upload; ``user`` for admin/API), cancels its waiting deliveries whose rule no
     longer fires for the new status, and plans the deliveries of the rules that fire on a
     status change to it. Returns None, changing nothing, when the status is already
-    ``status`` (a duplicate). Raises ValueError for an unknown status. Run it in a
-    transaction (``select_for_update``).
+    ``status`` (a duplicate). Raises ValueError for an unknown status. Atomic (a savepoint
+    inside the caller's transaction).
     """
     if status not in Conversion.Status.values:
         raise ValueError(f"Unknown status {status!r}: use {', '.join(Conversion.Status.values)}.")
