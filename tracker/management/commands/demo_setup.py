@@ -15,6 +15,7 @@ from django.db import transaction
 
 from campaigns.models import AffiliateNetwork, Campaign, CampaignOffer, Offer, TrafficSource
 from postbacks.models import EventType, PostbackRule
+from tracker.models import RejectionReason
 
 TABOOLA_VARS = [
     (1, "site", "site", "{site}"),
@@ -90,6 +91,41 @@ class Command(BaseCommand):
         )
         if created:
             rule.traffic_sources.add(source)
+        # A CRM endpoint that waits 2 minutes for fraud checks (cancelled if the lead is
+        # rejected meanwhile), posting JSON with a templated header.
+        PostbackRule.objects.get_or_create(
+            name="CRM lead sync after fraud checks (demo)",
+            defaults={
+                "event_type": EventType.CONVERSION,
+                "statuses": ["approved"],
+                "delay_seconds": 120,
+                "url_template": receiver_url + "/crm/leads",
+                "http_method": "POST",
+                "body_format": "json",
+                "body_template": '{"click_id": "{click.id}", "txid": "{txid}", '
+                '"payout": {payout|0}, "status": "{status}", "source": "{trafficsource.name}"}',
+                "headers_template": "X-Delivery: {delivery.id}",
+                "success_mode": "contains",
+                "success_pattern": "OK",
+                "retry_base_seconds": 5,
+            },
+        )
+        fraud_rule, created = PostbackRule.objects.get_or_create(
+            name="Fraud rejections to the traffic source (demo)",
+            defaults={
+                "event_type": EventType.CONVERSION,
+                "statuses": ["rejected"],
+                "trigger": "changed",
+                "url_template": receiver_url
+                + "/rejections?cid={externalid}&reason={rejection_reason}",
+                "retry_base_seconds": 5,
+            },
+        )
+        if created:
+            fraud_rule.rejection_reasons.set(RejectionReason.objects.filter(code="fraud"))
+        if not network.status_map:
+            network.status_map = {"1": "approved", "2": "pending", "3": "rejected"}
+            network.save(update_fields=["status_map"])
 
         base = settings.TRACKER_BASE_URL
         external_id = f"tbl-{uuid.uuid4().hex[:12]}"
