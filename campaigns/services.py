@@ -22,6 +22,7 @@ T = TypeVar("T")
 _campaigns: dict[str, tuple[float, Campaign]] = {}
 _sources: dict[int, tuple[float, TrafficSource]] = {}
 _offers: dict[int, tuple[float, Offer]] = {}
+_campaigns_by_id: dict[int, tuple[float, Campaign]] = {}
 
 
 def _cached(store: dict, key: object, load: Callable[[], T | None]) -> T | None:
@@ -51,7 +52,7 @@ def campaign_for_click(key: str) -> Campaign | None:
         return cached[1]
     campaign = (
         Campaign.objects.select_related("traffic_source")
-        .prefetch_related("traffic_source__parameters", "campaign_offers__offer")
+        .prefetch_related("traffic_source__parameters", "campaign_offers__offer__affiliate_network")
         .filter(key=key, is_active=True)
         .first()
     )
@@ -83,9 +84,16 @@ def offer(pk: int) -> Offer | None:
     )
 
 
+def campaign(pk: int) -> Campaign | None:
+    """The campaign with this id, bare (for its name in macros; cached like the others);
+    None when it does not exist. Read-only, shared like :func:`campaign_for_click`."""
+    return _cached(_campaigns_by_id, pk, lambda: Campaign.objects.filter(pk=pk).first())
+
+
 def cache_clear(**kwargs: object) -> None:
     """Forget every cached campaign and traffic source (a signal receiver: ignores its
     arguments)."""
     _campaigns.clear()
     _sources.clear()
     _offers.clear()
+    _campaigns_by_id.clear()

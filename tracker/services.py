@@ -159,12 +159,22 @@ def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, 
         click.traffic_source = source
     if click.offer_id is not None:
         click.offer = campaign_cache.offer(click.offer_id)
+    campaign = campaign_cache.campaign(click.campaign_id)
+    if campaign is not None:
+        click.campaign = campaign
     return click, click.existing_conversion_id, click.has_conversion
 
 
-def rejection_reason_known(code: str) -> bool:
-    """Whether ``code`` (any case) is in the rejection reason list; True for no code."""
-    return not code or RejectionReason.objects.filter(code=code.strip().lower()).exists()
+def rejection_reason_label(code: str) -> str | None:
+    """The label of rejection reason ``code`` (any case): "" for no code, None when the code
+    is not in the list."""
+    if not code:
+        return ""
+    return (
+        RejectionReason.objects.filter(code=code.strip().lower())
+        .values_list("label", flat=True)
+        .first()
+    )
 
 
 def conversion_create(
@@ -207,8 +217,10 @@ def conversion_create(
         params=dict(params or {}),
         method=method,
         rejection_reason=rejection_reason,
-        rejection_reason_unknown=not rejection_reason_known(rejection_reason),
     )
+    label = rejection_reason_label(rejection_reason)
+    conversion.rejection_reason_unknown = label is None
+    conversion.rejection_reason_label = label or ""  # for {rejection_reason.label}
     conversion.save(force_insert=True)
     deliveries_plan(
         event_type=EventType.CONVERSION, click=click, conversion=conversion, is_first=is_first
@@ -252,7 +264,9 @@ def conversion_status_change(
     now = timezone.now()
     conversion.status = status
     conversion.rejection_reason = reason
-    conversion.rejection_reason_unknown = not rejection_reason_known(reason)
+    label = rejection_reason_label(reason)
+    conversion.rejection_reason_unknown = label is None
+    conversion.rejection_reason_label = label or ""  # for {rejection_reason.label}
     conversion.status_changed_at = now
     conversion.save(
         update_fields=[

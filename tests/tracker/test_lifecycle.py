@@ -97,13 +97,16 @@ def test_status_values_any_case_and_aliases(client, click):
 
 def test_rejection_reasons_condition(client, click):
     fraud = RejectionReason.objects.get(code="fraud")  # one of the reasons installed
-    rule = factories.rule(URL + "&r={rejection_reason}", statuses=["rejected"])
+    rule = factories.rule(
+        URL + "&r={rejection_reason}&l={rejection_reason.label}&c={campaign.name}",
+        statuses=["rejected"],
+    )
     rule.rejection_reasons.set([fraud])
     postbacks.rules_cache_clear()
     cv(client, click, txid="1", status="rejected", rejection_reason="duplicate")
     cv(client, click, txid="2", status="rejected", rejection_reason="FRAUD")
     (delivery,) = fired(rule)
-    assert delivery.url.endswith("&r=fraud")
+    assert delivery.url.endswith("&r=fraud&l=Fraud%20suspected&c=Campaign")
     assert not Conversion.objects.get(txid="2").rejection_reason_unknown
 
 
