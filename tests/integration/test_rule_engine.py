@@ -73,7 +73,8 @@ def test_delayed_crm_rule_is_cancelled_when_the_lead_is_rejected(worker, receive
 
 def test_rejected_rule_fires_only_for_chosen_reasons(worker, receiver, client):
     campaign, rule = setup(receiver, statuses=["rejected"])
-    rule.rejection_reasons.set([RejectionReason.objects.get(code="fraud")])
+    fraud, _ = RejectionReason.objects.get_or_create(code="fraud", defaults={"label": "Fraud"})
+    rule.rejection_reasons.set([fraud])
     postbacks.rules_cache_clear()
     click_id = click(client, campaign)
     for txid, reason in (("R1", "duplicate"), ("R2", "fraud"), ("R3", "")):

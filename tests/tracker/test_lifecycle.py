@@ -96,7 +96,9 @@ def test_status_values_any_case_and_aliases(client, click):
 
 
 def test_rejection_reasons_condition(client, click):
-    fraud = RejectionReason.objects.get(code="fraud")  # one of the reasons installed
+    fraud, _ = RejectionReason.objects.get_or_create(
+        code="fraud", defaults={"label": "Fraud suspected"}
+    )
     rule = factories.rule(
         URL + "&r={rejection_reason}&l={rejection_reason.label}&c={campaign.name}",
         statuses=["rejected"],
