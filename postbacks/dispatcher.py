@@ -12,9 +12,15 @@ the dispatcher then loops until nothing is due:
    so one slow traffic source cannot take every slot. Each attempt runs under one
    wall-clock deadline (its timeout), shorter than its lease.
 3. **Record** finished attempts in one transaction: the rows still owned (status
-   ``sending``, same attempt number, same worker) are locked, their new states written
-   with one ``bulk_update`` and their Attempt rows with one ``bulk_create``. A result for
+   ``sending``, same attempt number, same worker) get their new states with one
+   conditional UPDATE and their Attempt rows with one ``bulk_create``. A result for
    a delivery the sweeper has taken back is dropped (its lost attempt is already logged).
+4. **Auto-disable**, in the same transaction: one UPDATE per batch moves each rule's
+   ``consecutive_failures`` (a delivery that ends ``failed`` adds one, one that ends
+   ``delivered`` resets it; retries in between and test deliveries do not count). A rule
+   whose count reaches its ``disable_after_failures``, or whose destination answered
+   410 Gone, is deactivated, flagged ``needs_attention`` and its waiting deliveries are
+   cancelled.
 
 A heartbeat thread writes the process's :class:`~postbacks.models.Worker` row every
 ``POSTBACKS_HEARTBEAT_SECONDS``; the sweeper takes back the deliveries of a silent worker.
@@ -40,8 +46,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from postbacks.masking import mask_secrets
-from postbacks.models import Attempt, Delivery, Worker
-from postbacks.services import Transition, next_state, wake
+from postbacks.models import Attempt, Delivery, PostbackRule, Worker
+from postbacks.services import Transition, next_state, rules_cache_clear, wake
 from postbacks.transports import Outcome, PreparedRequest, Result, get_transport
 
 logger = logging.getLogger("postbacks.dispatcher")
@@ -98,11 +104,37 @@ RECORD_CASTS = {
     ),
     "sqlite": ("{}",) * 7,
 }
+# Each rule's run of failed deliveries, after one batch: reset (1 when one was delivered),
+# the failures after the last delivered one, gone (1 after a 410). No-op rows (no failure,
+# count already 0) are not written: most batches of a healthy rule touch nothing. On
+# PostgreSQL the rows are locked in id order first, so the recorders of several workers
+# cannot deadlock on them.
+STREAK_SQL = """
+WITH v (id, reset, failures, gone) AS (VALUES {rows}),
+todo AS (
+    SELECT r.id FROM {table} r JOIN v ON v.id = r.id
+    WHERE v.failures > 0 OR v.gone = 1 OR r.consecutive_failures <> 0
+    ORDER BY r.id {lock}
+)
+UPDATE {table} SET consecutive_failures = CASE WHEN v.reset = 1 THEN v.failures
+    ELSE {table}.consecutive_failures + v.failures END
+FROM v JOIN todo ON todo.id = v.id
+WHERE {table}.id = v.id
+RETURNING {table}.id, {table}.consecutive_failures, {table}.disable_after_failures,
+    {table}.is_active
+"""
+STREAK_LOCK_SQL = {"postgresql": "FOR UPDATE OF r", "sqlite": ""}
+STREAK_CASTS = {
+    "postgresql": ("CAST({} AS bigint)",) + ("CAST({} AS integer)",) * 3,
+    "sqlite": ("{}",) * 4,
+}
+GONE_REASON = "Deactivated: the destination answered 410 Gone"
 
 
 CLAIMED_COLUMNS = (
     "id", "due_at", "host", "kind", "method", "url", "body", "headers", "attempt_count",
-    "max_attempts", "retry_base_seconds", "timeout_seconds",
+    "max_attempts", "retry_base_seconds", "timeout_seconds", "success_mode",
+    "success_pattern", "rule_id", "is_test",
 )  # fmt: skip
 
 
@@ -110,7 +142,8 @@ CLAIMED_COLUMNS = (
 class Claimed:
     """A delivery claimed for one attempt: what sending and recording it need.
 
-    ``attempt_count`` is the number of this attempt (the claim counted it).
+    ``attempt_count`` is the number of this attempt (the claim counted it). The request
+    (method, URL, body, headers, success mode and pattern) is sent exactly as planned.
     """
 
     pk: int
@@ -125,13 +158,39 @@ class Claimed:
     max_attempts: int
     retry_base_seconds: int
     timeout_seconds: int
+    success_mode: str = "status"
+    success_pattern: str = ""
+    rule_id: int | None = None
+    is_test: bool = False
 
     @classmethod
     def from_row(cls, row: tuple) -> Claimed:
         item = cls(*row)
         if isinstance(item.headers, str):  # JSON arrives as text from the cursor
             item.headers = json.loads(item.headers)
+        item.is_test = bool(item.is_test)  # 0/1 on SQLite
         return item
+
+    def request(self) -> PreparedRequest:
+        """The planned request, as the transport sends it."""
+        return PreparedRequest(
+            self.method,
+            self.url,
+            self.body,
+            self.headers,
+            self.success_mode,
+            self.success_pattern,
+        )
+
+
+@dataclass
+class Streak:
+    """What one batch did to a rule's run of failed deliveries (see :data:`STREAK_SQL`)."""
+
+    reset: bool = False
+    failures: int = 0
+    gone: bool = False
+    last_error: str = ""
 
 
 @dataclass
@@ -146,8 +205,8 @@ class Finished:
 def send(delivery: Claimed) -> tuple[Result, datetime]:
     """Send one claimed delivery through its transport (runs on a pool thread, no DB)."""
     started_at = timezone.now()
-    request = PreparedRequest(delivery.method, delivery.url, delivery.body, delivery.headers)
-    return get_transport(delivery.kind).send(request, timeout=delivery.timeout_seconds), started_at
+    transport = get_transport(delivery.kind)
+    return transport.send(delivery.request(), timeout=delivery.timeout_seconds), started_at
 
 
 class Recorder:
@@ -371,7 +430,8 @@ class Dispatcher:
 
         One transaction: one conditional ``UPDATE ... FROM (VALUES ...) RETURNING id`` moves
         the deliveries still ``sending`` under this worker and attempt number, then one
-        ``bulk_create`` logs the attempts of exactly those. Late results of deliveries the
+        ``bulk_create`` logs the attempts of exactly those, then one UPDATE counts the
+        rules' failures in a row (see :meth:`_auto_disable`). Late results of deliveries the
         sweeper took back are dropped and logged. Returns how many were recorded.
         """
         now = timezone.now()
@@ -406,6 +466,9 @@ class Dispatcher:
                 if pk in owned
             ]
             Attempt.objects.bulk_create(attempts)
+            disabled = self._auto_disable(moves, owned, now)
+            if disabled:
+                transaction.on_commit(rules_cache_clear)
             waits = [
                 (move.due_at - now).total_seconds()
                 for pk, (_item, move) in moves.items()
@@ -418,6 +481,8 @@ class Dispatcher:
                 "Postback %s attempt %d: late result dropped (taken back by the sweeper)",
                 pk, moves[pk][0].delivery.attempt_count,
             )  # fmt: skip
+        for rule_id, reason in disabled.items():
+            logger.warning("Rule %s deactivated automatically: %s", rule_id, reason)
         for attempt in attempts:
             logger.info(
                 "Postback %s attempt %d: %s %s -> %s in %d ms",
@@ -447,6 +512,65 @@ class Dispatcher:
             cursor.execute(sql, [*params, ops.adapt_datetimefield_value(now), self.name])
             return {pk for (pk,) in cursor.fetchall()}
 
+    def _auto_disable(
+        self, moves: dict[int, tuple[Finished, Transition]], owned: set[int], now
+    ) -> dict[int, str]:
+        """Count each rule's failed deliveries in a row, set-based; deactivate the rules
+        that reached ``disable_after_failures`` or got a 410 Gone. Returns ``{rule id:
+        reason}`` of the rules deactivated now.
+
+        A delivery counts when it ends ``delivered`` (resets the count) or ``failed`` (adds
+        one), in the order the attempts finished; a retry in between does not count, nor
+        does a test delivery. The reason names the last error, e.g. "Deactivated after 5
+        failed deliveries in a row; last error: HTTP 500".
+        """
+        streaks: dict[int, Streak] = {}
+        for pk, (item, move) in moves.items():
+            delivery = item.delivery
+            if pk not in owned or delivery.rule_id is None or delivery.is_test:
+                continue
+            if move.status == Delivery.Status.DELIVERED:
+                streak = streaks.setdefault(delivery.rule_id, Streak())
+                streak.reset, streak.failures = True, 0
+            elif move.status == Delivery.Status.FAILED:
+                streak = streaks.setdefault(delivery.rule_id, Streak())
+                streak.failures += 1
+                streak.last_error = mask_secrets(item.result.error or move.error)
+                streak.gone = streak.gone or item.result.status_code == 410
+        if not streaks:
+            return {}
+        casts = STREAK_CASTS[connection.vendor]
+        row = "(" + ", ".join(cast.format("%s") for cast in casts) + ")"
+        params: list[object] = []
+        for rule_id in sorted(streaks):
+            streak = streaks[rule_id]
+            params += [rule_id, int(streak.reset), streak.failures, int(streak.gone)]
+        table = PostbackRule._meta.db_table
+        sql = STREAK_SQL.format(
+            table=table,
+            rows=", ".join([row] * len(streaks)),
+            lock=STREAK_LOCK_SQL[connection.vendor],
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            counts = cursor.fetchall()
+        disabled: dict[int, str] = {}
+        for rule_id, count, limit, active in counts:
+            streak = streaks[rule_id]
+            if not active or not (streak.failures or streak.gone):
+                continue
+            if streak.gone:
+                disabled[rule_id] = GONE_REASON
+            elif limit and count >= limit:
+                disabled[rule_id] = (
+                    f"Deactivated after {count} failed deliveries in a row; "
+                    f"last error: {streak.last_error or 'unknown'}"
+                )
+        for rule_id, reason in list(disabled.items()):
+            if not rule_deactivate_automatically(rule_id, reason, now):
+                del disabled[rule_id]
+        return disabled
+
     # --- heartbeat -----------------------------------------------------------------------
 
     def beat(self) -> None:
@@ -468,3 +592,18 @@ class Dispatcher:
             except Exception:
                 logger.warning("Heartbeat not written", exc_info=True)
                 connection.close()  # a fresh connection for the next beat
+
+
+def rule_deactivate_automatically(rule_id: int, reason: str, now) -> bool:
+    """Deactivate an active rule for ``reason``, flag it for attention and cancel its
+    waiting deliveries (``last_error`` says why). False when it was no longer active."""
+    updated = PostbackRule.objects.filter(pk=rule_id, is_active=True).update(
+        is_active=False, needs_attention=True, disabled_at=now, disabled_reason=reason
+    )
+    if updated:
+        Delivery.objects.waiting().filter(rule_id=rule_id).update(
+            status=Delivery.Status.CANCELLED,
+            last_error=f"Cancelled: the rule was deactivated automatically. {reason}",
+            updated_at=now,
+        )
+    return bool(updated)

@@ -1,0 +1,288 @@
+"""What the rule form shows before a rule is saved: sample macro values, the request a rule
+would send, and a test postback sent there and then.
+
+- :func:`sample_context`: macro values of a real conversion, or realistic samples.
+- :func:`render_preview`: the request an (unsaved) rule renders, with its errors and
+  warnings; never raises.
+- :func:`send_test`: one attempt through the real transport, logged as a test delivery
+  (``Delivery.is_test``), never retried and never counted toward auto-disable.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from postbacks import macros
+from postbacks.masking import mask_secrets
+from postbacks.models import Attempt, Delivery, EventType, PostbackRule
+from postbacks.services import destination_host
+from postbacks.transports import Outcome, PreparedRequest, get_transport
+from tracker.models import Click, Conversion, RejectionReason
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_CLICK_ID = "3f1c9b2e-7d4a-4e8b-9c61-2a5d8e0f4b17"
+SAMPLE_DELIVERY_ID = "0b7e4c2a-91d3-4f5e-8a6b-c2d4e6f80a13"
+SAMPLE_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+# Canonical macro name -> sample value. Macros not recorded yet stay empty, as they render.
+SAMPLE_VALUES: dict[str, str] = {
+    "externalid": "ts-click-123",
+    **{f"var{i}": f"v{i}" for i in range(1, 11)},
+    "trafficsource.id": "1",
+    "trafficsource.name": "Taboola",
+    "click.id": SAMPLE_CLICK_ID,
+    "ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+    "referrer": "https://news.example/article?id=42",
+    "referrerdomain": "news.example",
+    "transaction.id": "TX-1001",
+    "payout": "2.5",
+    "payout_currency": "USD",
+    "conversion.id": "1001",
+    "conversion.type": "lead",
+    "status": "approved",
+    **{f"param{i}": f"p{i}" for i in range(1, 21)},
+    "campaign.id": "7",
+    "campaign.name": "Summer sale",
+    "offer.id": "3",
+    "offer.name": "Offer A",
+    "affiliatenetwork.id": "2",
+    "affiliatenetwork.name": "Network A",
+    "event.type": EventType.CONVERSION,
+    "timestamp": str(int(SAMPLE_TIME.timestamp())),
+    "datetime": SAMPLE_TIME.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "delivery.id": SAMPLE_DELIVERY_ID,
+}
+NO_CLICK_ERROR = "No click to test with: record a click first (open a campaign URL)"
+
+
+def sample_context(
+    rule: PostbackRule | None = None, conversion: Conversion | None = None
+) -> dict[str, str]:
+    """Macro values for a preview or a test, under every accepted spelling.
+
+    With ``conversion``: its real values (``macros.build_context``; its click, offer,
+    campaign and traffic source are loaded), ``event.type`` after ``rule``. Without:
+    :data:`SAMPLE_VALUES`, plus ``var:<name>`` samples for the named variables the rule's
+    templates use. ``delivery.id`` is a fixed sample UUID either way.
+    """
+    event_type = rule.event_type if rule is not None else ""
+    if conversion is not None:
+        conversion = _load(conversion)
+        context = macros.build_context(conversion.click, conversion, event_type=event_type)
+    else:
+        values = {**SAMPLE_VALUES, "event.type": event_type or EventType.CONVERSION}
+        context = {
+            spelling: values.get(macro.name, "") for spelling, macro in macros.CATALOGUE.items()
+        }
+        for name in _named_vars(rule):
+            context[name] = f"{name.removeprefix(macros.NAMED_VAR_PREFIX)}-value"
+    context["delivery.id"] = SAMPLE_DELIVERY_ID
+    return context
+
+
+def render_preview(
+    rule: PostbackRule,
+    conversion: Conversion | None = None,
+    *,
+    known_vars: set[str] | None = None,
+) -> dict[str, Any]:
+    """The request ``rule`` would send (saved or not; its M2M are not read):
+    ``{"method", "url", "headers": {...}, "body", "errors": [...], "warnings": [...]}``.
+
+    Filled in from ``conversion`` when given, else from sample values. Errors and warnings
+    are sentences prefixed with the field they concern ("Postback URL: ..."); the request
+    is rendered even when there are errors. Never raises.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    prepared = PreparedRequest(rule.http_method or "GET", "")
+    try:
+        transport = get_transport(rule.kind)
+    except KeyError:
+        errors.append(f"Destination: unknown kind {rule.kind!r}.")
+    else:
+        try:
+            warnings = transport.validate(rule, known_vars=known_vars)
+        except ValidationError as exc:
+            errors = field_messages(exc)
+        except Exception as exc:
+            logger.exception("Rule preview: validation failed")
+            errors.append(f"Could not check the rule: {type(exc).__name__}: {exc}")
+        try:
+            prepared = transport.prepare(rule, sample_context(rule, conversion))
+        except Exception as exc:
+            logger.exception("Rule preview: rendering failed")
+            errors.append(f"Could not render the request: {type(exc).__name__}: {exc}")
+    return {
+        "method": prepared.method,
+        "url": prepared.url,
+        "headers": dict(prepared.headers),
+        "body": prepared.body,
+        "errors": errors,
+        "warnings": warnings,
+    }
+
+
+def field_messages(exc: ValidationError) -> list[str]:
+    """The messages of a ValidationError, each prefixed with its rule field's label."""
+    if not hasattr(exc, "error_dict"):
+        return list(exc.messages)
+    messages = []
+    for name, items in exc.message_dict.items():
+        try:
+            label = str(PostbackRule._meta.get_field(name).verbose_name)
+        except Exception:
+            label = name
+        label = label[:1].upper() + label[1:]
+        messages += [f"{label}: {message}" for message in items]
+    return messages
+
+
+def send_test(
+    rule: PostbackRule, conversion: Conversion | None = None, user: Any = None
+) -> tuple[Delivery, Attempt]:
+    """Send ``rule`` once, now, in this (web) request, and log it as a test delivery.
+
+    The macro values come from ``conversion``; without one, from the most recent click in
+    the rule's scope (else any click) with sample conversion values; with no click at all,
+    from samples only. The request goes through the rule's real transport, with the same
+    private-network guard and deadline as the dispatcher. One :class:`Attempt` is written
+    and the delivery ends ``delivered`` or ``failed`` (a retryable failure is not retried).
+    ``rule`` may be unsaved (then the delivery has no rule). Raises ValidationError when the
+    rule's templates have errors: nothing is sent then.
+    """
+    transport = get_transport(rule.kind)
+    transport.validate(rule)
+    click = None
+    if conversion is not None:
+        conversion = _load(conversion)
+        click = conversion.click
+        context = sample_context(rule, conversion)
+    else:
+        context = sample_context(rule)
+        click = _recent_click(rule)
+        if click is not None:
+            real = macros.build_context(click, event_type=rule.event_type)
+            context.update({name: value for name, value in real.items() if value})
+    public_id = uuid.uuid4()
+    context["delivery.id"] = str(public_id)
+    request = transport.prepare(rule, context)
+    who = getattr(user, "get_username", lambda: "")() if user is not None else ""
+    now = timezone.now()
+    delivery = Delivery(
+        public_id=public_id,
+        rule=rule if rule.pk else None,
+        event_type=rule.event_type,
+        click=click,
+        conversion=conversion,
+        event_detail=f"test sent by {who}"[:200] if who else "test",
+        is_test=True,
+        traffic_source_id=click.traffic_source_id if click is not None else None,
+        idempotency_key=f"test:{public_id}",
+        kind=rule.kind,
+        method=request.method,
+        url=request.url,
+        host=destination_host(request.url),
+        body=request.body,
+        headers=request.headers,
+        success_mode=request.success_mode,
+        success_pattern=request.success_pattern,
+        due_at=now,
+        attempt_count=1,
+        max_attempts=1,
+        retry_base_seconds=rule.retry_base_seconds,
+        timeout_seconds=rule.timeout_seconds,
+    )
+    result = transport.send(request, timeout=rule.timeout_seconds)
+    error = result.error
+    if result.outcome == Outcome.DELIVERED:
+        outcome, delivery.status = Outcome.DELIVERED, Delivery.Status.DELIVERED
+        delivery.delivered_at = now
+    else:
+        outcome, delivery.status = Outcome.FAILED, Delivery.Status.FAILED
+        if result.outcome == Outcome.RETRY:
+            error = f"{error} (a test is not retried)"
+    delivery.last_status_code = result.status_code
+    delivery.last_error = mask_secrets(error)
+    # Written once the answer is in: a delivery "sending" under no worker would be taken
+    # back by the sweeper mid-test and sent again.
+    with transaction.atomic():
+        delivery.save(force_insert=True)
+        attempt = Attempt.objects.create(
+            delivery=delivery,
+            number=1,
+            started_at=now,
+            method=request.method,
+            url=mask_secrets(request.url),
+            status_code=result.status_code,
+            response_body=result.response_body,
+            error=mask_secrets(error),
+            duration_ms=result.duration_ms,
+            outcome=outcome,
+        )
+    logger.info(
+        "Test postback %s: %s %s -> %s in %d ms",
+        delivery.public_id, outcome, attempt.url, result.status_code or error, result.duration_ms,
+    )  # fmt: skip
+    return delivery, attempt
+
+
+def _load(conversion: Conversion) -> Conversion:
+    """``conversion`` with what ``build_context`` reads loaded (click, offer, campaign,
+    network, traffic source and its named parameters, the rejection reason's label)."""
+    loaded = (
+        Conversion.objects.select_related(
+            "click__campaign", "click__offer__affiliate_network", "click__traffic_source"
+        )
+        .prefetch_related("click__traffic_source__parameters")
+        .get(pk=conversion.pk)
+    )
+    if loaded.rejection_reason:
+        label = (
+            RejectionReason.objects.filter(code=loaded.rejection_reason)
+            .values_list("label", flat=True)
+            .first()
+        )
+        loaded.rejection_reason_label = label or ""
+    return loaded
+
+
+def _recent_click(rule: PostbackRule) -> Click | None:
+    """The most recent click in the scope of a saved rule, else the most recent click."""
+    clicks = Click.objects.select_related(
+        "campaign", "offer__affiliate_network", "traffic_source"
+    ).prefetch_related("traffic_source__parameters")
+    recent = clicks.order_by("-created_at")
+    if rule.pk:
+        scoped = recent
+        for relation, lookup in (
+            ("campaigns", "campaign_id__in"),
+            ("offers", "offer_id__in"),
+            ("traffic_sources", "traffic_source_id__in"),
+            ("affiliate_networks", "offer__affiliate_network_id__in"),
+        ):
+            ids = list(getattr(rule, relation).values_list("pk", flat=True))
+            if ids:
+                scoped = scoped.filter(**{lookup: ids})
+        click = scoped.first()
+        if click is not None:
+            return click
+    return recent.first()
+
+
+def _named_vars(rule: PostbackRule | None) -> list[str]:
+    """``var:<name>`` macros in the rule's templates."""
+    if rule is None:
+        return []
+    templates = (rule.url_template, rule.body_template, rule.headers_template)
+    names = [name for text in templates if text for name in macros.find_macros(text)]
+    return [name for name in dict.fromkeys(names) if name.startswith(macros.NAMED_VAR_PREFIX)]
