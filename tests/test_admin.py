@@ -144,5 +144,10 @@ def test_demo_setup_creates_the_demo_with_its_flag(settings):
     out = StringIO()
     call_command("demo_setup", "--demo", stdout=out)
     assert get_user_model().objects.get(username="admin").check_password("admin")
-    assert PostbackRule.objects.filter(is_active=True).count() == 1
+    rules = PostbackRule.objects.filter(is_active=True)
+    assert rules.count() == 3
+    crm = rules.get(http_method="POST")
+    assert (crm.body_format, crm.delay_seconds, crm.statuses) == ("json", 120, ["approved"])
+    for rule in rules:
+        rule.full_clean()  # every demo template passes the form's validation
     assert f"Campaign link:  {settings.TRACKER_BASE_URL}/c/" in out.getvalue()
