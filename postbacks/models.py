@@ -233,12 +233,15 @@ class PostbackRule(models.Model):
         return self.name
 
     def clean(self) -> None:
+        """Validate the destination (URL, body, headers, success pattern) with the transport
+        of this kind, and the statuses. Warnings are left to the caller
+        (``get_transport(kind).validate(rule)`` returns them)."""
         errors: dict[str, list[str]] = {}
         if self.url_template:
             try:
-                get_transport(self.kind).validate_template(self.url_template)
+                get_transport(self.kind).validate(self)
             except ValidationError as exc:
-                errors["url_template"] = exc.messages
+                errors.update(exc.message_dict)
         bad = sorted(set(self.statuses or []) - set(Conversion.Status.values))
         if bad:
             errors["statuses"] = [f"Unknown status: {', '.join(bad)}."]
@@ -444,6 +447,17 @@ class Delivery(models.Model):
                 condition=Q(status="sending"),
                 name="delivery_in_flight_idx",
             ),
+            # The delivery log in admin: its order (and deep pages), the last HTTP status
+            # filter, and the dashboard's finished deliveries per source (postbacks.dashboard).
+            models.Index(fields=["created_at", "id"], name="delivery_created_idx"),
+            models.Index(
+                fields=["last_status_code", "created_at"], name="delivery_last_status_idx"
+            ),
+            models.Index(
+                fields=["updated_at", "traffic_source", "status"],
+                condition=Q(status__in=["delivered", "failed"], is_test=False),
+                name="delivery_finished_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -470,7 +484,18 @@ class Attempt(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["outcome", "started_at"], name="attempt_outcome_idx")]
+        indexes = [
+            models.Index(fields=["outcome", "started_at"], name="attempt_outcome_idx"),
+            # The postback log in admin: its order (and deep pages), the HTTP status filter
+            # and the slow filter (postbacks.admin.log.SLOW_MS).
+            models.Index(fields=["started_at", "id"], name="attempt_started_idx"),
+            models.Index(fields=["status_code", "started_at"], name="attempt_status_code_idx"),
+            models.Index(
+                fields=["started_at", "id"],
+                condition=Q(duration_ms__gt=1000),
+                name="attempt_slow_idx",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["delivery", "number"], name="uniq_attempt_number")
         ]

@@ -1,9 +1,29 @@
 """Celery tasks: thin wrappers that call the dispatcher and ``postbacks.services``."""
 
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
 from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from postbacks import services
 from postbacks.dispatcher import Dispatcher
+from postbacks.models import Attempt, Delivery
+
+log = logging.getLogger(__name__)
+
+# Rows per DELETE statement: short statements, so the log table is never locked for long.
+RETENTION_BATCH = 5000
+# The periodic task stops after this many seconds (under CELERY_TASK_SOFT_TIME_LIMIT); the
+# next run goes on where it stopped.
+RETENTION_TASK_SECONDS = 90.0
+FINISHED = (Delivery.Status.DELIVERED, Delivery.Status.FAILED, Delivery.Status.CANCELLED)
 
 
 @shared_task(name="postbacks.dispatch", ignore_result=True)
@@ -16,3 +36,95 @@ def dispatch_task() -> dict[str, int]:
 def sweep_task() -> dict[str, int]:
     """Take back deliveries of lost workers; wake a dispatcher if any is due (Celery beat)."""
     return services.deliveries_sweep()
+
+
+@dataclass
+class Purged:
+    attempts: int = 0
+    deliveries: int = 0
+    finished: bool = True  # False: stopped by the time budget, more is left
+
+    def as_dict(self) -> dict[str, int]:
+        return {"attempts": self.attempts, "deliveries": self.deliveries}
+
+
+def old_attempts(cutoff: datetime):
+    """Attempts started before ``cutoff`` (index attempt_started_idx)."""
+    return Attempt.objects.filter(started_at__lt=cutoff)
+
+
+def old_deliveries(cutoff: datetime):
+    """Finished deliveries (delivered, failed, cancelled) unchanged since before ``cutoff``.
+
+    ``created_at`` is never after ``updated_at``: its condition is implied, and lets the
+    database walk the created_at index from the oldest row.
+    """
+    return Delivery.objects.filter(
+        status__in=FINISHED, created_at__lt=cutoff, updated_at__lt=cutoff
+    )
+
+
+def retention_purge(
+    days: int,
+    *,
+    batch_size: int = RETENTION_BATCH,
+    max_seconds: float | None = None,
+    now: datetime | None = None,
+) -> Purged:
+    """Delete attempts and finished deliveries older than ``days`` days, in batches.
+
+    Each batch is one short transaction of at most ``batch_size`` rows: first the old
+    attempts (the log), then the old finished deliveries with any attempts they still have.
+    Scheduled and in-flight deliveries are kept, whatever their age. Idempotent: a second
+    run finds nothing. ``max_seconds`` stops between two batches (``finished`` False).
+    ``days`` 0 or less deletes nothing.
+    """
+    purged = Purged()
+    if days <= 0:
+        return purged
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+
+    def out_of_time() -> bool:
+        if deadline is not None and time.monotonic() >= deadline:
+            purged.finished = False
+        return not purged.finished
+
+    while not out_of_time():
+        batch = old_attempts(cutoff).order_by("started_at").values("pk")[:batch_size]
+        deleted, _ = Attempt.objects.filter(pk__in=batch).delete()
+        purged.attempts += deleted
+        if deleted < batch_size:
+            break
+    while not out_of_time():
+        with transaction.atomic():
+            # Locked, so a delivery retried meanwhile (back to scheduled) is skipped.
+            ids = list(
+                old_deliveries(cutoff)
+                .order_by("created_at")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if ids:
+                # The ORM cascade: one DELETE of their attempts, one of the deliveries.
+                _, per_model = Delivery.objects.filter(pk__in=ids).only("pk").delete()
+                purged.attempts += per_model.get(Attempt._meta.label, 0)
+                purged.deliveries += per_model.get(Delivery._meta.label, 0)
+        if len(ids) < batch_size:
+            break
+    log.info(
+        "Retention (%d days): deleted %d attempts and %d finished deliveries%s",
+        days,
+        purged.attempts,
+        purged.deliveries,
+        "" if purged.finished else "; stopped on the time budget, more left for the next run",
+    )
+    return purged
+
+
+@shared_task(name="postbacks.retention", ignore_result=True)
+def retention_task() -> dict[str, int]:
+    """Delete the log older than POSTBACKS_RETENTION_DAYS (Celery beat, hourly; 0: off)."""
+    return retention_purge(
+        settings.POSTBACKS_RETENTION_DAYS, max_seconds=RETENTION_TASK_SECONDS
+    ).as_dict()

@@ -1,20 +1,66 @@
-"""The delivery log in admin: deliveries, attempts and dispatcher workers."""
+"""The delivery log in admin: deliveries, attempts and dispatcher workers.
 
+Built for millions of rows (the healthchecks way): no COUNT(*) of the table, the heavy text
+columns never read for a list, filters on indexed columns and cheap choices, search as a
+union of indexed lookups, deep pages by id first. ``bench/admin_pages.py`` times each page.
+
+- :class:`LogPaginator` reads one row more than a page to know whether a next page exists,
+  and estimates the total from ``pg_class.reltuples`` (no filter) or the planner's row
+  estimate (filters) on PostgreSQL; deep pages read their ids on an index first.
+- :class:`LogChangeList` shows "about N" or "more than N" instead of a count.
+- Filters: choice fields, HTTP status class, slow attempts, rule, traffic source, offer and
+  campaign (choices: the rows of those small tables that have something in the log, one
+  index probe each), date ranges (``django-admin-rangefilter``).
+- Search: exact click ID, external ID, txid or delivery ID, each an indexed lookup of
+  delivery ids, united (:func:`delivery_ids_for`).
+- CSV export of the selection (an action) or of the filtered list (a link), streamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.urls import reverse
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import EmptyPage, InvalidPage, Page, PageNotAnInteger, Paginator
+from django.db import DatabaseError, connections
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Substr
+from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import ngettext
+from rangefilter.filters import DateRangeFilter, DateTimeRangeFilter
 
+from campaigns.models import Campaign, Offer, TrafficSource
 from postbacks import services
 from postbacks.masking import mask_secrets
-from postbacks.models import Attempt, Delivery, Worker
-from tracker.admin import ClickSearchMixin, ReadOnlyAdminMixin
+from postbacks.models import Attempt, Delivery, PostbackRule, Worker
+from tracker.models import Click
 
 BADGE_COLOURS = {"delivered": "#2e7d32", "failed": "#c62828", "sending": "#1565c0"}
+# An attempt slower than this is "slow" (the partial index attempt_slow_idx has the same
+# threshold: change both together).
+SLOW_MS = 1000
+# Search: at most this many deliveries match one term.
+SEARCH_LIMIT = 10_000
+# CSV export: at most this many rows per file.
+EXPORT_MAX_ROWS = 1_000_000
+# Characters of a URL or an error shown in a list (the rest is never read from the database).
+URL_CHARS = 120
+ERROR_CHARS = 80
 
 
 def status_badge(value: str, label: str) -> str:
@@ -22,22 +68,227 @@ def status_badge(value: str, label: str) -> str:
     return format_html('<b style="color:{}">{}</b>', BADGE_COLOURS.get(value, "#8a6d00"), label)
 
 
+def shorten(text: str, chars: int) -> str:
+    """``text`` cut to ``chars`` characters, with an ellipsis when it was longer."""
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+# --- Pagination without COUNT(*) ---------------------------------------------------------------
+
+
+class LogPage(Page):
+    """A page that knows whether another follows without knowing the total."""
+
+    def __init__(self, object_list, number, paginator, has_next: bool) -> None:
+        super().__init__(object_list, number, paginator)
+        self._has_next = has_next
+
+    def has_next(self) -> bool:
+        return self._has_next
+
+    def next_page_number(self) -> int:
+        if not self._has_next:
+            raise EmptyPage(self.paginator.error_messages["no_results"])
+        return self.number + 1
+
+    def start_index(self) -> int:
+        return (self.number - 1) * self.paginator.per_page + (1 if self.object_list else 0)
+
+    def end_index(self) -> int:
+        return (self.number - 1) * self.paginator.per_page + len(self.object_list)
+
+
+class LogPaginator(Paginator):
+    """Pages of a big table without COUNT(*).
+
+    A page is read with one row more than ``per_page``: that row says whether a next page
+    exists. ``count`` is exact once the last page is known; otherwise the larger of what is
+    known (the rows up to this page, plus one) and, on PostgreSQL, an estimate: the table's
+    ``pg_class.reltuples`` when nothing filters the list, the planner's row estimate when
+    something does (``estimated`` is then True; ``exact`` says when ``count`` is exact).
+
+    From ``deferred_offset`` on, a page reads its ids first (on the ordering index, an
+    index-only scan) and then its rows by id, so OFFSET skips index entries, not rows.
+    ``rows`` shapes the queryset rows are read with (columns, annotations).
+    """
+
+    deferred_offset = 1000
+
+    def __init__(
+        self,
+        object_list: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+        error_messages=None,
+        *,
+        rows: Callable[[QuerySet], QuerySet] | None = None,
+    ) -> None:
+        super().__init__(object_list, per_page, 0, allow_empty_first_page, error_messages)
+        self.rows = rows or (lambda queryset: queryset)
+        self.current: LogPage | None = None
+        self.exact = False
+        self.estimated = False
+
+    def validate_number(self, number) -> int:
+        try:
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError
+            number = int(number)
+        except (TypeError, ValueError) as exc:
+            raise PageNotAnInteger(self.error_messages["invalid_page"]) from exc
+        if number < 1:
+            raise EmptyPage(self.error_messages["min_page"])
+        return number
+
+    def page(self, number) -> LogPage:
+        number = self.validate_number(number)
+        if self.current is not None and self.current.number == number:
+            return self.current
+        offset = (number - 1) * self.per_page
+        rows = self._read(offset, self.per_page + 1)
+        if not rows and number > 1:
+            raise EmptyPage(self.error_messages["no_results"])
+        self.current = LogPage(rows[: self.per_page], number, self, len(rows) > self.per_page)
+        for name in ("count", "num_pages"):
+            self.__dict__.pop(name, None)
+        return self.current
+
+    def _read(self, offset: int, limit: int) -> list:
+        queryset = self.object_list
+        if offset < self.deferred_offset:
+            return list(self.rows(queryset)[offset : offset + limit])
+        ids = list(queryset.values_list("pk", flat=True)[offset : offset + limit])
+        if not ids:
+            return []
+        return list(self.rows(queryset.filter(pk__in=ids)))
+
+    @cached_property
+    def count(self) -> int:
+        page = self.current or self.page(1)
+        known = (page.number - 1) * self.per_page + len(page.object_list)
+        self.exact = not page.has_next()
+        if self.exact:
+            return known
+        estimate = self.estimate()
+        self.estimated = estimate is not None and estimate > known
+        return estimate if self.estimated else known + 1
+
+    def estimate(self) -> int | None:
+        """The planner's idea of the number of rows (PostgreSQL), or None."""
+        queryset = self.object_list
+        connection = connections[queryset.db]
+        if connection.vendor != "postgresql":
+            return None
+        try:
+            if not queryset.query.where:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                        [connection.ops.quote_name(queryset.model._meta.db_table)],
+                    )
+                    row = cursor.fetchone()
+                return row[0] if row and row[0] >= 0 else None
+            plan = queryset.order_by().values("pk").explain(format="json")
+            return int(json.loads(plan)[0]["Plan"]["Plan Rows"])
+        except (DatabaseError, LookupError, TypeError, ValueError):
+            return None
+
+    def get_elided_page_range(self, number=1, *, on_each_side=2, on_ends=1) -> Iterator:
+        """The first page, the pages around ``number`` and the next one if it exists."""
+        page = self.page(number)
+        last = page.number + (1 if page.has_next() else 0)
+        if last <= on_ends + on_each_side * 2 + 2:
+            yield from range(1, last + 1)
+            return
+        start = max(page.number - on_each_side, 1)
+        yield from range(1, min(on_ends, start - 1) + 1)
+        if start > on_ends + 1:
+            yield self.ELLIPSIS
+        yield from range(start, last + 1)
+
+
+class LogChangeList(ChangeList):
+    """A changelist on :class:`LogPaginator`: no count, "Previous"/"Next" page links."""
+
+    def get_results(self, request) -> None:
+        paginator = self.model_admin.get_paginator(request, self.queryset, self.list_per_page)
+        try:
+            page = paginator.page(self.page_num)
+        except InvalidPage as exc:
+            raise IncorrectLookupParameters from exc
+        self.paginator = paginator
+        self.page = page
+        self.result_list = page.object_list
+        self.result_count = paginator.count
+        self.full_result_count = None
+        self.show_full_result_count = False
+        self.show_admin_actions = True
+        self.can_show_all = False
+        self.multi_page = page.has_next() or page.has_previous()
+
+    @property
+    def count_text(self) -> str:
+        """How many rows the list has, as known: "12", "about 2,016,061", "more than 100"."""
+        number = number_format(self.result_count, force_grouping=True)
+        if self.paginator.exact:
+            return number
+        if self.paginator.estimated:
+            return f"about {number}"
+        return f"more than {number_format(self.result_count - 1, force_grouping=True)}"
+
+    @property
+    def previous_url(self) -> str:
+        return self.get_query_string({"p": self.page.number - 1})
+
+    @property
+    def next_url(self) -> str:
+        return self.get_query_string({"p": self.page.number + 1})
+
+    @property
+    def page_range(self) -> list:
+        return list(self.paginator.get_elided_page_range(self.page.number))
+
+    @property
+    def export_rows_text(self) -> str:
+        if self.paginator.exact or self.result_count <= EXPORT_MAX_ROWS:
+            return self.count_text
+        return f"first {number_format(EXPORT_MAX_ROWS, force_grouping=True)}"
+
+
+class ExportChangeList(LogChangeList):
+    """The filtered, searched and ordered queryset of a changelist, without reading a page."""
+
+    def get_results(self, request) -> None:
+        self.result_list = []
+
+
+# --- Filters -------------------------------------------------------------------------------------
+
+
 class HttpStatusFilter(admin.SimpleListFilter):
+    """HTTP status class; only the classes present are offered (one indexed probe each)."""
+
     title = "HTTP status"
     parameter_name = "http"
     field = "status_code"
+    classes = [
+        ("2xx", "2xx success"),
+        ("3xx", "3xx redirect"),
+        ("4xx", "4xx client error"),
+        ("5xx", "5xx server error"),
+        ("none", "No response (timeout, connection error)"),
+    ]
 
     def lookups(self, request, model_admin):
+        table = model_admin.model._default_manager
         return [
-            ("2xx", "2xx success"),
-            ("3xx", "3xx redirect"),
-            ("4xx", "4xx client error"),
-            ("5xx", "5xx server error"),
-            ("none", "No response (timeout, connection error)"),
+            (value, label)
+            for value, label in self.classes
+            if value == self.value() or self.filter(table.all(), value).exists()
         ]
 
-    def queryset(self, request, queryset):
-        value = self.value()
+    def filter(self, queryset: QuerySet, value: str | None) -> QuerySet:
         if value == "none":
             return queryset.filter(**{f"{self.field}__isnull": True})
         if value and value[0] in "2345":
@@ -45,10 +296,289 @@ class HttpStatusFilter(admin.SimpleListFilter):
             return queryset.filter(**{f"{self.field}__gte": low, f"{self.field}__lt": low + 100})
         return queryset
 
+    def queryset(self, request, queryset):
+        return self.filter(queryset, self.value())
+
 
 class LastHttpStatusFilter(HttpStatusFilter):
     title = "last HTTP status"
     field = "last_status_code"
+
+
+class SlowFilter(admin.SimpleListFilter):
+    title = "duration"
+    parameter_name = "slow"
+
+    def lookups(self, request, model_admin):
+        return [("1", f"Slower than {SLOW_MS / 1000:g} s")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "1":
+            return queryset.filter(duration_ms__gt=SLOW_MS)
+        return queryset
+
+
+class RelatedLogFilter(admin.SimpleListFilter):
+    """A filter on a small related table (rules, sources, offers, campaigns).
+
+    Its choices are the rows of that table that have something in the log: one EXISTS
+    probe per row on the foreign key's index of ``probe_model``, never a scan of the log.
+    ``lookup`` is the path from the delivery to the chosen row; ``prefix`` the path from the
+    admin's model to the delivery ("" on Delivery, "delivery__" on Attempt).
+    """
+
+    model: type = PostbackRule
+    probe_model: type = Delivery
+    probe_field = "rule"
+    lookup = "rule_id"
+    prefix = ""
+
+    def lookups(self, request, model_admin):
+        probe = self.probe_model._default_manager.filter(**{self.probe_field: OuterRef("pk")})
+        rows = self.model._default_manager.filter(Exists(probe))
+        if self.value():
+            with contextlib.suppress(ValueError):
+                rows = self.model._default_manager.filter(Exists(probe) | Q(pk=int(self.value())))
+        return [(str(pk), name) for pk, name in rows.order_by("name").values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        try:
+            value = int(self.value() or "")
+        except ValueError:
+            return queryset
+        return queryset.filter(**{self.prefix + self.lookup: value})
+
+
+class RuleFilter(RelatedLogFilter):
+    title = "rule"
+    parameter_name = "rule"
+
+
+class SourceFilter(RelatedLogFilter):
+    title = "traffic source"
+    parameter_name = "source"
+    model = TrafficSource
+    probe_field = "traffic_source"
+    lookup = "traffic_source_id"
+
+
+class OfferFilter(RelatedLogFilter):
+    """By the click's offer: a join to the click (see bench/README.md for its cost)."""
+
+    title = "offer"
+    parameter_name = "offer"
+    model = Offer
+    probe_model = Click
+    probe_field = "offer"
+    lookup = "click__offer_id"
+
+
+class CampaignFilter(RelatedLogFilter):
+    """By the click's campaign: a join to the click (see bench/README.md for its cost)."""
+
+    title = "campaign"
+    parameter_name = "campaign"
+    model = Campaign
+    probe_model = Click
+    probe_field = "campaign"
+    lookup = "click__campaign_id"
+
+
+def attempt_filter(base: type[RelatedLogFilter]) -> type[RelatedLogFilter]:
+    """``base`` for the attempt list: through the attempt's delivery."""
+    return type(f"Attempt{base.__name__}", (base,), {"prefix": "delivery__"})
+
+
+# --- Search --------------------------------------------------------------------------------------
+
+
+def delivery_ids_for(term: str, limit: int = SEARCH_LIMIT) -> list[int]:
+    """Ids of the deliveries whose click ID, external ID, txid or delivery ID is ``term``.
+
+    One indexed lookup per kind, united (UNION): an OR across the joins would make
+    PostgreSQL scan the log.
+    """
+    term = term.strip()
+    if not term:
+        return []
+    deliveries = Delivery.objects.order_by()
+    parts = [
+        deliveries.filter(click__external_id=term),
+        deliveries.filter(conversion__txid=term),
+    ]
+    with contextlib.suppress(ValueError):
+        as_uuid = uuid.UUID(term)
+        parts += [deliveries.filter(click_id=as_uuid), deliveries.filter(public_id=as_uuid)]
+    first, *rest = (part.values_list("pk", flat=True) for part in parts)
+    return list(first.union(*rest)[:limit])
+
+
+class LogSearchMixin:
+    """Search box: exact click ID, external ID, transaction ID or delivery ID (UUID)."""
+
+    search_fields = ("click_id",)  # shows the search box; the lookups are delivery_ids_for
+    search_help_text = "Exact click ID, external ID, transaction ID (txid) or delivery ID."
+    delivery_lookup = "pk"  # from the admin's model to the delivery id
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        ids = delivery_ids_for(search_term)
+        return queryset.filter(**{f"{self.delivery_lookup}__in": ids}), False
+
+
+# --- CSV -----------------------------------------------------------------------------------------
+
+
+FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+def csv_cell(value) -> object:
+    """A CSV cell; text that a spreadsheet would run as a formula is quoted with '."""
+    if value.__class__ is str and value and value[0] in FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
+class ReadOnlyAdminMixin:
+    """Log tables: viewable and filterable, never edited by hand."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
+    """Changelist, pagination, filters, search and CSV export of a big log table.
+
+    ``list_only`` are the fields a list page reads (``select_related`` paths included),
+    ``list_annotations`` the short text prefixes it shows instead of the heavy columns;
+    ``csv_columns`` the (heading, lookup) pairs of the export, ``csv_masked`` the lookups
+    whose text goes through ``mask_secrets``.
+    """
+
+    change_list_template = "admin/postbacks/log_change_list.html"
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_max_show_all = 0
+    list_per_page = 100
+    list_only: tuple[str, ...] = ()
+    list_annotations: dict = {}
+    csv_columns: tuple[tuple[str, str], ...] = ()
+    csv_masked: frozenset[str] = frozenset()
+
+    def get_changelist(self, request, **kwargs):
+        return ExportChangeList if getattr(request, "_log_export", False) else LogChangeList
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        return LogPaginator(queryset, per_page, rows=self.list_rows)
+
+    def list_rows(self, queryset: QuerySet) -> QuerySet:
+        """What a list page reads: ``list_only`` and ``list_annotations``."""
+        return queryset.only(*self.list_only).annotate(**self.list_annotations)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        export = self.admin_site.admin_view(self.export_view)
+        return [
+            path("export.csv", export, name="{}_{}_export".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def export_view(self, request):
+        """The changelist's rows (filters, search and order of the query string) as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        request._log_export = True
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            info = self.opts.app_label, self.opts.model_name
+            return HttpResponseRedirect(reverse("admin:{}_{}_changelist".format(*info)) + "?e=1")
+        return self.csv_response(changelist.queryset)
+
+    @admin.action(description="Export selected as CSV", permissions=["view"])
+    def export_csv(self, request, queryset):
+        return self.csv_response(queryset)
+
+    def csv_response(self, queryset: QuerySet) -> StreamingHttpResponse:
+        """Up to EXPORT_MAX_ROWS rows of ``queryset``, streamed; secrets masked."""
+        headings = [heading for heading, _ in self.csv_columns]
+        lookups = [lookup for _, lookup in self.csv_columns]
+        masked = [lookup in self.csv_masked for lookup in lookups]
+        rows = queryset.values_list(*lookups)[:EXPORT_MAX_ROWS]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+
+        def flush() -> str:
+            text = buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            return text
+
+        seen: dict[str, str] = {}  # errors repeat: mask each text once
+
+        def mask(value: str) -> str:
+            text = seen.get(value)
+            if text is None:
+                text = mask_secrets(value)
+                if len(seen) < 10_000:
+                    seen[value] = text
+            return text
+
+        def lines() -> Iterator[str]:
+            writer.writerow(headings)
+            for number, row in enumerate(rows.iterator(chunk_size=2000), 1):
+                writer.writerow(
+                    [
+                        csv_cell(mask(value) if masks and value else value)
+                        for value, masks in zip(row, masked, strict=True)
+                    ]
+                )
+                if number % 1000 == 0:
+                    yield flush()
+            yield flush()
+
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = (
+            f'attachment; filename="{self.opts.model_name}s-{stamp}.csv"'
+        )
+        return response
+
+    def has_retry_permission(self, request) -> bool:
+        """Retry and cancel need the change permission, though the rows stay read-only."""
+        return request.user.has_perm("postbacks.change_delivery")
+
+    def retry_deliveries(self, request, deliveries: QuerySet) -> None:
+        """Schedule the failed or waiting ones of ``deliveries`` for an attempt now."""
+        seen = 0
+
+        def each() -> Iterable[Delivery]:
+            nonlocal seen
+            rows = deliveries.select_related(None).only("status", "max_attempts", "attempt_count")
+            for delivery in rows.iterator(chunk_size=2000):
+                seen += 1
+                yield delivery
+
+        count = services.deliveries_retry_now(each())
+        self.message_user(
+            request, ngettext("%d delivery scheduled.", "%d deliveries scheduled.", count) % count
+        )
+        if seen > count:
+            self.message_user(
+                request,
+                f"{seen - count} skipped: only failed or waiting deliveries can be retried.",
+                messages.WARNING,
+            )
+
+
+# --- Model admins --------------------------------------------------------------------------------
 
 
 class AttemptInline(admin.TabularInline):
@@ -76,7 +606,7 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "created_at",
@@ -84,25 +614,62 @@ class DeliveryAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "rule",
         "traffic_source",
         "event_type",
-        "attempt_count",
+        "attempts",
         "last_status_code",
         "due_at",
+        "external_id",
+        "txid",
         "short_error",
     )
     list_filter = (
         "status",
         LastHttpStatusFilter,
         "event_type",
-        "rule",
-        "traffic_source",
-        "created_at",
+        RuleFilter,
+        SourceFilter,
+        OfferFilter,
+        CampaignFilter,
+        ("created_at", DateRangeFilter),
     )
-    list_select_related = ("rule", "traffic_source")
-    date_hierarchy = "created_at"
-    click_prefix = "click__"
-    txid_lookup = "conversion__txid"
+    list_select_related = ("rule", "traffic_source", "click", "conversion")
+    list_only = (
+        "created_at",
+        "status",
+        "event_type",
+        "attempt_count",
+        "max_attempts",
+        "last_status_code",
+        "due_at",
+        "rule__name",
+        "traffic_source__name",
+        "click__external_id",
+        "conversion__txid",
+    )
+    list_annotations = {"error_head": Substr("last_error", 1, ERROR_CHARS + 1)}
+    ordering = ("-created_at", "-id")
+    sortable_by = ("id", "created_at")
     inlines = [AttemptInline]
-    actions = ["retry_now", "cancel"]
+    actions = ["retry_now", "cancel", "export_csv"]
+    csv_columns = (
+        ("delivery", "id"),
+        ("delivery ID", "public_id"),
+        ("created at", "created_at"),
+        ("status", "status"),
+        ("rule", "rule__name"),
+        ("traffic source", "traffic_source__name"),
+        ("type", "event_type"),
+        ("click ID", "click_id"),
+        ("external ID", "click__external_id"),
+        ("txid", "conversion__txid"),
+        ("attempts", "attempt_count"),
+        ("last HTTP status", "last_status_code"),
+        ("due at", "due_at"),
+        ("delivered at", "delivered_at"),
+        ("method", "method"),
+        ("URL", "url"),
+        ("last error", "last_error"),
+    )
+    csv_masked = frozenset({"url", "last_error"})
     fields = (
         "status",
         "rule",
@@ -132,42 +699,40 @@ class DeliveryAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         """The planned URL with secrets masked: view-only staff see this page too."""
         return mask_secrets(obj.url)
 
-    def has_retry_permission(self, request) -> bool:
-        """Retry and cancel need the change permission, though the rows stay read-only."""
-        return request.user.has_perm("postbacks.change_delivery")
-
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Delivery) -> str:
         return status_badge(obj.status, obj.get_status_display())
 
+    @admin.display(description="attempts")
+    def attempts(self, obj: Delivery) -> str:
+        return f"{obj.attempt_count}/{obj.max_attempts}"
+
+    @admin.display(description="external ID")
+    def external_id(self, obj: Delivery) -> str:
+        return shorten(obj.click.external_id, 40) if obj.click else ""
+
+    @admin.display(description="txid")
+    def txid(self, obj: Delivery) -> str:
+        return shorten(obj.conversion.txid, 40) if obj.conversion else ""
+
     @admin.display(description="last error")
     def short_error(self, obj: Delivery) -> str:
-        return mask_secrets(obj.last_error)[:80]
+        return shorten(mask_secrets(obj.error_head), ERROR_CHARS)
 
     @admin.action(description="Retry selected deliveries now", permissions=["retry"])
     def retry_now(self, request, queryset):
-        count = services.deliveries_retry_now(queryset)
-        skipped = queryset.count() - count
-        self.message_user(
-            request, ngettext("%d delivery scheduled.", "%d deliveries scheduled.", count) % count
-        )
-        if skipped:
-            self.message_user(
-                request,
-                f"{skipped} skipped: only failed or waiting deliveries can be retried.",
-                messages.WARNING,
-            )
+        self.retry_deliveries(request, queryset)
 
     @admin.action(description="Cancel selected waiting deliveries", permissions=["retry"])
     def cancel(self, request, queryset):
-        count = services.deliveries_cancel(queryset)
+        count = services.deliveries_cancel(queryset.select_related(None).only("pk").iterator())
         self.message_user(
             request, ngettext("%d delivery cancelled.", "%d deliveries cancelled.", count) % count
         )
 
 
 @admin.register(Attempt)
-class AttemptAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
     """The postback log: one row per HTTP request sent."""
 
     list_display = (
@@ -177,25 +742,83 @@ class AttemptAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "duration_ms",
         "delivery_link",
         "rule_name",
-        "url_wrapped",
+        "source_name",
+        "external_id",
+        "txid",
+        "url_short",
         "error_short",
     )
     list_filter = (
         "outcome",
         HttpStatusFilter,
+        SlowFilter,
+        attempt_filter(RuleFilter),
+        attempt_filter(SourceFilter),
+        attempt_filter(OfferFilter),
+        attempt_filter(CampaignFilter),
+        ("started_at", DateTimeRangeFilter),
+    )
+    list_select_related = (
         "delivery__rule",
         "delivery__traffic_source",
-        "started_at",
+        "delivery__click",
+        "delivery__conversion",
     )
-    list_select_related = ("delivery__rule",)
-    date_hierarchy = "started_at"
-    click_prefix = "delivery__click__"
-    txid_lookup = "delivery__conversion__txid"
-    list_per_page = 100
+    list_only = (
+        "started_at",
+        "outcome",
+        "status_code",
+        "duration_ms",
+        "number",
+        "delivery__rule__name",
+        "delivery__traffic_source__name",
+        "delivery__click__external_id",
+        "delivery__conversion__txid",
+    )
+    list_annotations = {
+        "url_head": Substr("url", 1, URL_CHARS + 1),
+        "error_head": Substr("error", 1, ERROR_CHARS + 1),
+    }
+    ordering = ("-started_at", "-id")
+    sortable_by = ("started_at",)
+    delivery_lookup = "delivery_id"
+    actions = ["retry_now", "export_csv"]
+    csv_columns = (
+        ("started at", "started_at"),
+        ("outcome", "outcome"),
+        ("HTTP status", "status_code"),
+        ("duration (ms)", "duration_ms"),
+        ("delivery", "delivery_id"),
+        ("attempt", "number"),
+        ("rule", "delivery__rule__name"),
+        ("traffic source", "delivery__traffic_source__name"),
+        ("click ID", "delivery__click_id"),
+        ("external ID", "delivery__click__external_id"),
+        ("txid", "delivery__conversion__txid"),
+        ("method", "method"),
+        ("URL", "url"),
+        ("error", "error"),
+    )
+    csv_masked = frozenset({"url", "error"})
 
-    @admin.display(description="rule", ordering="delivery__rule__name")
+    @admin.display(description="rule")
     def rule_name(self, obj: Attempt) -> str:
         return obj.delivery.rule.name if obj.delivery.rule else "(deleted rule)"
+
+    @admin.display(description="traffic source")
+    def source_name(self, obj: Attempt) -> str:
+        source = obj.delivery.traffic_source
+        return source.name if source else ""
+
+    @admin.display(description="external ID")
+    def external_id(self, obj: Attempt) -> str:
+        click = obj.delivery.click
+        return shorten(click.external_id, 40) if click else ""
+
+    @admin.display(description="txid")
+    def txid(self, obj: Attempt) -> str:
+        conversion = obj.delivery.conversion
+        return shorten(conversion.txid, 40) if conversion else ""
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, obj: Attempt) -> str:
@@ -209,13 +832,19 @@ class AttemptAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         )
 
     @admin.display(description="URL")
-    def url_wrapped(self, obj: Attempt) -> str:
-        url = obj.url if len(obj.url) <= 300 else obj.url[:297] + "..."
+    def url_short(self, obj: Attempt) -> str:
+        url = shorten(obj.url_head, URL_CHARS)
         return format_html('<span style="word-break:break-all">{}</span>', url)
 
     @admin.display(description="error")
     def error_short(self, obj: Attempt) -> str:
-        return obj.error[:80]
+        return shorten(obj.error_head, ERROR_CHARS)
+
+    @admin.action(description="Retry the deliveries of the selected attempts now",
+                  permissions=["retry"])  # fmt: skip
+    def retry_now(self, request, queryset):
+        ids = queryset.order_by().values("delivery_id")
+        self.retry_deliveries(request, Delivery.objects.filter(pk__in=ids))
 
 
 @admin.register(Worker)
