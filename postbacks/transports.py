@@ -564,7 +564,7 @@ class S2SPostback(HttpTransport):
     or a POST with a form or JSON body; templated headers either way."""
 
     kind = "s2s"
-    label = "S2S postback URL (GET)"  # the stored choice label: changing it needs a migration
+    label = "S2S postback (HTTP GET or POST)"  # a choice label: changing it needs a migration
 
 
 REGISTRY: dict[str, type[Transport]] = {cls.kind: cls for cls in (S2SPostback,)}
