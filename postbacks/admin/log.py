@@ -30,9 +30,9 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.core.paginator import EmptyPage, InvalidPage, Page, PageNotAnInteger, Paginator
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, models
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Substr
 from django.http import HttpResponseRedirect, StreamingHttpResponse
@@ -56,6 +56,8 @@ BADGE_COLOURS = {"delivered": "#2e7d32", "failed": "#c62828", "sending": "#1565c
 SLOW_MS = 1000
 # Search: at most this many deliveries match one term.
 SEARCH_LIMIT = 10_000
+# The query parameter of the keyset cursor of the "Previous" and "Next" links.
+CURSOR_VAR = "c"
 # CSV export: at most this many rows per file.
 EXPORT_MAX_ROWS = 1_000_000
 # Characters of a URL or an error shown in a list (the rest is never read from the database).
@@ -123,9 +125,11 @@ class LogPaginator(Paginator):
         error_messages=None,
         *,
         rows: Callable[[QuerySet], QuerySet] | None = None,
+        cursor: str | None = None,
     ) -> None:
         super().__init__(object_list, per_page, 0, allow_empty_first_page, error_messages)
         self.rows = rows or (lambda queryset: queryset)
+        self.cursor = cursor
         self.current: LogPage | None = None
         self.exact = False
         self.estimated = False
@@ -145,14 +149,81 @@ class LogPaginator(Paginator):
         number = self.validate_number(number)
         if self.current is not None and self.current.number == number:
             return self.current
-        offset = (number - 1) * self.per_page
-        rows = self._read(offset, self.per_page + 1)
+        rows = self._read_after_cursor(number)
+        if rows is None:
+            offset = (number - 1) * self.per_page
+            rows = self._read(offset, self.per_page + 1)
         if not rows and number > 1:
             raise EmptyPage(self.error_messages["no_results"])
         self.current = LogPage(rows[: self.per_page], number, self, len(rows) > self.per_page)
         for name in ("count", "num_pages"):
             self.__dict__.pop(name, None)
         return self.current
+
+    def keyset(self) -> list[tuple[models.Field, bool]] | None:
+        """The list's order as (field, descending) pairs when keyset paging can follow it:
+        plain columns, all in the same direction (the default orders are)."""
+        opts = self.object_list.model._meta
+        keys = []
+        for item in self.object_list.query.order_by:
+            if not isinstance(item, str):
+                return None
+            name = item.lstrip("-")
+            try:
+                field = opts.pk if name == "pk" else opts.get_field(name)
+            except FieldDoesNotExist:
+                return None
+            if not field.concrete or field.is_relation:
+                return None
+            if field not in [key for key, _ in keys]:  # the admin repeats its ordering
+                keys.append((field, item.startswith("-")))
+            if field.primary_key:
+                break  # a total order: what follows changes nothing
+        if not keys or len({descending for _, descending in keys}) != 1:
+            return None
+        return keys
+
+    def cursor_for(self, page: LogPage, forward: bool) -> str | None:
+        """A cursor for the page after ``page`` (``forward``) or before it: the order keys
+        of its last (first) row, e.g. ``n1001~2026-11-23T10:00:00+00:00~123``."""
+        keys = self.keyset()
+        if not keys or not page.object_list:
+            return None
+        row = page.object_list[-1 if forward else 0]
+        values = [field.value_to_string(row) for field, _ in keys]
+        if any(not value or "~" in value for value in values):
+            return None
+        head = f"{'n' if forward else 'p'}{page.number + (1 if forward else -1)}"
+        return "~".join([head, *values])
+
+    def _read_after_cursor(self, number: int) -> list | None:
+        """Page ``number`` read from the cursor's row on (keyset: as cheap as a first
+        page, whatever the depth and the filters); None when there is no cursor for it."""
+        keys = self.keyset()
+        head, *texts = (self.cursor or "").split("~")
+        if not keys or len(texts) != len(keys) or head[:1] not in ("n", "p"):
+            return None
+        if head[1:] != str(number):
+            return None
+        try:
+            values = [field.to_python(text) for (field, _), text in zip(keys, texts, strict=True)]
+        except ValidationError:
+            return None
+        forward = head[0] == "n"
+        op = "lt" if keys[0][1] == forward else "gt"
+        beyond = Q()
+        for index, (field, _) in enumerate(keys):
+            equal = {keys[i][0].name: values[i] for i in range(index)}
+            beyond |= Q(**equal, **{f"{field.name}__{op}": values[index]})
+        # The first key's bound alone is what the index range scan uses.
+        bound = Q(**{f"{keys[0][0].name}__{op}e": values[0]})
+        queryset = self.object_list.filter(bound, beyond)
+        if forward:
+            return list(self.rows(queryset)[: self.per_page + 1])
+        rows = list(self.rows(queryset.reverse())[: self.per_page])
+        rows.reverse()
+        # A page before another one: a next page exists (the one the cursor came from).
+        return [*rows, None] if len(rows) == self.per_page else None
 
     def _read(self, offset: int, limit: int) -> list:
         queryset = self.object_list
@@ -209,10 +280,22 @@ class LogPaginator(Paginator):
 
 
 class LogChangeList(ChangeList):
-    """A changelist on :class:`LogPaginator`: no count, "Previous"/"Next" page links."""
+    """A changelist on :class:`LogPaginator`: no count; "Previous" and "Next" carry a
+    keyset cursor (``c``), page numbers an offset."""
+
+    def __init__(self, request, *args, **kwargs) -> None:
+        self.cursor = request.GET.get(CURSOR_VAR) or None
+        super().__init__(request, *args, **kwargs)
+
+    def get_filters_params(self, params=None):
+        # The cursor is no filter, nor part of the links this list builds.
+        self.params.pop(CURSOR_VAR, None)
+        self.filter_params.pop(CURSOR_VAR, None)
+        return super().get_filters_params(params)
 
     def get_results(self, request) -> None:
         paginator = self.model_admin.get_paginator(request, self.queryset, self.list_per_page)
+        paginator.cursor = self.cursor
         try:
             page = paginator.page(self.page_num)
         except InvalidPage as exc:
@@ -239,21 +322,35 @@ class LogChangeList(ChangeList):
 
     @property
     def previous_url(self) -> str:
-        return self.get_query_string({"p": self.page.number - 1})
+        if self.page.number == 2:
+            return self.get_query_string(remove=["p"])
+        cursor = self.paginator.cursor_for(self.page, forward=False)
+        return self.get_query_string({"p": self.page.number - 1, CURSOR_VAR: cursor})
 
     @property
     def next_url(self) -> str:
-        return self.get_query_string({"p": self.page.number + 1})
+        cursor = self.paginator.cursor_for(self.page, forward=True)
+        return self.get_query_string({"p": self.page.number + 1, CURSOR_VAR: cursor})
 
     @property
     def page_range(self) -> list:
         return list(self.paginator.get_elided_page_range(self.page.number))
 
     @property
-    def export_rows_text(self) -> str:
-        if self.paginator.exact or self.result_count <= EXPORT_MAX_ROWS:
-            return self.count_text
-        return f"first {number_format(EXPORT_MAX_ROWS, force_grouping=True)}"
+    def short_count(self) -> str:
+        """The count in a phrase: "12", "~2,016,061", "100+"."""
+        number = number_format(self.result_count, force_grouping=True)
+        if self.paginator.exact:
+            return number
+        if self.paginator.estimated:
+            return f"~{number}"
+        return f"{number_format(self.result_count - 1, force_grouping=True)}+"
+
+    @property
+    def export_text(self) -> str:
+        if not self.paginator.exact and self.result_count > EXPORT_MAX_ROWS:
+            return f"Export the first {number_format(EXPORT_MAX_ROWS, force_grouping=True)} rows"
+        return f"Export these {self.short_count} rows"
 
 
 class ExportChangeList(LogChangeList):
@@ -459,7 +556,8 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
     ``list_only`` are the fields a list page reads (``select_related`` paths included),
     ``list_annotations`` the short text prefixes it shows instead of the heavy columns;
     ``csv_columns`` the (heading, lookup) pairs of the export, ``csv_masked`` the lookups
-    whose text goes through ``mask_secrets``.
+    whose text goes through ``mask_secrets``, ``csv_names`` the lookups of ids of small
+    tables (rules, sources) whose names are read once instead of joined on every row.
     """
 
     change_list_template = "admin/postbacks/log_change_list.html"
@@ -471,6 +569,7 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
     list_annotations: dict = {}
     csv_columns: tuple[tuple[str, str], ...] = ()
     csv_masked: frozenset[str] = frozenset()
+    csv_names: dict[str, type] = {}
 
     def get_changelist(self, request, **kwargs):
         return ExportChangeList if getattr(request, "_log_export", False) else LogChangeList
@@ -511,6 +610,11 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         headings = [heading for heading, _ in self.csv_columns]
         lookups = [lookup for _, lookup in self.csv_columns]
         masked = [lookup in self.csv_masked for lookup in lookups]
+        names = {
+            index: dict(self.csv_names[lookup]._default_manager.values_list("pk", "name"))
+            for index, lookup in enumerate(lookups)
+            if lookup in self.csv_names
+        }
         rows = queryset.values_list(*lookups)[:EXPORT_MAX_ROWS]
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -534,6 +638,10 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         def lines() -> Iterator[str]:
             writer.writerow(headings)
             for number, row in enumerate(rows.iterator(chunk_size=2000), 1):
+                if names:
+                    row = list(row)
+                    for index, table in names.items():
+                        row[index] = table.get(row[index], row[index])
                 writer.writerow(
                     [
                         csv_cell(mask(value) if masks and value else value)
@@ -655,8 +763,8 @@ class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
         ("delivery ID", "public_id"),
         ("created at", "created_at"),
         ("status", "status"),
-        ("rule", "rule__name"),
-        ("traffic source", "traffic_source__name"),
+        ("rule", "rule_id"),
+        ("traffic source", "traffic_source_id"),
         ("type", "event_type"),
         ("click ID", "click_id"),
         ("external ID", "click__external_id"),
@@ -670,6 +778,7 @@ class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
         ("last error", "last_error"),
     )
     csv_masked = frozenset({"url", "last_error"})
+    csv_names = {"rule_id": PostbackRule, "traffic_source_id": TrafficSource}
     fields = (
         "status",
         "rule",
@@ -790,8 +899,8 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
         ("duration (ms)", "duration_ms"),
         ("delivery", "delivery_id"),
         ("attempt", "number"),
-        ("rule", "delivery__rule__name"),
-        ("traffic source", "delivery__traffic_source__name"),
+        ("rule", "delivery__rule_id"),
+        ("traffic source", "delivery__traffic_source_id"),
         ("click ID", "delivery__click_id"),
         ("external ID", "delivery__click__external_id"),
         ("txid", "delivery__conversion__txid"),
@@ -800,6 +909,7 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
         ("error", "error"),
     )
     csv_masked = frozenset({"url", "error"})
+    csv_names = {"delivery__rule_id": PostbackRule, "delivery__traffic_source_id": TrafficSource}
 
     @admin.display(description="rule")
     def rule_name(self, obj: Attempt) -> str:

@@ -317,6 +317,43 @@ def test_deep_pages_read_ids_first_with_the_same_rows(admin_client, world, monke
     assert ids_first, "the ids are read on their own first"
 
 
+def follow(client, url: str, world: World, link: str, pages: int) -> list[list[str]]:
+    """The rows of ``pages`` pages, from ``url`` on through the "Next" (or "Previous") link."""
+    seen = []
+    for _ in range(pages):
+        response = client.get(url)
+        cl = response.context["cl"]
+        seen.append([world.label(a) for a in cl.result_list])
+        url = ATTEMPTS + getattr(cl, link)
+    return seen
+
+
+def test_next_and_previous_links_page_by_keyset(admin_client, world, monkeypatch):
+    monkeypatch.setattr(AttemptAdmin, "list_per_page", 1)
+    with CaptureQueriesContext(connection) as queries:
+        forward = follow(admin_client, ATTEMPTS, world, "next_url", 4)
+    assert forward == [["b2"], ["b1"], ["a2"], ["a1"]]
+    assert not any("OFFSET" in q["sql"] for q in queries.captured_queries)
+    last = admin_client.get(ATTEMPTS, {"p": 4}).context["cl"]
+    assert "c=n" not in last.get_query_string() and "c=p3" in last.previous_url
+    backward = follow(admin_client, ATTEMPTS + last.previous_url, world, "previous_url", 3)
+    assert backward == [["a2"], ["b1"], ["b2"]]
+    # With a filter too, and the cursor stays out of the export link and the filters.
+    filtered = follow(admin_client, f"{ATTEMPTS}?rule={world.rule_a.pk}", world, "next_url", 2)
+    assert filtered == [["a2"], ["a1"]]
+    page = admin_client.get(f"{ATTEMPTS}{last.previous_url}&rule={world.rule_a.pk}")
+    (export,) = re.findall(r'href="([^"]*export\.csv[^"]*)"', page.content.decode())
+    assert export == f"/admin/postbacks/attempt/export.csv?rule={world.rule_a.pk}"
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "n3~2020-01-01T00:00:00+00:00~1", "n2~x~y", "q2~a"])
+def test_a_cursor_for_another_page_or_a_bad_one_is_ignored(admin_client, world, monkeypatch,
+                                                           cursor):  # fmt: skip
+    monkeypatch.setattr(AttemptAdmin, "list_per_page", 1)
+    response = admin_client.get(ATTEMPTS, {"p": 2, "c": cursor})
+    assert shown(response, world) == {"b1"}
+
+
 def test_paginator_on_a_queryset(world):
     paginator = LogPaginator(Attempt.objects.order_by("-started_at", "-id"), 3)
     first = paginator.page(1)
