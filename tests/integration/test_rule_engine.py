@@ -122,3 +122,49 @@ def test_failed_delivery_is_replayed_from_the_log(worker, receiver, client):
     assert (delivery.status, delivery.attempt_count) == ("delivered", 2)
     first, second = receiver.received
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
+
+
+def test_every_modifier_reaches_the_receiver(worker, receiver, client):
+    import hashlib
+
+    template = (
+        "/m?cid={externalid:raw}&st={status:approved=1,rejected=0}&miss={param1|none}"
+        "&h={externalid:md5}&s={txid:sha256}&map={status:pending=2,*=9|x}&pay={payout|0}"
+    )
+    campaign, rule = setup(receiver)
+    rule.url_template = receiver.url + template
+    rule.save()
+    click_id = click(client, campaign, "ext-1")
+    client.get("/cv", {"click_id": click_id, "txid": "T 1", "payout": "2.50"})
+    (received,) = receiver.wait_for(1)
+    assert received.path == (
+        "/m?cid=ext-1&st=1&miss=none"
+        f"&h={hashlib.md5(b'ext-1').hexdigest()}&s={hashlib.sha256(b'T 1').hexdigest()}"
+        "&map=9&pay=2.5"
+    )
+
+
+def test_firing_conditions_over_a_conversion_life(worker, receiver, client):
+    """Types, first-only and the change-only trigger, each seen at the receiver."""
+    campaign, _rule = setup(receiver, name="sales", conversion_types=["sale"])
+    factories.rule(
+        receiver.url + "/first?ct={ct}", name="first", first_only=True, trigger=Trigger.CREATED
+    )
+    factories.rule(
+        receiver.url + "/changed?s={status}&was={status.previous}",
+        name="changed",
+        trigger=Trigger.CHANGED,
+    )
+    click_id = click(client, campaign)
+    client.get("/cv", {"click_id": click_id, "txid": "1", "ct": "lead", "status": "pending"})
+    client.get("/cv", {"click_id": click_id, "txid": "2", "ct": "sale"})
+    client.get("/cv", {"click_id": click_id, "txid": "1", "status": "approved"})
+    received = receiver.wait_for(3)
+    time.sleep(2)
+    paths = sorted(r.path.split("&reason")[0] for r in receiver.received)
+    assert paths == [
+        "/changed?s=approved&was=pending",
+        "/first?ct=lead",
+        "/pb?cid=ext-1&status=approved&ct=sale",
+    ]
+    assert len(received) == 3
