@@ -689,6 +689,16 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
 # --- Model admins --------------------------------------------------------------------------------
 
 
+def compact_time(value) -> str:
+    """``MM-DD HH:MM:SS`` in the current time zone (list columns must fit 1400 px); the
+    year only when it is not this one."""
+    if value is None:
+        return "-"
+    local = timezone.localtime(value)
+    fmt = "%m-%d %H:%M:%S" if local.year == timezone.localtime().year else "%Y-%m-%d %H:%M"
+    return format_html('<span title="{}">{}</span>', local.isoformat(), local.strftime(fmt))
+
+
 class AttemptInline(admin.TabularInline):
     model = Attempt
     extra = 0
@@ -717,14 +727,13 @@ class AttemptInline(admin.TabularInline):
 class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
-        "created_at",
+        "created",
         "status_badge",
         "rule",
         "traffic_source",
-        "event_type",
         "attempts",
-        "last_status_code",
-        "due_at",
+        "http",
+        "due",
         "external_id",
         "txid",
         "short_error",
@@ -816,6 +825,18 @@ class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
     def attempts(self, obj: Delivery) -> str:
         return f"{obj.attempt_count}/{obj.max_attempts}"
 
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Delivery) -> str:
+        return compact_time(obj.created_at)
+
+    @admin.display(description="HTTP", ordering="last_status_code")
+    def http(self, obj: Delivery) -> str:
+        return "-" if obj.last_status_code is None else str(obj.last_status_code)
+
+    @admin.display(description="due", ordering="due_at")
+    def due(self, obj: Delivery) -> str:
+        return compact_time(obj.due_at)
+
     @admin.display(description="external ID")
     def external_id(self, obj: Delivery) -> str:
         return shorten(obj.click.external_id, 40) if obj.click else ""
@@ -845,7 +866,7 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
     """The postback log: one row per HTTP request sent."""
 
     list_display = (
-        "started_at",
+        "started",
         "outcome_badge",
         "status_code",
         "duration_ms",
@@ -929,6 +950,10 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
     def txid(self, obj: Attempt) -> str:
         conversion = obj.delivery.conversion
         return shorten(conversion.txid, 40) if conversion else ""
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: Attempt) -> str:
+        return compact_time(obj.started_at)
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, obj: Attempt) -> str:
