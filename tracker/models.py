@@ -14,18 +14,10 @@ from campaigns.models import Campaign, Offer, TrafficSource
 VAR_FIELDS = tuple(f"var{i}" for i in range(1, 11))
 
 
-class Click(models.Model):
-    """One visit through a campaign tracking URL. Its UUID is the click ID."""
+class Visit(models.Model):
+    """What a click and an impression both record: custom variables var1..var10 (per the
+    traffic source's parameters), the visitor's IP, user agent and referrer."""
 
-    id = models.UUIDField("click ID", primary_key=True, default=uuid.uuid4, editable=False)
-    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="clicks")
-    offer = models.ForeignKey(
-        Offer, null=True, blank=True, on_delete=models.SET_NULL, related_name="clicks"
-    )
-    traffic_source = models.ForeignKey(
-        TrafficSource, on_delete=models.PROTECT, related_name="clicks"
-    )
-    external_id = models.CharField("external ID", max_length=512, blank=True, db_index=True)
     var1 = models.CharField(max_length=255, blank=True)
     var2 = models.CharField(max_length=255, blank=True)
     var3 = models.CharField(max_length=255, blank=True)
@@ -39,6 +31,23 @@ class Click(models.Model):
     ip = models.GenericIPAddressField("IP", null=True, blank=True)
     user_agent = models.TextField(blank=True)
     referrer = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Click(Visit):
+    """One visit through a campaign tracking URL. Its UUID is the click ID."""
+
+    id = models.UUIDField("click ID", primary_key=True, default=uuid.uuid4, editable=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="clicks")
+    offer = models.ForeignKey(
+        Offer, null=True, blank=True, on_delete=models.SET_NULL, related_name="clicks"
+    )
+    traffic_source = models.ForeignKey(
+        TrafficSource, on_delete=models.PROTECT, related_name="clicks"
+    )
+    external_id = models.CharField("external ID", max_length=512, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -180,7 +189,7 @@ class ConversionStatusChange(models.Model):
         return f"{self.old_status} -> {self.new_status}"
 
 
-class Impression(models.Model):
+class Impression(Visit):
     """One ad view counted by the impression pixel ``GET /i/<campaign_key>``."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="impressions")
@@ -188,19 +197,6 @@ class Impression(models.Model):
         TrafficSource, on_delete=models.PROTECT, related_name="impressions"
     )
     external_id = models.CharField("external ID", max_length=512, blank=True)
-    var1 = models.CharField(max_length=255, blank=True)
-    var2 = models.CharField(max_length=255, blank=True)
-    var3 = models.CharField(max_length=255, blank=True)
-    var4 = models.CharField(max_length=255, blank=True)
-    var5 = models.CharField(max_length=255, blank=True)
-    var6 = models.CharField(max_length=255, blank=True)
-    var7 = models.CharField(max_length=255, blank=True)
-    var8 = models.CharField(max_length=255, blank=True)
-    var9 = models.CharField(max_length=255, blank=True)
-    var10 = models.CharField(max_length=255, blank=True)
-    ip = models.GenericIPAddressField("IP", null=True, blank=True)
-    user_agent = models.TextField(blank=True)
-    referrer = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

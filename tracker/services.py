@@ -51,6 +51,37 @@ def _param_value(query: Mapping[str, str], name: str, placeholder: str, limit: i
     return value[:limit]
 
 
+def _visit(
+    model: type[Click] | type[Impression],
+    campaign: Campaign,
+    query: Mapping[str, str],
+    *,
+    ip: str | None,
+    user_agent: str,
+    referrer: str,
+    **fields: object,
+) -> Click | Impression:
+    """An unsaved click or impression: the external ID and var1..var10 read from ``query``
+    per the traffic source's parameter names, NUL bytes dropped from recorded text."""
+    source = campaign.traffic_source
+    visit = model(
+        campaign=campaign,
+        traffic_source=source,
+        external_id=_param_value(
+            query, source.external_id_param, source.external_id_placeholder, EXTERNAL_ID_MAX
+        ),
+        ip=ip,
+        user_agent=storable(user_agent),
+        referrer=storable(referrer),
+        **fields,
+    )
+    for param in source.parameters.all():
+        if param.is_enabled:
+            value = _param_value(query, param.param, param.placeholder, VAR_MAX)
+            setattr(visit, f"var{param.slot}", value)
+    return visit
+
+
 def click_record(
     campaign: Campaign,
     offer: Offer,
@@ -68,22 +99,9 @@ def click_record(
     this is one autocommit INSERT; with them, the click and its deliveries are written in
     one transaction.
     """
-    source = campaign.traffic_source
-    click = Click(
-        campaign=campaign,
-        offer=offer,
-        traffic_source=source,
-        external_id=_param_value(
-            query, source.external_id_param, source.external_id_placeholder, EXTERNAL_ID_MAX
-        ),
-        ip=ip,
-        user_agent=storable(user_agent),
-        referrer=storable(referrer),
+    click = _visit(
+        Click, campaign, query, ip=ip, user_agent=user_agent, referrer=referrer, offer=offer
     )
-    for param in source.parameters.all():
-        if param.is_enabled:
-            value = _param_value(query, param.param, param.placeholder, VAR_MAX)
-            setattr(click, f"var{param.slot}", value)
     if rules_for(EventType.CLICK):
         with transaction.atomic():
             click.save(force_insert=True)
@@ -109,24 +127,15 @@ def impression_record(
     ``query``: the pixel URL's query parameters, read like a click's (external ID and
     var1..var10 per the traffic source's parameter names). ``ip``: a valid address or None.
     """
-    source = campaign.traffic_source
-    impression = Impression(
-        campaign=campaign,
-        traffic_source=source,
-        external_id=_param_value(
-            query, source.external_id_param, source.external_id_placeholder, EXTERNAL_ID_MAX
-        ),
-        ip=ip,
-        user_agent=storable(user_agent),
-        referrer=storable(referrer),
+    impression = _visit(
+        Impression, campaign, query, ip=ip, user_agent=user_agent, referrer=referrer
     )
-    for param in source.parameters.all():
-        if param.is_enabled:
-            value = _param_value(query, param.param, param.placeholder, VAR_MAX)
-            setattr(impression, f"var{param.slot}", value)
-    with transaction.atomic():
+    if rules_for(EventType.IMPRESSION):
+        with transaction.atomic():
+            impression.save(force_insert=True)
+            deliveries_plan(event_type=EventType.IMPRESSION, impression=impression)
+    else:
         impression.save(force_insert=True)
-        deliveries_plan(event_type=EventType.IMPRESSION, impression=impression)
     return impression
 
 
