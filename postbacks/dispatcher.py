@@ -578,9 +578,12 @@ class Dispatcher:
         Worker.objects.update_or_create(name=self.name, defaults={"heartbeat_at": timezone.now()})
 
     def _beat_start(self) -> None:
+        # Before every claim round, not only the first: the sweeper takes back the deliveries
+        # of a worker it does not see beating, and this process's row may have been removed
+        # since its last beat (a cleared table, the sweeper's cleanup of idle workers).
+        self.beat()
         if self._heartbeat is not None and self._heartbeat.is_alive():
             return
-        self.beat()  # before the first claim: the sweeper must know this worker is alive
         self._heartbeat = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
         self._heartbeat.start()
 

@@ -17,16 +17,6 @@ from tests.conftest import wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fresh_worker_after(_worker_process):
-    """Restart the shared worker after this module. Without it, the first attempt of the next
-    module's first test was taken back as "Worker lost": an open defect in a dispatcher that
-    has just auto-disabled rules, still to be found."""
-    yield
-    _worker_process.kill()
-    _worker_process.start()
-
-
 def setup_campaign(receiver, path="/pb?c={externalid}", **rule_fields):
     source = factories.traffic_source()
     offer = factories.offer(url="https://offer.example/?s2={cf_click_id}", payout=Decimal("1"))
