@@ -48,6 +48,7 @@ from campaigns.models import Campaign, Offer, TrafficSource
 from postbacks import services
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, PostbackRule, Worker
+from tracker.admin import ReadOnlyAdminMixin
 from tracker.models import Click
 
 BADGE_COLOURS = {"delivered": "#2e7d32", "failed": "#c62828", "sending": "#1565c0"}
@@ -535,19 +536,6 @@ def csv_cell(value) -> object:
     if value.__class__ is str and value and value[0] in FORMULA_STARTS:
         return "'" + value
     return value
-
-
-class ReadOnlyAdminMixin:
-    """Log tables: viewable and filterable, never edited by hand."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
