@@ -1,4 +1,4 @@
-"""Inbound HTTP endpoints: click redirect, impression pixel and S2S conversion postback.
+"""Conversion endpoints: the S2S postback ``/cv``.
 
 Answers per DESIGN.md: 200 with ``{"status": ...}`` on success, 4xx with
 ``{"error": "<code>", "detail": "..."}`` on bad input, never 500 on input. Every ``/cv``
@@ -13,23 +13,13 @@ was sent with NUL bytes removed.
 
 from __future__ import annotations
 
-import base64
-import ipaddress
 import json
 import logging
 import re
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, DataError, IntegrityError, transaction
-from django.http import (
-    HttpRequest,
-    HttpResponse,
-    HttpResponseRedirect,
-    JsonResponse,
-    QueryDict,
-    RawPostDataException,
-)
+from django.http import HttpRequest, JsonResponse, QueryDict, RawPostDataException
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
@@ -37,6 +27,7 @@ from campaigns.models import status_from_text
 from tracker import services
 from tracker.forms import PARAM_FIELDS, ConversionPostbackForm
 from tracker.models import Conversion, ConversionStatusChange, InboundRequest
+from tracker.views.common import InboundError, _django_refusal, client_ip
 
 logger = logging.getLogger(__name__)
 LOG_TEXT_MAX = 4000
@@ -44,134 +35,6 @@ TOKEN_HEADER = "X-Postback-Token"
 # The security token is masked in the inbound log (query strings, form and JSON bodies).
 _TOKEN_IN_QUERY = re.compile(r"(?<![^&;])(token=)[^&;]*")
 _TOKEN_IN_JSON = re.compile(r'("token"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\s]*)')
-
-
-class InboundError(Exception):
-    """A request refused before any database work: answered ``status`` with ``code``."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-
-
-def error(code: str, detail: str, status: int) -> JsonResponse:
-    """A 4xx/5xx answer in the documented shape."""
-    return JsonResponse({"error": code, "detail": detail}, status=status)
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """The visitor's IP address as text, or None when it is not a valid address.
-
-    ``REMOTE_ADDR`` unless ``TRACKER_PROXY_COUNT`` is set: anyone can send
-    ``X-Forwarded-For``, so trusting it by default would let visitors choose their recorded
-    IP and pass IP allowlists. With N proxies, each appending the address it was reached
-    from, the visitor is the N-th address from the right of ``X-Forwarded-For`` (entries
-    further left are whatever the client sent); ``REMOTE_ADDR`` when the header is missing
-    or that entry is not an address.
-    """
-    remote = request.META.get("REMOTE_ADDR", "")
-    count = settings.TRACKER_PROXY_COUNT
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "") if count else ""
-    if forwarded:
-        hops = [hop.strip() for hop in forwarded.split(",")]
-        ip = _valid_ip(hops[-min(count, len(hops))])
-        if ip is not None:
-            return ip
-    return _valid_ip(remote)
-
-
-def _valid_ip(text: str) -> str | None:
-    try:
-        # Without an IPv6 zone ("%eth0"), which the database's address type refuses.
-        return str(ipaddress.ip_address(text.partition("%")[0]))
-    except ValueError:
-        return None
-
-
-def _django_refusal(exc: Exception) -> InboundError:
-    """The answer to an exception Django raises while reading a request."""
-    if isinstance(exc, RequestDataTooBig):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return InboundError(413, "body_too_large", f"The body is over {limit} bytes.")
-    if isinstance(exc, MultiPartParserError):
-        return InboundError(400, "invalid_body", f"The body cannot be parsed: {exc}")
-    # TooManyFieldsSent, TooManyFilesSent and other SuspiciousOperation subclasses.
-    return InboundError(400, "too_many_fields", str(exc) or "The request was refused.")
-
-
-@csrf_exempt
-def click(request: HttpRequest, campaign_key: str) -> HttpResponse:
-    """``GET /c/<campaign_key>``: record a click, set the click-ID cookie, 302 to the offer.
-
-    404 ``unknown_campaign``, 503 ``no_offer``, 405 ``method_not_allowed``, 400
-    ``too_many_fields`` (more query parameters than ``DATA_UPLOAD_MAX_NUMBER_FIELDS``).
-    """
-    if request.method != "GET":
-        response = error("method_not_allowed", "Use GET.", 405)
-        response["Allow"] = "GET"
-        return response
-    try:
-        query = request.GET
-    except SuspiciousOperation as exc:
-        refusal = _django_refusal(exc)
-        return error(refusal.code, refusal.detail, refusal.status)
-    campaign = services.campaign_for_click(campaign_key)
-    if campaign is None:
-        return error("unknown_campaign", f"No active campaign with key {campaign_key!r}.", 404)
-    offer = campaign.choose_offer()
-    if offer is None:
-        return error("no_offer", "The campaign has no active offer.", 503)
-    recorded, offer_url = services.click_record(
-        campaign,
-        offer,
-        query,
-        ip=client_ip(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        referrer=request.META.get("HTTP_REFERER", ""),
-    )
-    response = HttpResponseRedirect(offer_url)
-    response.set_cookie(
-        settings.CLICK_COOKIE_NAME,
-        str(recorded.pk),
-        max_age=settings.CLICK_COOKIE_MAX_AGE,
-        samesite="Lax",
-        secure=request.is_secure(),
-    )
-    return response
-
-
-# A transparent 1x1 GIF (42 bytes).
-PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-
-
-def impression(request: HttpRequest, campaign_key: str) -> HttpResponse:
-    """``GET /i/<campaign_key>``: record an impression, answer a 1x1 transparent GIF.
-
-    Query parameters as for the click URL (external ID, custom variables). 404
-    ``unknown_campaign`` (JSON), 405 ``method_not_allowed``, 400 ``too_many_fields``.
-    """
-    if request.method not in ("GET", "HEAD"):
-        response = error("method_not_allowed", "Use GET.", 405)
-        response["Allow"] = "GET, HEAD"
-        return response
-    try:
-        query = request.GET
-    except SuspiciousOperation as exc:
-        refusal = _django_refusal(exc)
-        return error(refusal.code, refusal.detail, refusal.status)
-    campaign = services.campaign_for_click(campaign_key)
-    if campaign is None:
-        return error("unknown_campaign", f"No active campaign with key {campaign_key!r}.", 404)
-    services.impression_record(
-        campaign,
-        query,
-        ip=client_ip(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        referrer=request.META.get("HTTP_REFERER", ""),
-    )
-    response = HttpResponse(PIXEL_GIF, content_type="image/gif")
-    response["Cache-Control"] = "no-store, max-age=0"
-    return response
 
 
 def _json_fields(body: bytes) -> dict[str, str]:

@@ -1,0 +1,69 @@
+"""Shared pieces of the inbound endpoints: the error shape, the client address, Django's
+own refusals, the 1x1 GIF."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, JsonResponse
+from django.http.multipartparser import MultiPartParserError
+
+
+class InboundError(Exception):
+    """A request refused before any database work: answered ``status`` with ``code``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def error(code: str, detail: str, status: int) -> JsonResponse:
+    """A 4xx/5xx answer in the documented shape."""
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The visitor's IP address as text, or None when it is not a valid address.
+
+    ``REMOTE_ADDR`` unless ``TRACKER_PROXY_COUNT`` is set: anyone can send
+    ``X-Forwarded-For``, so trusting it by default would let visitors choose their recorded
+    IP and pass IP allowlists. With N proxies, each appending the address it was reached
+    from, the visitor is the N-th address from the right of ``X-Forwarded-For`` (entries
+    further left are whatever the client sent); ``REMOTE_ADDR`` when the header is missing
+    or that entry is not an address.
+    """
+    remote = request.META.get("REMOTE_ADDR", "")
+    count = settings.TRACKER_PROXY_COUNT
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "") if count else ""
+    if forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",")]
+        ip = _valid_ip(hops[-min(count, len(hops))])
+        if ip is not None:
+            return ip
+    return _valid_ip(remote)
+
+
+def _valid_ip(text: str) -> str | None:
+    try:
+        # Without an IPv6 zone ("%eth0"), which the database's address type refuses.
+        return str(ipaddress.ip_address(text.partition("%")[0]))
+    except ValueError:
+        return None
+
+
+def _django_refusal(exc: Exception) -> InboundError:
+    """The answer to an exception Django raises while reading a request."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return InboundError(413, "body_too_large", f"The body is over {limit} bytes.")
+    if isinstance(exc, MultiPartParserError):
+        return InboundError(400, "invalid_body", f"The body cannot be parsed: {exc}")
+    # TooManyFieldsSent, TooManyFilesSent and other SuspiciousOperation subclasses.
+    return InboundError(400, "too_many_fields", str(exc) or "The request was refused.")
+
+
+# A transparent 1x1 GIF (42 bytes).
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
