@@ -167,6 +167,11 @@ def validate_ip_allowlist(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+def new_network_key() -> str:
+    """A random key for a network's own postback URL ``/cv/<key>``."""
+    return get_random_string(10, "abcdefghijklmnopqrstuvwxyz0123456789")
+
+
 def new_postback_token() -> str:
     """A random security token: 32 letters and digits (about 190 bits)."""
     return get_random_string(32)
@@ -181,6 +186,16 @@ class AffiliateNetwork(models.Model):
     """
 
     name = models.CharField(max_length=100, unique=True)
+    key = models.SlugField(
+        "postback URL key",
+        max_length=32,
+        unique=True,
+        default=new_network_key,
+        help_text="Names the network in its own postback URL /cv/&lt;key&gt;: its parameter "
+        "mapping, status mapping and response apply before the click is looked up, and the "
+        "inbound log shows the network even when the click ID is unknown. Changing it breaks "
+        "the postback URL configured at the network.",
+    )
     notes = models.TextField(blank=True)
     postback_token = models.CharField(
         "security token",
@@ -217,6 +232,22 @@ class AffiliateNetwork(models.Model):
         help_text="The network's parameter names for ours, e.g. "
         '{"status": "state", "rejection_reason": "reason", "txid": "transaction_id"}. '
         "Our names still work.",
+    )
+    response_body = models.CharField(
+        "fixed response",
+        max_length=500,
+        blank=True,
+        help_text="Optional text answered (as text/plain) to every postback this network sends "
+        "that is accepted, a duplicate or a status change, e.g. success=true; for networks "
+        "that check the answer. Blank: the JSON answer. Errors are always JSON with a 4xx.",
+    )
+    accept_duplicates = models.BooleanField(
+        "accept duplicate postbacks",
+        default=False,
+        help_text="Off (default): a repeat postback for the same click with no transaction ID "
+        "and the same conversion type is a duplicate. On: every such postback is a new "
+        "conversion (for networks that send repeat sales without a txid). A repeat of a "
+        "transaction ID is always the same conversion.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -332,6 +363,36 @@ class Offer(models.Model):
             )
 
 
+class Lander(models.Model):
+    """A landing page shown before the offer ("pre-lander"). The click ID is passed on in its
+    URL; its call-to-action links to ``/lp/click``, which sends the visitor on to the offer."""
+
+    name = models.CharField(max_length=200)
+    url = models.CharField(
+        "lander URL",
+        max_length=2000,
+        validators=[validate_template_url],
+        help_text="Put {click_id} where the page expects the click ID, e.g. "
+        "https://lander.example/?cid={click_id}. The page's call-to-action links to "
+        "TRACKER_BASE_URL/lp/click?click_id=... (or just /lp/click: the click-ID cookie is "
+        "read when the parameter is missing).",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if "{click_id}" not in self.url and "{cf_click_id}" not in self.url:
+            raise ValidationError(
+                {"url": "Add {click_id}: the lander must pass the click ID on to /lp/click."}
+            )
+
+
 def new_campaign_key() -> str:
     return get_random_string(12, "abcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -351,7 +412,27 @@ class Campaign(models.Model):
         TrafficSource, on_delete=models.PROTECT, related_name="campaigns"
     )
     offers = models.ManyToManyField(Offer, through="CampaignOffer", related_name="campaigns")
-    is_active = models.BooleanField(default=True)
+    lander = models.ForeignKey(
+        Lander,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        help_text="Optional: visitors see this lander first, then go on to the offer.",
+    )
+    is_active = models.BooleanField(
+        "active",
+        default=True,
+        help_text="Untick to pause: clicks are no longer recorded and visitors go to the "
+        "fallback URL (or get 404 when there is none).",
+    )
+    fallback_url = models.URLField(
+        "fallback URL",
+        max_length=2000,
+        blank=True,
+        help_text="Where visitors go while the campaign is paused or has no active offer, "
+        "e.g. your own site. Blank: 404 (paused) or 503 (no offer).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

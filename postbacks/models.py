@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -150,6 +150,15 @@ class PostbackRule(models.Model):
         help_text="The traffic source's postback URL with macros, e.g. "
         "https://trc.taboola.com/actions-handler/log/3/s2s-action?click-id={externalid}"
         "&name=lead&revenue={payout}&currency={payout_currency}. Macro values are URL-encoded.",
+    )
+    payout_currency = models.CharField(
+        "payout currency",
+        max_length=3,
+        blank=True,
+        validators=[RegexValidator(r"^[A-Z]{3}$", "A three-letter ISO 4217 code, e.g. EUR.")],
+        help_text="Blank: {payout} in the conversion's own currency. A code (e.g. EUR): "
+        "{payout} converted with the exchange rates at sending time and {payout_currency} "
+        "set to it; without a rate for either currency the payout is sent unconverted.",
     )
     http_method = models.CharField(
         "HTTP method", max_length=8, choices=HttpMethod.choices, default=HttpMethod.GET

@@ -139,10 +139,21 @@ def impression_record(
     return impression
 
 
-def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, int | None, bool]:
+def dedup_key(txid: str, conversion_type: str = "", *, several: bool = False) -> str:
+    """The deduplication key of a conversion (unique per click): ``t:<txid>`` when a txid was
+    sent; otherwise ``m:<random>`` when several conversions of the type are allowed
+    (``several``), else ``c:<conversion type>``."""
+    if txid:
+        return f"t:{txid}"
+    if several:
+        return f"m:{uuid.uuid4().hex}"
+    return f"c:{conversion_type.strip().lower()}"
+
+
+def click_for_conversion(click_id: uuid.UUID, key: str) -> tuple[Click | None, int | None, bool]:
     """The click with its offer and the offer's network, the id of its existing conversion
-    with this ``txid`` (None when there is none), and whether the click already has any
-    conversion; ``(None, None, False)`` for an unknown click ID.
+    with this dedup ``key`` (see :func:`dedup_key`; None when there is none), and whether
+    the click already has any conversion; ``(None, None, False)`` for an unknown click ID.
 
     One SELECT; the traffic source, its parameters, the offer and its network come from the
     per-process cache (``campaigns.services``).
@@ -150,7 +161,7 @@ def click_for_conversion(click_id: uuid.UUID, txid: str) -> tuple[Click | None, 
     """
     # No ordering (a sort per row) and no campaign join: postbacks need only its id.
     existing = (
-        Conversion.objects.filter(click=OuterRef("pk"), txid=txid).order_by().values("pk")[:1]
+        Conversion.objects.filter(click=OuterRef("pk"), dedup_key=key).order_by().values("pk")[:1]
     )
     click = (
         Click.objects.annotate(
@@ -218,6 +229,7 @@ def conversion_create(
     conversion = Conversion(
         click=click,
         txid=txid,
+        dedup_key=dedup_key(txid, conversion_type),
         conversion_type=conversion_type,
         status=status,
         payout=payout if payout is not None else Decimal("0"),
@@ -341,7 +353,9 @@ def conversion_register(
                 method=method,
             )
     except IntegrityError:
-        existing = Conversion.objects.filter(click=click, txid=txid).first()
+        existing = Conversion.objects.filter(
+            click=click, dedup_key=dedup_key(txid, conversion_type)
+        ).first()
         if existing is None:
             raise
         return existing, False

@@ -132,7 +132,9 @@ def _conversion_write(
     deliveries, log row."""
     with transaction.atomic():
         txid = form.cleaned_data["txid"]
-        click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, txid)
+        click, existing_id, has_conversion = services.click_for_conversion(
+            form.click_uuid, services.dedup_key(txid, form.cleaned_data["ct"])
+        )
         if click is None:
             detail = f"No click with ID {form.click_uuid}."
             return _answer(request, 404, _error_body("unknown_click_id", detail), strict=True)
@@ -151,10 +153,10 @@ def _conversion_write(
                 if not form.is_valid():
                     body = _error_body(form.error_code(), form.error_detail())
                     return _answer(request, 400, body, strict=True)
-                if form.cleaned_data["txid"] != txid:
+                if True:
                     txid = form.cleaned_data["txid"]
                     click, existing_id, has_conversion = services.click_for_conversion(
-                        form.click_uuid, txid
+                        form.click_uuid, services.dedup_key(txid, form.cleaned_data["ct"])
                     )
         data = form.cleaned_data
         status = status_from_text(data["status"] or "approved", network and network.status_map)
