@@ -16,7 +16,9 @@ from campaigns.models import Campaign, Offer
 from postbacks import macros
 from postbacks.models import EventType, Trigger
 from postbacks.services import deliveries_cancel_obsolete, deliveries_plan, rules_for
+from tracker import enrichment
 from tracker.models import (
+    EXTERNAL_ID_MAX,
     Click,
     Conversion,
     ConversionStatusChange,
@@ -24,7 +26,6 @@ from tracker.models import (
     RejectionReason,
 )
 
-EXTERNAL_ID_MAX = 512
 VAR_MAX = 255
 
 
@@ -59,6 +60,7 @@ def _visit(
     ip: str | None,
     user_agent: str,
     referrer: str,
+    accept_language: str = "",
     **fields: object,
 ) -> Click | Impression:
     """An unsaved click or impression: the external ID and var1..var10 read from ``query``
@@ -70,9 +72,9 @@ def _visit(
         external_id=_param_value(
             query, source.external_id_param, source.external_id_placeholder, EXTERNAL_ID_MAX
         ),
-        ip=ip,
         user_agent=storable(user_agent),
         referrer=storable(referrer),
+        **enrichment.visit_fields(ip, user_agent, accept_language, referrer),
         **fields,
     )
     for param in source.parameters.all():
@@ -90,6 +92,7 @@ def click_record(
     ip: str | None,
     user_agent: str,
     referrer: str,
+    accept_language: str = "",
 ) -> tuple[Click, str]:
     """Record a click and plan click postbacks; returns it with the offer URL to redirect to.
 
@@ -100,7 +103,14 @@ def click_record(
     one transaction.
     """
     click = _visit(
-        Click, campaign, query, ip=ip, user_agent=user_agent, referrer=referrer, offer=offer
+        Click,
+        campaign,
+        query,
+        ip=ip,
+        user_agent=user_agent,
+        referrer=referrer,
+        accept_language=accept_language,
+        offer=offer,
     )
     if rules_for(EventType.CLICK):
         with transaction.atomic():
@@ -121,6 +131,7 @@ def impression_record(
     ip: str | None,
     user_agent: str,
     referrer: str,
+    accept_language: str = "",
 ) -> Impression:
     """Record an ad view and plan impression postbacks (one transaction when rules exist).
 
@@ -128,7 +139,13 @@ def impression_record(
     var1..var10 per the traffic source's parameter names). ``ip``: a valid address or None.
     """
     impression = _visit(
-        Impression, campaign, query, ip=ip, user_agent=user_agent, referrer=referrer
+        Impression,
+        campaign,
+        query,
+        ip=ip,
+        user_agent=user_agent,
+        referrer=referrer,
+        accept_language=accept_language,
     )
     if rules_for(EventType.IMPRESSION):
         with transaction.atomic():

@@ -14,6 +14,10 @@ admin.site.site_url = None
 urlpatterns = [
     path("c/<slug:campaign_key>", views.click, name="click"),
     path("i/<slug:campaign_key>", views.impression, name="impression"),
+    path("lp/click", views.lander_click, name="lander-click"),
     path("cv", views.conversion_postback, name="conversion-postback"),
+    path("cv.gif", views.conversion_pixel, name="conversion-pixel"),
+    path("cv.js", views.conversion_script, name="conversion-script"),
+    path("cv/<slug:network_key>", views.conversion_postback, name="network-postback"),
     path("admin/", admin.site.urls),
 ]

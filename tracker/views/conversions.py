@@ -19,7 +19,7 @@ import re
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, DataError, IntegrityError, transaction
-from django.http import HttpRequest, JsonResponse, QueryDict, RawPostDataException
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, RawPostDataException
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
@@ -27,7 +27,7 @@ from campaigns.models import status_from_text
 from tracker import services
 from tracker.forms import PARAM_FIELDS, ConversionPostbackForm
 from tracker.models import Conversion, ConversionStatusChange, InboundRequest
-from tracker.views.common import InboundError, _django_refusal, client_ip
+from tracker.views.common import PIXEL_GIF, InboundError, _django_refusal, client_ip
 
 logger = logging.getLogger(__name__)
 LOG_TEXT_MAX = 4000
@@ -84,7 +84,7 @@ def _postback_data(request: HttpRequest) -> QueryDict:
 
 
 @csrf_exempt
-def conversion_postback(request: HttpRequest) -> JsonResponse:
+def conversion_postback(request: HttpRequest, network_key: str = "") -> JsonResponse:
     """``GET|POST /cv``: register a conversion from an affiliate network's S2S postback.
 
     The click lookup, the conversion (or its status change), its deliveries and the
@@ -283,3 +283,13 @@ def _answer(
             raise
         logger.warning("Inbound request not logged: database error.", exc_info=True)
     return JsonResponse(body, status=status)
+
+
+def conversion_pixel(request: HttpRequest) -> HttpResponse:
+    """``GET /cv.gif``: image pixel (not wired yet)."""
+    return HttpResponse(PIXEL_GIF, content_type="image/gif")
+
+
+def conversion_script(request: HttpRequest) -> HttpResponse:
+    """``GET /cv.js``: conversion script (not wired yet)."""
+    return HttpResponse("", content_type="text/javascript")

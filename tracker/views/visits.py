@@ -40,6 +40,7 @@ def click(request: HttpRequest, campaign_key: str) -> HttpResponse:
         ip=client_ip(request),
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
         referrer=request.META.get("HTTP_REFERER", ""),
+        accept_language=request.META.get("HTTP_ACCEPT_LANGUAGE", ""),
     )
     response = HttpResponseRedirect(offer_url)
     response.set_cookie(
@@ -76,7 +77,13 @@ def impression(request: HttpRequest, campaign_key: str) -> HttpResponse:
         ip=client_ip(request),
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
         referrer=request.META.get("HTTP_REFERER", ""),
+        accept_language=request.META.get("HTTP_ACCEPT_LANGUAGE", ""),
     )
     response = HttpResponse(PIXEL_GIF, content_type="image/gif")
     response["Cache-Control"] = "no-store, max-age=0"
     return response
+
+
+def lander_click(request: HttpRequest) -> HttpResponse:
+    """``GET /lp/click``: from a lander's call-to-action on to the click's offer."""
+    return error("not_implemented", "Landers are not wired yet.", 404)
