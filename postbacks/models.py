@@ -404,7 +404,10 @@ class Delivery(models.Model):
         help_text="What planned it, e.g. 'created approved' or 'status pending -> approved'.",
     )
     is_test = models.BooleanField(
-        "test", default=False, help_text="Sent from the rule form's test button."
+        "test",
+        default=False,
+        help_text="Sent from the rule form's test button, or for a test conversion. Test "
+        "deliveries are left out of the dashboard and never count toward auto-disable.",
     )
     traffic_source = models.ForeignKey(
         TrafficSource, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

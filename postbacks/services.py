@@ -171,6 +171,7 @@ def deliveries_plan(
                 traffic_source_id=subject.traffic_source_id,
                 idempotency_key=f"{rule.pk}:{event_type}:{subject_key}:{version}",
                 event_detail=event_detail[:200],
+                is_test=bool(conversion and conversion.is_test),
                 kind=rule.kind,
                 method=prepared.method,
                 url=prepared.url,
