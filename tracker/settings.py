@@ -262,6 +262,8 @@ TRACKER_BASE_URL = env.str("TRACKER_BASE_URL", default="http://127.0.0.1:8000").
 # balancer). Unset: X-Forwarded-For is ignored and REMOTE_ADDR is the visitor's address.
 TRACKER_PROXY_COUNT = env.int("TRACKER_PROXY_COUNT", default=None)
 DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")
+# Reports and each conversion's display payout are in this currency (see tracker.currency).
+TRACKER_DISPLAY_CURRENCY = env.str("TRACKER_DISPLAY_CURRENCY", default="USD").upper()
 CLICK_COOKIE_NAME = "cf_click_id"
 CLICK_COOKIE_MAX_AGE = 30 * 24 * 3600
 TRACKER_CAMPAIGN_CACHE_SECONDS = env.float("TRACKER_CAMPAIGN_CACHE_SECONDS", default=5.0)  # /c
