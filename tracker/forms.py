@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from tracker import currency
 
 PARAM_FIELDS = tuple(f"param{i}" for i in range(1, 21))
 # |payout| < 1e9 once rounded to 6 places: 15 significant digits, which fit Conversion.payout
@@ -18,6 +23,39 @@ PAYOUT_QUANTUM = Decimal("0.000001")
 # "\ud800" escapes), which PostgreSQL cannot store either.
 NUL_CODE = "null_characters_not_allowed"
 INVALID_CHARACTERS = "invalid_characters"
+# A conversion time may be at most this far ahead of our clock (the network's clock drifts).
+TIMESTAMP_AHEAD = timedelta(hours=1)
+TIMESTAMP_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TRUE_TEXTS = ("1", "true", "yes", "on")
+FALSE_TEXTS = ("", "0", "false", "no", "off")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A conversion time from ``text``: ISO 8601 (``2025-10-02T14:30:00+02:00``, or
+    ``2025-10-03 09:15:00`` read in ``TIME_ZONE``), or Unix time in seconds (up to 10 digits)
+    or milliseconds (13 digits). Aware datetime. Raises ValueError naming the problem:
+    unreadable, before 2000, or more than an hour in the future."""
+    text = text.strip()
+    if text.isdigit() and len(text) in (13, *range(1, 11)):
+        seconds = int(text) / 1000 if len(text) == 13 else int(text)
+        when = datetime.fromtimestamp(seconds, tz=UTC)
+    else:
+        try:
+            when = parse_datetime(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            when = None
+        if when is None:
+            raise ValueError(
+                f"{text[:40]!r} is not a time: use ISO 8601 (2025-10-02T14:30:00+02:00) or "
+                "Unix seconds."
+            )
+        if timezone.is_naive(when):
+            when = timezone.make_aware(when)
+    if when < TIMESTAMP_MIN:
+        raise ValueError(f"{text[:40]!r} is before 2000.")
+    if when > timezone.now() + TIMESTAMP_AHEAD:
+        raise ValueError(f"{text[:40]!r} is in the future.")
+    return when
 
 
 def validate_storable(value: str) -> None:
@@ -55,7 +93,8 @@ class ConversionPostbackForm(forms.Form):
 
     After ``is_valid()``: ``cleaned_data`` plus ``click_uuid``; on failure ``error_code()``
     names the first problem: ``missing_click_id``, ``invalid_click_id``, ``invalid_payout``,
-    ``invalid_payout_currency``, ``invalid_txid``, ``invalid_ct``,
+    ``invalid_payout_currency``, ``invalid_currency``, ``invalid_timestamp``,
+    ``invalid_test``, ``invalid_txid``, ``invalid_ct``,
     ``invalid_param<n>``, ``invalid_characters``. Never raises on any input.
     """
 
@@ -66,12 +105,10 @@ class ConversionPostbackForm(forms.Form):
     ct = TextField(required=False, max_length=64)
     status = TextField(required=False, max_length=64)
     rejection_reason = TextField(required=False, max_length=255)
-    payout_currency = forms.RegexField(
-        required=False,
-        regex=r"^[A-Za-z]{3}\Z",
-        validators=[validate_storable],
-        error_messages={"invalid": "Use a three-letter ISO 4217 code, e.g. USD."},
-    )
+    payout_currency = TextField(required=False, max_length=16)
+    currency = TextField(required=False, max_length=16)
+    timestamp = TextField(required=False, max_length=64)
+    test = TextField(required=False, max_length=8)
     token = TextField(required=False, max_length=256)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -101,8 +138,34 @@ class ConversionPostbackForm(forms.Form):
     def clean_rejection_reason(self) -> str:
         return self.cleaned_data.get("rejection_reason", "").strip()
 
+    def _currency(self, name: str) -> str:
+        code = (self.cleaned_data.get(name) or "").strip().upper()
+        if code and not currency.is_known(code):
+            raise ValidationError(f"{code[:16]!r} is not an ISO 4217 currency code, e.g. USD.")
+        return code
+
     def clean_payout_currency(self) -> str:
-        return (self.cleaned_data.get("payout_currency") or "").upper()
+        return self._currency("payout_currency")
+
+    def clean_currency(self) -> str:
+        return self._currency("currency")
+
+    def clean_timestamp(self) -> datetime | None:
+        text = self.cleaned_data.get("timestamp", "")
+        if not text.strip():
+            return None
+        try:
+            return parse_timestamp(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def clean_test(self) -> bool:
+        text = self.cleaned_data.get("test", "").strip().lower()
+        if text in TRUE_TEXTS:
+            return True
+        if text in FALSE_TEXTS:
+            return False
+        raise ValidationError("Use 1 or 0 (true or false).")
 
     def clean_txid(self) -> str:
         return self.cleaned_data.get("txid", "").strip()
@@ -114,6 +177,7 @@ class ConversionPostbackForm(forms.Form):
         data = super().clean()
         if self.errors:
             return data
+        data["payout_currency"] = data.get("payout_currency") or data.get("currency", "")
         ids = {v.strip() for v in (data.get("click_id"), data.get("cf_click_id")) if v}
         if not ids:
             self._fail("missing_click_id", "Send the click ID as click_id or cf_click_id.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from campaigns.models import Campaign, Offer
 from postbacks import macros
 from postbacks.models import EventType, Trigger
 from postbacks.services import deliveries_cancel_obsolete, deliveries_plan, rules_for
+from tracker import currency as currencies
 from tracker import enrichment
 from tracker.models import (
     EXTERNAL_ID_MAX,
@@ -226,6 +228,9 @@ def conversion_create(
     method: str = Conversion.Method.S2S,
     rejection_reason: str = "",
     is_first: bool = True,
+    dedup: str = "",
+    is_test: bool = False,
+    converted_at: datetime | None = None,
 ) -> Conversion:
     """Insert a conversion for ``click`` and plan its postbacks, in the caller's transaction.
 
@@ -233,9 +238,12 @@ def conversion_create(
     the network sent; in automatic mode the network's payout is used, or the offer's when
     none was sent. ``is_first``: the click had no conversion before (later ones also fire
     *event* rules). ``rejection_reason``: a code, kept as received (lower-cased) and flagged
-    when it is not in the rejection reason list. Raises IntegrityError when (click, txid)
-    already exists: the caller's transaction is then unusable and must be rolled back (no
-    savepoint is spent here).
+    when it is not in the rejection reason list. ``dedup``: the dedup key (default
+    :func:`dedup_key` of txid and type). ``is_test``: a test conversion (its deliveries are
+    test deliveries). ``converted_at``: when it happened (default now). The payout is also
+    stored in the display currency at today's rate (``tracker.currency``). Raises
+    IntegrityError when (click, dedup key) already exists: the caller's transaction is then
+    unusable and must be rolled back (no savepoint is spent here).
     """
     rejection_reason = rejection_reason.strip().lower()
     offer = click.offer
@@ -243,14 +251,21 @@ def conversion_create(
     if offer is not None and (offer.payout_mode == Offer.PayoutMode.MANUAL or payout is None):
         payout, currency = offer.payout, offer.currency
     currency = currency or (offer.currency if offer else settings.DEFAULT_CURRENCY)
+    payout = payout if payout is not None else Decimal("0")
+    display_payout, rate = currencies.to_display(payout, currency)
     conversion = Conversion(
         click=click,
         txid=txid,
-        dedup_key=dedup_key(txid, conversion_type),
+        dedup_key=dedup or dedup_key(txid, conversion_type),
         conversion_type=conversion_type,
         status=status,
-        payout=payout if payout is not None else Decimal("0"),
+        payout=payout,
         currency=currency,
+        display_payout=display_payout,
+        display_currency=currencies.display_currency(),
+        exchange_rate=rate,
+        is_test=is_test,
+        converted_at=converted_at or timezone.now(),
         network_payout=network_payout,
         params=dict(params or {}),
         method=method,

@@ -88,7 +88,8 @@ def test_bad_postbacks_get_a_precise_4xx_and_are_logged(client, params, status, 
     assert response.json()["detail"]
     assert not Conversion.objects.exists()
     logged = InboundRequest.objects.get()
-    assert (logged.outcome, logged.error_code, logged.response_status) == ("rejected", code, status)
+    expected = {403: "forbidden", 404: "unknown_click"}.get(status, "invalid")
+    assert (logged.outcome, logged.error_code, logged.response_status) == (expected, code, status)
 
 
 def test_conversion_is_registered_with_all_fields(client):

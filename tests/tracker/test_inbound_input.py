@@ -26,7 +26,13 @@ def assert_rejected(response, status: int, code: str) -> InboundRequest:
     assert response.json()["detail"]
     assert not Conversion.objects.exists()
     logged = InboundRequest.objects.get()
-    assert (logged.response_status, logged.error_code, logged.outcome) == (status, code, "rejected")
+    assert (logged.response_status, logged.error_code, logged.outcome) == (
+        status,
+        code,
+        {403: "forbidden", 404: "unknown_click"}.get(
+            status, "invalid" if status < 500 else "error"
+        ),
+    )
     for text in (logged.query, logged.body, logged.detail, logged.user_agent):
         assert "\x00" not in text
     return logged

@@ -67,3 +67,9 @@ def _django_refusal(exc: Exception) -> InboundError:
 
 # A transparent 1x1 GIF (42 bytes).
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+def click_id_from_cookie(request: HttpRequest) -> str:
+    """The click ID in the click-ID cookie (``CLICK_COOKIE_NAME``, set by ``/c``), stripped;
+    "" when there is none. Used by the pixel, the script and the lander click-through."""
+    return request.COOKIES.get(settings.CLICK_COOKIE_NAME, "").strip()[:64]

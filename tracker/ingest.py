@@ -1,0 +1,399 @@
+"""Registering a conversion from any inbound method: S2S postback, image pixel, JS script,
+CSV upload row, admin or API. One path for all of them, so that validation, network
+checks, deduplication, status changes, payout rules and the inbound log are the same.
+
+Flow of :func:`conversion_ingest`: the network's parameter names are mapped (when the
+network is known from its postback URL), the click ID falls back to the first-party
+cookie (pixel and script), the parameters are validated (:class:`ConversionPostbackForm`),
+then in one transaction: the click is looked up, the network's IP allowlist and token are
+checked, the status is mapped, and the conversion is created, or its status changed, or it
+is answered as a duplicate; its postbacks are planned and the inbound-log row written. A
+failure anywhere rolls everything back: nothing is half-written.
+
+Answers (``Result.status`` and ``Result.body``): 200 ``{"status": "ok" | "status_changed" |
+"duplicate", "conversion_id": n, ...}``; 400 (the form's codes, ``invalid_status``,
+``invalid_timestamp``, ``invalid_request``); 403 ``forbidden_ip`` | ``forbidden_token`` |
+``network_mismatch``; 404 ``unknown_click_id``; 503 ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.http import QueryDict
+from django.utils import timezone
+
+from campaigns.models import AffiliateNetwork, status_from_text
+from tracker import services
+from tracker.forms import ConversionPostbackForm
+from tracker.models import (
+    Click,
+    Conversion,
+    ConversionStatusChange,
+    ConversionType,
+    ConversionUpload,
+    InboundRequest,
+)
+
+logger = logging.getLogger(__name__)
+LOG_TEXT_MAX = 4000
+Channel = InboundRequest.Channel
+Outcome = InboundRequest.Outcome
+# Conversion types sent without a status that mean a refund of an earlier conversion.
+REFUND_TYPES = frozenset({"refund", "chargeback"})
+_METHOD_FOR_CHANNEL = {
+    Channel.S2S: Conversion.Method.S2S,
+    Channel.PIXEL: Conversion.Method.PIXEL,
+    Channel.SCRIPT: Conversion.Method.SCRIPT,
+    Channel.UPLOAD: Conversion.Method.UPLOAD,
+    Channel.API: Conversion.Method.API,
+    Channel.ADMIN: Conversion.Method.ADMIN,
+}
+_SOURCE_FOR_CHANNEL = {
+    Channel.UPLOAD: ConversionStatusChange.Source.UPLOAD,
+    Channel.API: ConversionStatusChange.Source.API,
+    Channel.ADMIN: ConversionStatusChange.Source.ADMIN,
+}
+# Browser channels: the request comes from the visitor, so the network's IP allowlist
+# cannot apply (its token still does: it can be written into the pixel URL).
+BROWSER_CHANNELS = frozenset({Channel.PIXEL, Channel.SCRIPT})
+# Channels of signed-in users (admin, API, upload): the network's checks do not apply.
+TRUSTED_CHANNELS = frozenset({Channel.UPLOAD, Channel.API, Channel.ADMIN})
+
+
+@dataclass
+class Inbound:
+    """Where a conversion came from, as the inbound log keeps it.
+
+    ``channel``: s2s, pixel, script, upload, api or admin. ``network``: the network named by
+    the postback URL ``/cv/<key>``, else None (the click's offer decides). ``cookie_click_id``:
+    the click-ID cookie, used when no click ID was sent (pixel and script). ``received_at``:
+    the conversion time when none is sent (upload time for a file). ``user``: the signed-in
+    user for admin, API and upload.
+    """
+
+    channel: str = Channel.S2S
+    endpoint: str = ""
+    http_method: str = ""
+    query: str = ""
+    body: str = ""
+    ip: str | None = None
+    user_agent: str = ""
+    network: AffiliateNetwork | None = None
+    cookie_click_id: str = ""
+    upload: ConversionUpload | None = None
+    row_number: int | None = None
+    user: Any = None
+    received_at: datetime | None = None
+
+
+@dataclass
+class Result:
+    """The answer to one inbound conversion: HTTP ``status``, JSON ``body``, the conversion
+    (when one was matched), the network identified and the inbound-log row written."""
+
+    status: int
+    body: dict
+    conversion_id: int | None = None
+    network: AffiliateNetwork | None = None
+    log: InboundRequest | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def outcome(self) -> str:
+        """The inbound log's outcome for this answer."""
+        if self.status == 404:
+            return Outcome.UNKNOWN_CLICK
+        if self.status == 403:
+            return Outcome.FORBIDDEN
+        if self.status >= 500:
+            return Outcome.ERROR
+        if self.status >= 400:
+            return Outcome.INVALID
+        return {
+            "ok": Outcome.ACCEPTED,
+            "status_changed": Outcome.STATUS_CHANGED,
+        }.get(self.body.get("status"), Outcome.DUPLICATE)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status < 400
+
+
+def error_result(status: int, code: str, detail: str, **extra: Any) -> Result:
+    """A refusal in the documented shape ``{"error": code, "detail": detail}``."""
+    return Result(status, {"error": code, "detail": detail}, **extra)
+
+
+_types_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+
+def allows_several(conversion_type: str) -> bool:
+    """Whether the conversion type (any case) allows several conversions per click without
+    a txid (:attr:`ConversionType.allow_multiple`). Read from the database at most every 5 s
+    per process."""
+    global _types_cache
+    loaded, codes = _types_cache
+    now = time.monotonic()
+    if now - loaded > 5:
+        codes = frozenset(
+            ConversionType.objects.filter(allow_multiple=True).values_list("code", flat=True)
+        )
+        _types_cache = (now, codes)
+    return conversion_type.strip().lower() in codes
+
+
+def conversion_ingest(data: Mapping[str, str], inbound: Inbound) -> Result:
+    """Register one inbound conversion and log it; see the module docstring.
+
+    ``data``: the parameters by our names (``click_id``, ``payout``, ``txid``, ``ct``,
+    ``status``, ``rejection_reason``, ``payout_currency``/``currency``, ``timestamp``,
+    ``test``, ``param1..20``, ``token``) or by the network's (``inbound.network``'s
+    parameter mapping). Never raises for bad input; a database failure is a 503 result.
+    """
+    query = data if isinstance(data, QueryDict) else _querydict(data)
+    network = inbound.network
+    if network is not None and network.param_map:
+        query = network.map_params(query)
+    if inbound.cookie_click_id and not (query.get("click_id") or query.get("cf_click_id")):
+        query = query.copy()
+        query["click_id"] = inbound.cookie_click_id
+    form = ConversionPostbackForm(query)
+    if not form.is_valid():
+        result = error_result(400, form.error_code(), form.error_detail(), network=network)
+        return record(inbound, result, click_id=_sent_click_id(query))
+    try:
+        try:
+            return _write(form, query, inbound)
+        except IntegrityError:
+            # A concurrent request inserted the same dedup key after our lookup: rolled
+            # back; the second run sees it (duplicate or status change).
+            return _write(form, query, inbound)
+    except DataError as exc:
+        result = error_result(400, "invalid_request", f"Refused: {exc}", network=network)
+    except DatabaseError:
+        logger.exception("Conversion not recorded: database error.")
+        detail = "The conversion could not be recorded; retry later."
+        result = error_result(503, "unavailable", detail, network=network)
+    return record(inbound, result, click_id=_sent_click_id(query))
+
+
+def _write(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> Result:
+    """The transactional part: lookup, checks, create or change, deliveries, log row."""
+    with transaction.atomic():
+        data = form.cleaned_data
+        several = allows_several(data["ct"])
+        key = services.dedup_key(data["txid"], data["ct"], several=several)
+        click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, key)
+        click_text = str(form.click_uuid)
+        if click is None:
+            result = error_result(
+                404, "unknown_click_id", f"No click with ID {click_text}.", network=inbound.network
+            )
+            return record(inbound, result, click_id=click_text, strict=True)
+        offer_network = click.offer.affiliate_network if click.offer else None
+        network = inbound.network or offer_network
+        refusal = _check_network(inbound, network, offer_network, data["token"])
+        if refusal is not None:
+            refusal.network = network
+            return record(inbound, refusal, click=click, strict=True)
+        if inbound.network is None and offer_network is not None and offer_network.param_map:
+            # The network's own parameter names, now that the click names the network.
+            form = ConversionPostbackForm(offer_network.map_params(query))
+            if not form.is_valid():
+                result = error_result(400, form.error_code(), form.error_detail(), network=network)
+                return record(inbound, result, click=click, strict=True)
+            data = form.cleaned_data
+            several = allows_several(data["ct"])
+            new_key = services.dedup_key(data["txid"], data["ct"], several=several)
+            if new_key != key:
+                key = new_key
+                click, existing_id, has_conversion = services.click_for_conversion(
+                    form.click_uuid, key
+                )
+        sent_status = data["status"]
+        if not sent_status and data["ct"].lower() in REFUND_TYPES:
+            sent_status = Conversion.Status.REFUNDED
+        status = status_from_text(sent_status or "approved", network and network.status_map)
+        if status is None:
+            return record(
+                inbound, _invalid_status(data["status"], network), click=click, strict=True
+            )
+        converted_at = data["timestamp"] or inbound.received_at or timezone.now()
+        if converted_at < click.created_at:
+            detail = (
+                f"The conversion time {converted_at.isoformat()} is before the click "
+                f"({click.created_at.isoformat()})."
+            )
+            result = error_result(400, "invalid_timestamp", detail, network=network)
+            return record(inbound, result, click=click, strict=True)
+        if existing_id is not None and not (
+            network is not None and network.accept_duplicates and not data["txid"]
+        ):
+            return _existing(
+                inbound, click, existing_id, status if sent_status else "", data, network
+            )
+        if existing_id is not None:
+            # The network accepts duplicates: a repeat without a txid is a new conversion.
+            key = services.dedup_key("", data["ct"], several=True)
+        conversion = services.conversion_create(
+            click,
+            payout=data["payout"],
+            currency=data["payout_currency"],
+            txid=data["txid"],
+            conversion_type=data["ct"],
+            status=status,
+            params=form.params(),
+            method=_METHOD_FOR_CHANNEL[inbound.channel],
+            rejection_reason=data["rejection_reason"] if status == "rejected" else "",
+            is_first=not has_conversion,
+            dedup=key,
+            is_test=data["test"],
+            converted_at=converted_at,
+        )
+        body = {"status": "ok", "conversion_id": conversion.pk}
+        if conversion.is_test:
+            body["test"] = True
+        result = Result(200, body, conversion_id=conversion.pk, network=network)
+        return record(inbound, result, click=click, converted_at=converted_at, strict=True)
+
+
+def _check_network(
+    inbound: Inbound,
+    network: AffiliateNetwork | None,
+    offer_network: AffiliateNetwork | None,
+    token: str,
+) -> Result | None:
+    """A 403 result when the network's checks refuse the request, else None."""
+    if inbound.channel in TRUSTED_CHANNELS:
+        return None
+    if (
+        inbound.network is not None
+        and offer_network is not None
+        and inbound.network != offer_network
+    ):
+        detail = (
+            f"The click belongs to an offer of network {offer_network.pk}, not of network "
+            f"{inbound.network.pk} named by this postback URL."
+        )
+        return error_result(403, "network_mismatch", detail)
+    if network is None:
+        return None
+    if inbound.channel not in BROWSER_CHANNELS and not network.ip_allowed(inbound.ip):
+        detail = f"{inbound.ip or 'This address'} is not allowed for network {network.pk}."
+        return error_result(403, "forbidden_ip", detail)
+    if not network.token_matches(token):
+        detail = f"Missing or wrong security token for network {network.pk}."
+        return error_result(403, "forbidden_token", detail)
+    return None
+
+
+def _invalid_status(sent: str, network: AffiliateNetwork | None) -> Result:
+    pairs = sorted((network.status_map or {}).items()) if network else []
+    mapping = f" or the network's values {', '.join(f'{k}={v}' for k, v in pairs)}"
+    detail = (
+        f"Unknown status {sent[:64]!r}: use {', '.join(Conversion.Status.values)}"
+        f" (any case){mapping if pairs else ''}."
+    )
+    return error_result(400, "invalid_status", detail, network=network)
+
+
+def _existing(
+    inbound: Inbound,
+    click: Click,
+    conversion_id: int,
+    status: str,
+    data: dict,
+    network: AffiliateNetwork | None,
+) -> Result:
+    """A repeat for an existing conversion: a status change, or a duplicate when no status
+    or the same one was sent."""
+    conversion = Conversion.objects.select_related(
+        "click__campaign", "click__offer__affiliate_network", "click__traffic_source"
+    ).get(pk=conversion_id)
+    change = None
+    if status:
+        change = services.conversion_status_change(
+            conversion,
+            status,
+            source=_SOURCE_FOR_CHANNEL.get(inbound.channel, ConversionStatusChange.Source.POSTBACK),
+            rejection_reason=data["rejection_reason"],
+            user=inbound.user,
+        )
+    if change is None:
+        body = {"status": "duplicate", "conversion_id": conversion_id}
+        result = Result(200, body, conversion_id=conversion_id, network=network)
+        return record(inbound, result, click=click, strict=True)
+    body = {
+        "status": "status_changed",
+        "conversion_id": conversion_id,
+        "previous_status": change.old_status,
+        "new_status": change.new_status,
+    }
+    result = Result(200, body, conversion_id=conversion_id, network=network)
+    record(inbound, result, click=click, strict=True)
+    change.inbound_request = result.log
+    change.save(update_fields=["inbound_request"])
+    return result
+
+
+def record(
+    inbound: Inbound,
+    result: Result,
+    *,
+    click: Click | None = None,
+    click_id: str = "",
+    converted_at: datetime | None = None,
+    strict: bool = False,
+) -> Result:
+    """Write ``result`` for ``inbound`` to the inbound log; returns ``result`` with ``log``.
+
+    ``strict`` (inside the conversion's transaction): a failure to write raises, so that
+    nothing is committed. Otherwise a failure is logged and the result returned anyway.
+    """
+    row = InboundRequest(
+        channel=inbound.channel,
+        network=result.network,
+        click_id=services.storable(str(click.pk) if click is not None else click_id)[:64],
+        upload=inbound.upload,
+        row_number=inbound.row_number,
+        visit_at=click.created_at if click is not None else None,
+        converted_at=converted_at,
+        endpoint=services.storable(inbound.endpoint)[:32],
+        method=services.storable(inbound.http_method)[:8],
+        query=services.storable(inbound.query)[:LOG_TEXT_MAX],
+        body=services.storable(inbound.body)[:LOG_TEXT_MAX],
+        ip=inbound.ip,
+        user_agent=services.storable(inbound.user_agent)[:LOG_TEXT_MAX],
+        response_status=result.status,
+        outcome=result.outcome,
+        error_code=result.body.get("error", ""),
+        detail=services.storable(str(result.body.get("detail", "")))[:LOG_TEXT_MAX],
+        conversion_id=result.conversion_id,
+    )
+    try:
+        row.save(force_insert=True)
+    except DatabaseError:
+        if strict:
+            raise
+        logger.warning("Inbound request not logged: database error.", exc_info=True)
+        return result
+    result.log = row
+    return result
+
+
+def _querydict(data: Mapping[str, str]) -> QueryDict:
+    query = QueryDict(mutable=True)
+    for key, value in data.items():
+        query[key] = "" if value is None else str(value)
+    return query
+
+
+def _sent_click_id(query: Mapping[str, str]) -> str:
+    return (query.get("click_id") or query.get("cf_click_id") or "").strip()
