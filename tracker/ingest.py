@@ -134,6 +134,12 @@ def error_result(status: int, code: str, detail: str, **extra: Any) -> Result:
 _types_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
 
 
+def types_cache_clear(**_: object) -> None:
+    """Forget the cached conversion types (a signal receiver)."""
+    global _types_cache
+    _types_cache = (0.0, frozenset())
+
+
 def allows_several(conversion_type: str) -> bool:
     """Whether the conversion type (any case) allows several conversions per click without
     a txid (:attr:`ConversionType.allow_multiple`). Read from the database at most every 5 s
@@ -141,7 +147,7 @@ def allows_several(conversion_type: str) -> bool:
     global _types_cache
     loaded, codes = _types_cache
     now = time.monotonic()
-    if now - loaded > 5:
+    if not loaded or now - loaded > 5:
         codes = frozenset(
             ConversionType.objects.filter(allow_multiple=True).values_list("code", flat=True)
         )
