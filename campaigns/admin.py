@@ -1,29 +1,37 @@
-"""Admin for traffic sources (with presets), affiliate networks, offers and campaigns."""
+"""Admin for traffic sources (with presets), affiliate networks (with presets and their
+postback URL), offers, landers and campaigns."""
 
 from __future__ import annotations
 
+import json
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from campaigns import presets
+from campaigns import network_presets, presets
 from campaigns.models import (
     STATUS_ALIASES,
     STATUS_VALUES,
     AffiliateNetwork,
     Campaign,
     CampaignOffer,
+    Lander,
     Offer,
     TrafficSource,
     TrafficSourceParameter,
+    new_network_key,
     new_postback_token,
     param_name_validator,
 )
+from postbacks import macros
 from postbacks.models import PostbackRule
 
 RULE_PERMISSION = "postbacks.add_postbackrule"
@@ -367,6 +375,25 @@ class ParamMapField(MappingField):
 
 
 class AffiliateNetworkForm(forms.ModelForm):
+    key = forms.SlugField(
+        label="Postback URL key",
+        required=False,
+        max_length=AffiliateNetwork._meta.get_field("key").max_length,
+        help_text="Names the network in its postback URL /cv/&lt;key&gt;: letters, digits, - "
+        "and _. Leave the generated one (blank makes a new one). Changing it breaks the "
+        "postback URL configured at the network.",
+    )
+    preset = forms.ChoiceField(
+        label="Preset",
+        required=False,
+        choices=(),
+        help_text="Fills the postback URL below with this network's macros for the click ID, "
+        "payout, transaction ID, status and currency, from its documentation (official) or a "
+        "tracker's (third-party: verify). When the network documents its own status values "
+        "(Affise: 1, 2, 3, 5) and the status mapping is empty, the mapping is filled too. "
+        "None: the URL shows REPLACE_WITH_... placeholders to replace with the network's "
+        "macros.",
+    )
     status_map = StatusMapField(
         label="Status mapping",
         required=False,
@@ -381,27 +408,103 @@ class AffiliateNetworkForm(forms.ModelForm):
     param_map = ParamMapField(
         label="Parameter mapping",
         required=False,
-        help_text="One line per /cv parameter the network sends under another name: "
-        "<code>our name = their name</code>, e.g. <code>txid = transaction_id</code>, "
-        "<code>payout = sum</code>, <code>status = state</code>, <code>rejection_reason = "
-        "reason</code>. Our names: click_id, txid, payout, payout_currency, ct, status, "
-        "rejection_reason, param1..param20. Our names keep working.",
+        help_text="Only for a network that cannot use our parameter names: one whose postback "
+        "format is fixed (it sends its own names, e.g. a JSON or form POST with "
+        "<code>transaction_id</code> and <code>state</code>) instead of filling the URL "
+        "above. One line per /cv parameter it sends under another name: <code>our name = "
+        "their name</code>, e.g. <code>txid = transaction_id</code>, <code>payout = "
+        "sum</code>, <code>status = state</code>, <code>rejection_reason = reason</code>. Our "
+        "names: click_id, txid, payout, payout_currency, ct, status, rejection_reason, "
+        "param1..param20. Our names keep working. A network that fills our postback URL "
+        "needs no mapping.",
     )
 
     class Meta:
         model = AffiliateNetwork
-        fields = ("name", "notes", "postback_token", "allowed_ips", "status_map", "param_map")
+        fields = (
+            "name",
+            "key",
+            "preset",
+            "notes",
+            "response_body",
+            "accept_duplicates",
+            "postback_token",
+            "allowed_ips",
+            "status_map",
+            "param_map",
+        )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.status_map_from_preset: network_presets.NetworkPreset | None = None
+        choices = [("", "None: REPLACE_WITH_... placeholders")]
+        choices += [
+            (key, f"{name} ({network_presets.PRESETS[key].evidence})")
+            for key, name in network_presets.choices()
+        ]
+        current = self.instance.preset
+        if current and current not in network_presets.PRESETS:
+            choices.append((current, f"{current} (no longer a known preset)"))
+        self.fields["preset"].choices = choices
+
+    def clean_key(self) -> str:
+        key = self.cleaned_data.get("key") or ""
+        return key or self.instance.key or new_network_key()
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        preset = network_presets.PRESETS.get(cleaned.get("preset") or "")
+        if (
+            preset is not None
+            and preset.status_map
+            and "status_map" in cleaned
+            and not cleaned["status_map"]
+        ):
+            cleaned["status_map"] = dict(preset.status_map)
+            self.status_map_from_preset = preset
+        return cleaned
+
+
+def _copyable(element_id: str, text: str) -> str:
+    """``text`` in a ``<code>`` with a Copy button (see copy_script.html)."""
+    return format_html(
+        '<code id="{}" class="postback-url">{}</code> <button type="button" class="button '
+        'postback-copy" data-copy="{}">Copy</button>',
+        element_id,
+        text,
+        element_id,
+    )
 
 
 @admin.register(AffiliateNetwork)
 class AffiliateNetworkAdmin(admin.ModelAdmin):
     form = AffiliateNetworkForm
     # The security token is a secret: shown only on the change form, never in lists.
-    list_display = ("name", "token_required", "ip_allowlist", "created_at")
-    search_fields = ("name",)
+    list_display = (
+        "name",
+        "preset_name",
+        "postback_url_list",
+        "token_required",
+        "ip_allowlist",
+        "created_at",
+    )
+    search_fields = ("name", "key")
     actions = ["generate_token"]
+    readonly_fields = ("postback_url_field", "preset_info")
     fieldsets = (
         (None, {"fields": ("name", "notes")}),
+        (
+            "Postback URL for this network",
+            {
+                "fields": ("preset", "postback_url_field", "preset_info", "key"),
+                "description": "What to paste into the network as its conversion postback "
+                "URL (S2S), and how to pass our click ID in the offer URL.",
+            },
+        ),
+        (
+            "Answers and duplicates (/cv/<key>)",
+            {"fields": ("response_body", "accept_duplicates")},
+        ),
         (
             "Conversion postback security (/cv)",
             {
@@ -419,6 +522,103 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
             },
         ),
     )
+
+    @admin.display(description="preset", ordering="preset")
+    def preset_name(self, obj: AffiliateNetwork) -> str:
+        preset = obj.network_preset
+        return preset.name if preset else (f"{obj.preset} (unknown)" if obj.preset else "-")
+
+    @admin.display(description="postback URL for this network")
+    def postback_url_list(self, obj: AffiliateNetwork) -> str:
+        if obj.postback_token:
+            return format_html(
+                '<code class="postback-url">{}</code><br><span class="help">The token is '
+                "masked here: copy the URL from the network's page.</span>",
+                obj.postback_url(show_token=False),
+            )
+        return _copyable(f"postback-url-{obj.pk}", obj.postback_url())
+
+    @admin.display(description="postback URL for this network")
+    def postback_url_field(self, obj: AffiliateNetwork) -> str:
+        """The URL with a Copy button; the change form's script rebuilds it as the preset,
+        key and token fields change (data-* attributes: the pieces of the URL)."""
+        base = settings.TRACKER_BASE_URL.rstrip("/")
+        queries = {"": network_presets.postback_params(None)}
+        queries.update(
+            {key: network_presets.postback_params(p) for key, p in network_presets.PRESETS.items()}
+        )
+        queries = {
+            key: "&".join(f"{name}={value}" for name, value in pairs)
+            for key, pairs in queries.items()
+        }
+        preset = obj.network_preset
+        to_replace = [
+            value
+            for _, value in network_presets.postback_params(preset)
+            if "REPLACE_WITH_" in value
+        ]
+        return format_html(
+            '<div class="network-postback" data-base="{}/cv/" data-queries="{}">{}</div>'
+            '<div class="help">{}Paste it into the network as its conversion postback (S2S) '
+            "URL. The values are the network's macros, replaced by the network; parameters "
+            "its preset has no macro for are left out. Replace each REPLACE_WITH_... with the "
+            "network's macro, or remove the parameter. With a security token the URL carries "
+            "it (&amp;token=...): keep it out of shared screenshots. A macro the network "
+            "leaves unfilled arrives as written and /cv refuses it (e.g. 400 invalid_payout): "
+            "check the inbound request log after the first conversion.</div>",
+            base,
+            json.dumps(queries),
+            _copyable("postback-url", obj.postback_url()),
+            format_html("<strong>Still to replace: {}.</strong> ", ", ".join(to_replace))
+            if to_replace
+            else "",
+        )
+
+    @admin.display(description="preset details")
+    def preset_info(self, obj: AffiliateNetwork) -> str:
+        preset = obj.network_preset
+        if preset is None:
+            return "No preset: the URL's macros are up to you (see the network's postback docs)."
+        macros = format_html_join(
+            ", ",
+            "{}: <code>{}</code> ({})",
+            ((m.param, m.macro, m.evidence) for m in preset.macros),
+        )
+        offer = (
+            format_html(
+                "Offer URL: put our click ID in <code>{}</code>, e.g. <code>{}</code>.",
+                preset.offer_param,
+                preset.offer_url_example,
+            )
+            if preset.offer_param
+            else "Offer URL: the parameter for our click ID is not documented; put "
+            "{click_id} in the sub-ID parameter whose macro the postback URL uses."
+        )
+        return format_html(
+            '<strong>{}</strong>, from {}: <a href="{}" rel="noopener noreferrer" '
+            'target="_blank">{}</a><br>Macros: {}<br>{}<br>{}',
+            preset.name,
+            preset.evidence_label,
+            preset.docs_url,
+            preset.docs_url,
+            macros,
+            offer,
+            preset.notes,
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: AffiliateNetwork, form: forms.Form, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        preset = getattr(form, "status_map_from_preset", None)
+        if preset is not None:
+            self.message_user(
+                request,
+                f"Status mapping filled from the {preset.name} preset: "
+                + ", ".join(f"{k} = {v}" for k, v in preset.status_map.items())
+                + ".",
+                messages.INFO,
+            )
 
     @admin.display(description="token required", boolean=True)
     def token_required(self, obj: AffiliateNetwork) -> bool:
@@ -450,21 +650,108 @@ class OfferAdmin(admin.ModelAdmin):
     list_select_related = ("affiliate_network",)
 
 
+def _lp_click_url() -> str:
+    return f"{settings.TRACKER_BASE_URL.rstrip('/')}/lp/click"
+
+
+class LanderForm(forms.ModelForm):
+    class Meta:
+        model = Lander
+        fields = ("name", "url", "is_active")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["url"].help_text = format_html(
+            "Where visitors land first, with <code>{{click_id}}</code> where the page expects "
+            "our click ID, e.g. <code>https://lander.example/?cid={{click_id}}</code>; other "
+            "click macros work too (<code>{{externalid}}</code>, <code>{{var1}}</code>...). "
+            "The page's call-to-action links to <code>{}?click_id=</code>&lt;the click ID&gt;, "
+            "or to plain <code>{}</code> (the click-ID cookie is read then), which sends the "
+            "visitor on to the offer.",
+            _lp_click_url(),
+            _lp_click_url(),
+        )
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"].strip()
+        errors, _warnings = macros.validate(url, context="url")
+        if errors:
+            raise ValidationError(errors)
+        return url
+
+
+@admin.register(Lander)
+class LanderAdmin(admin.ModelAdmin):
+    form = LanderForm
+    list_display = ("name", "url_code", "is_active", "campaign_count", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "url")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(campaign_count=Count("campaigns"))
+
+    @admin.display(description="lander URL", ordering="url")
+    def url_code(self, obj: Lander) -> str:
+        return format_html("<code>{}</code>", obj.url)
+
+    @admin.display(description="campaigns", ordering="campaign_count")
+    def campaign_count(self, obj: Lander) -> int:
+        return obj.campaign_count
+
+
 class CampaignOfferInline(admin.TabularInline):
     model = CampaignOffer
     extra = 1
     autocomplete_fields = ("offer",)
 
 
+class CampaignForm(forms.ModelForm):
+    fallback_url = forms.URLField(
+        label="Fallback URL",
+        required=False,
+        max_length=Campaign._meta.get_field("fallback_url").max_length,
+        assume_scheme="https",
+    )
+
+    class Meta:
+        model = Campaign
+        fields = ("name", "traffic_source", "key", "is_active", "lander", "fallback_url")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["lander"].help_text = format_html(
+            "Optional. With a lander, the tracking URL records the click (offer chosen as "
+            "usual) and sends the visitor to the lander with the click ID filled in; the "
+            "lander's call-to-action links to <code>{}</code>, which sends the visitor on to "
+            "the click's offer. An inactive lander is skipped: visitors go straight to the "
+            "offer.",
+            _lp_click_url(),
+        )
+        self.fields["is_active"].help_text = (
+            "Untick to pause: clicks are no longer recorded, visitors go to the fallback URL "
+            "(or get 404 unknown_campaign without one)."
+        )
+        self.fields["fallback_url"].help_text = (
+            "Where visitors go while the campaign is paused or has no active offer (and from "
+            "a lander whose click cannot be found), e.g. your own site. Blank: 404 while "
+            "paused, 503 no_offer without an active offer."
+        )
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ("name", "key", "traffic_source", "is_active", "tracking_link")
-    list_filter = ("is_active", "traffic_source")
+    form = CampaignForm
+    list_display = ("name", "key", "traffic_source", "state", "lander", "tracking_link")
+    list_filter = (("is_active", admin.BooleanFieldListFilter), "traffic_source", "lander")
     search_fields = ("name", "key")
-    list_select_related = ("traffic_source",)
+    list_select_related = ("traffic_source", "lander")
     readonly_fields = ("tracking_link",)
-    fields = ("name", "traffic_source", "key", "is_active", "tracking_link")
+    fieldsets = (
+        (None, {"fields": ("name", "traffic_source", "key", "tracking_link")}),
+        ("Visitors' path", {"fields": ("is_active", "lander", "fallback_url")}),
+    )
     inlines = [CampaignOfferInline]
+    actions = ["pause", "resume"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("traffic_source__parameters")
@@ -474,3 +761,50 @@ class CampaignAdmin(admin.ModelAdmin):
         if not obj.pk:
             return "Shown once the campaign is saved."
         return format_html("<code>{}</code>", obj.tracking_url())
+
+    @admin.display(description="state", ordering="is_active")
+    def state(self, obj: Campaign) -> str:
+        if obj.is_active:
+            return "Active"
+        if obj.fallback_url:
+            return format_html(
+                '<strong class="campaign-paused">Paused</strong>: visitors go to <code>{}</code>',
+                obj.fallback_url,
+            )
+        return mark_safe(
+            '<strong class="campaign-paused">Paused</strong>: visitors get 404 (no fallback URL)'
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: Campaign, form: forms.Form, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        if not obj.is_active and not obj.fallback_url:
+            self.message_user(
+                request,
+                f"“{obj}” is paused without a fallback URL: its visitors get 404.",
+                messages.WARNING,
+            )
+        if obj.lander_id and not obj.lander.is_active:
+            self.message_user(
+                request,
+                f"The lander “{obj.lander}” is inactive: visitors go straight to the offer.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Pause selected campaigns", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_active(request, queryset, active=False)
+
+    @admin.action(description="Resume selected campaigns", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_active(request, queryset, active=True)
+
+    def _set_active(self, request: HttpRequest, queryset: QuerySet, *, active: bool) -> None:
+        # save() rather than update(): the signals clear the per-process campaign cache.
+        changed = [campaign for campaign in queryset if campaign.is_active != active]
+        for campaign in changed:
+            campaign.is_active = active
+            campaign.save(update_fields=["is_active"])
+        verb = "resumed" if active else "paused"
+        self.message_user(request, f"{len(changed)} campaign(s) {verb}.", messages.SUCCESS)

@@ -14,6 +14,7 @@ class CampaignsConfig(AppConfig):
             models.Campaign,
             models.CampaignOffer,
             models.Offer,
+            models.Lander,
             models.AffiliateNetwork,
             models.TrafficSource,
             models.TrafficSourceParameter,

@@ -7,8 +7,9 @@ import ipaddress
 import random
 from decimal import Decimal
 from functools import lru_cache
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
+import pycountry
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -16,11 +17,26 @@ from django.db import models
 from django.http import QueryDict
 from django.utils.crypto import get_random_string
 
+from campaigns import network_presets
+
 param_name_validator = RegexValidator(
     r"^[A-Za-z0-9_.\-]{1,64}$",
     "Use 1-64 letters, digits, '_', '.' or '-' (a URL query parameter name).",
 )
 currency_validator = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code, e.g. USD.")
+
+
+def iso_currency_validator(value: str) -> None:
+    """A three-letter shape is not enough (``XYZ`` passes it): the code must be an ISO 4217
+    currency, per ``pycountry`` (as ``tracker.currency.is_known``, which imports this app)."""
+    if value and len(value) == 3 and pycountry.currencies.get(alpha_3=value) is None:
+        raise ValidationError(
+            "%(value)s is not an ISO 4217 currency code (e.g. USD, EUR).",
+            code="unknown_currency",
+            params={"value": value},
+        )
+
+
 VAR_SLOTS = range(1, 11)
 # Conversion statuses (tracker.models.Conversion.Status, which imports this module).
 STATUS_VALUES = ("approved", "pending", "rejected", "refunded")
@@ -241,6 +257,12 @@ class AffiliateNetwork(models.Model):
         "that is accepted, a duplicate or a status change, e.g. success=true; for networks "
         "that check the answer. Blank: the JSON answer. Errors are always JSON with a 4xx.",
     )
+    preset = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The affiliate-network preset whose macros fill this network's postback URL "
+        "(campaigns/network_presets.py); empty: the URL shows REPLACE_WITH_... placeholders.",
+    )
     accept_duplicates = models.BooleanField(
         "accept duplicate postbacks",
         default=False,
@@ -273,6 +295,30 @@ class AffiliateNetwork(models.Model):
             errors["param_map"] = 'A JSON object of our name to theirs, e.g. {"txid": "tid"}.'
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def network_preset(self) -> network_presets.NetworkPreset | None:
+        """The preset named by ``preset``; None when blank or no longer known."""
+        return network_presets.PRESETS.get(self.preset)
+
+    def postback_url(self, base_url: str | None = None, *, show_token: bool = True) -> str:
+        """The URL to paste into the network as its conversion postback:
+        ``<base>/cv/<key>?click_id=<macro>&payout=<macro>&txid=<macro>&status=<macro>&currency=<macro>``
+        (``base``: ``TRACKER_BASE_URL`` unless given).
+
+        The values are the network's macros from its preset, verbatim (``#s2#``,
+        ``{sub1}``, ``!!!clickRef!!!``: the network replaces them, so they are never
+        percent-encoded); parameters the preset has no macro for are left out; without a
+        preset every parameter shows a ``REPLACE_WITH_..._MACRO`` placeholder (see
+        :func:`campaigns.network_presets.postback_params`). With a security token,
+        ``&token=<token>`` ends the URL, or ``&token=***`` when not ``show_token`` (lists).
+        """
+        base = (base_url or settings.TRACKER_BASE_URL).rstrip("/")
+        pairs = network_presets.postback_params(self.network_preset)
+        if self.postback_token:
+            pairs.append(("token", quote(self.postback_token, safe="") if show_token else "***"))
+        query = "&".join(f"{name}={value}" for name, value in pairs)
+        return f"{base}/cv/{self.key}?{query}"
 
     def status_for(self, sent: str) -> str | None:
         """Our status for the value the network sent; see :func:`status_from_text`."""
@@ -339,7 +385,10 @@ class Offer(models.Model):
         "the network sends no payout.",
     )
     currency = models.CharField(
-        max_length=3, default="USD", validators=[currency_validator], help_text="ISO 4217."
+        max_length=3,
+        default="USD",
+        validators=[currency_validator, iso_currency_validator],
+        help_text="ISO 4217.",
     )
     payout_mode = models.CharField(
         max_length=10, choices=PayoutMode.choices, default=PayoutMode.AUTOMATIC

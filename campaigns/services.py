@@ -1,10 +1,11 @@
 """Per-process cache of what the click hot path reads: campaigns, offers, traffic sources.
 
-``/c`` would otherwise spend four SELECTs per click (campaign, traffic source parameters,
-campaign offers, offers) before its INSERT. Entries live ``TRACKER_CAMPAIGN_CACHE_SECONDS``;
-saving or deleting a Campaign, CampaignOffer, Offer, AffiliateNetwork, TrafficSource or
-TrafficSourceParameter clears the cache of the process that saved it at once (see
-``CampaignsConfig.ready``); other processes see the change within the cache time.
+``/c`` would otherwise spend five SELECTs per click (campaign, lander, traffic source
+parameters, campaign offers, offers) before its INSERT. Entries live
+``TRACKER_CAMPAIGN_CACHE_SECONDS``; saving or deleting a Campaign, CampaignOffer, Offer,
+AffiliateNetwork, TrafficSource, TrafficSourceParameter (see ``CampaignsConfig.ready``) or
+Lander clears the cache of the process that saved it at once; other
+processes see the change within the cache time.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ def _cached(store: dict, key: object, load: Callable[[], T | None]) -> T | None:
 
 
 def campaign_for_click(key: str) -> Campaign | None:
-    """The active campaign with this key, with its traffic source, the source's parameters
-    and its offer links (with offers) loaded; None when no active campaign has the key.
+    """The campaign with this key, active or paused, with its lander, traffic source, the
+    source's parameters and its offer links (with offers) loaded; None when no campaign has
+    the key. Callers check ``is_active``: a paused campaign sends visitors to its fallback
+    URL and records nothing.
 
     The returned object is shared by the requests of this process: read it, never modify it.
     Unknown keys are not cached (a flood of random keys must not grow the cache).
@@ -51,9 +54,9 @@ def campaign_for_click(key: str) -> Campaign | None:
     if cached and now - cached[0] < settings.TRACKER_CAMPAIGN_CACHE_SECONDS:
         return cached[1]
     campaign = (
-        Campaign.objects.select_related("traffic_source")
+        Campaign.objects.select_related("traffic_source", "lander")
         .prefetch_related("traffic_source__parameters", "campaign_offers__offer__affiliate_network")
-        .filter(key=key, is_active=True)
+        .filter(key=key)
         .first()
     )
     if campaign is None:

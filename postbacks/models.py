@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from campaigns.models import AffiliateNetwork, Campaign, Offer, TrafficSource
 from postbacks.transports import KIND_CHOICES, Outcome, get_transport
+from tracker import currency
 from tracker.models import Conversion
 
 MAX_DELAY_SECONDS = 7 * 24 * 3600
@@ -243,8 +244,8 @@ class PostbackRule(models.Model):
 
     def clean(self) -> None:
         """Validate the destination (URL, body, headers, success pattern) with the transport
-        of this kind, and the statuses. Warnings are left to the caller
-        (``get_transport(kind).validate(rule)`` returns them)."""
+        of this kind, the statuses and the payout currency (ISO 4217). Warnings are left to
+        the caller (``get_transport(kind).validate(rule)`` returns them)."""
         errors: dict[str, list[str]] = {}
         if self.url_template:
             try:
@@ -254,6 +255,10 @@ class PostbackRule(models.Model):
         bad = sorted(set(self.statuses or []) - set(Conversion.Status.values))
         if bad:
             errors["statuses"] = [f"Unknown status: {', '.join(bad)}."]
+        if self.payout_currency and not currency.is_known(self.payout_currency):
+            errors["payout_currency"] = [
+                f"{self.payout_currency} is not an ISO 4217 currency code (e.g. EUR)."
+            ]
         if errors:
             raise ValidationError(errors)
 

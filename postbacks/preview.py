@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -22,7 +23,7 @@ from django.utils import timezone
 from postbacks import macros
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, EventType, PostbackRule
-from postbacks.services import destination_host
+from postbacks.services import destination_host, payout_in, unconverted_note
 from postbacks.transports import Outcome, PreparedRequest, get_transport
 from tracker.models import Click, Conversion, RejectionReason
 
@@ -65,14 +66,19 @@ NO_CLICK_ERROR = "No click to test with: record a click first (open a campaign U
 
 
 def sample_context(
-    rule: PostbackRule | None = None, conversion: Conversion | None = None
+    rule: PostbackRule | None = None,
+    conversion: Conversion | None = None,
+    *,
+    notes: list[str] | None = None,
 ) -> dict[str, str]:
     """Macro values for a preview or a test, under every accepted spelling.
 
     With ``conversion``: its real values (``macros.build_context``; its click, offer,
     campaign and traffic source are loaded), ``event.type`` after ``rule``. Without:
     :data:`SAMPLE_VALUES`, plus ``var:<name>`` samples for the named variables the rule's
-    templates use. ``delivery.id`` is a fixed sample UUID either way.
+    templates use. ``delivery.id`` is a fixed sample UUID either way. A rule with a payout
+    currency gets ``{payout}`` converted as the planner would (``services.payout_in``);
+    when a rate is missing, a sentence saying so is appended to ``notes``.
     """
     event_type = rule.event_type if rule is not None else ""
     if conversion is not None:
@@ -85,8 +91,28 @@ def sample_context(
         }
         for name in _named_vars(rule):
             context[name] = f"{name.removeprefix(macros.NAMED_VAR_PREFIX)}-value"
+    if rule is not None and rule.payout_currency:
+        _payout_in_rule_currency(rule, conversion, context, notes)
     context["delivery.id"] = SAMPLE_DELIVERY_ID
     return context
+
+
+def _payout_in_rule_currency(
+    rule: PostbackRule,
+    conversion: Conversion | None,
+    context: dict[str, str],
+    notes: list[str] | None,
+) -> None:
+    """Put the payout in the rule's payout currency into ``context``, as the planner does."""
+    if conversion is not None:
+        payout, source = conversion.payout, conversion.currency
+    else:
+        payout, source = Decimal(SAMPLE_VALUES["payout"]), SAMPLE_VALUES["payout_currency"]
+    values, missing = payout_in(payout, source, rule.payout_currency)
+    context.update(values)
+    if not values and source != rule.payout_currency and notes is not None:
+        why = unconverted_note(source, rule.payout_currency, missing)
+        notes.append(f"Payout currency: {rule.payout_currency} asked, but {why}.")
 
 
 def render_preview(
@@ -118,7 +144,7 @@ def render_preview(
             logger.exception("Rule preview: validation failed")
             errors.append(f"Could not check the rule: {type(exc).__name__}: {exc}")
         try:
-            prepared = transport.prepare(rule, sample_context(rule, conversion))
+            prepared = transport.prepare(rule, sample_context(rule, conversion, notes=warnings))
         except Exception as exc:
             logger.exception("Rule preview: rendering failed")
             errors.append(f"Could not render the request: {type(exc).__name__}: {exc}")

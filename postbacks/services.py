@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 from celery.utils.time import get_exponential_backoff_interval
@@ -28,7 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from postbacks.macros import build_context
+from postbacks.macros import CATALOGUE, build_context, format_value
 from postbacks.masking import mask_secrets
 from postbacks.models import (
     Attempt,
@@ -40,6 +41,7 @@ from postbacks.models import (
     Worker,
 )
 from postbacks.transports import Outcome, Result, get_transport
+from tracker import currency
 from tracker.models import Click, Conversion, Impression
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ LOST_WORKER_ERROR = "Worker lost during the attempt (lease expired); the outcome
 
 
 _rules_cache: dict[str, tuple[float, list[PostbackRule]]] = {}
+# Every spelling of the macros a rule's payout currency changes ({revenue}, {currency}...).
+_PAYOUT_SPELLINGS = tuple(s for s, m in CATALOGUE.items() if m.name == "payout")
+_CURRENCY_SPELLINGS = tuple(s for s, m in CATALOGUE.items() if m.name == "payout_currency")
 
 
 def rules_for(event_type: str) -> list[PostbackRule]:
@@ -73,6 +78,36 @@ def rules_for(event_type: str) -> list[PostbackRule]:
 def rules_cache_clear(**kwargs: object) -> None:
     """Forget the cached rules (a signal receiver: takes and ignores signal arguments)."""
     _rules_cache.clear()
+
+
+def payout_in(payout: Decimal | None, source: str, target: str) -> tuple[dict[str, str], list[str]]:
+    """The macro values that send ``payout`` (of currency ``source``) in ``target``:
+    ``({"payout": ..., "revenue": ..., "payout_currency": target, ...}, [])``, converted with
+    the exchange rates of now (``tracker.currency.convert``).
+
+    Without a rate for either currency: ``({}, [the codes lacking a rate])``, and the
+    payout goes out unconverted, in ``source`` (also ``({}, [])`` for an amount too large
+    to convert). Nothing to do (no target, same currency, no payout): ``({}, [])``.
+    """
+    if not target or target == source or payout is None:
+        return {}, []
+    converted = currency.convert(payout, source, target)
+    if converted is None:
+        return {}, currency.missing_rates(source, target)
+    text = format_value(converted)
+    values = dict.fromkeys(_PAYOUT_SPELLINGS, text)
+    values.update(dict.fromkeys(_CURRENCY_SPELLINGS, target))
+    return values, []
+
+
+def unconverted_note(source: str, target: str, missing: list[str]) -> str:
+    """The delivery's note when a rule's payout currency could not be applied, e.g.
+    ``payout sent in USD: no EUR rate``."""
+    if not source:
+        return f"payout sent unconverted, not in {target}: the conversion has no currency"
+    if not missing:
+        return f"payout sent in {source}: out of range in {target}"
+    return f"payout sent in {source}: no {' or '.join(missing)} rate"
 
 
 def scope_of(click: Click | Impression) -> Scope:
@@ -112,7 +147,10 @@ def deliveries_plan(
     change, with ``previous_status``). ``version`` makes each firing of a rule for one event
     unique (``1`` when created, the status change's id after). The request is rendered
     now, so it carries the macro values of this moment and its stable delivery ID
-    (``{delivery.id}``, ``Idempotency-Key``). Returns the deliveries created.
+    (``{delivery.id}``, ``Idempotency-Key``). A rule whose payout currency differs from
+    the conversion's gets ``{payout}`` converted at the rates of now (:func:`payout_in`);
+    without a rate it is sent unconverted and the delivery's ``event_detail`` says so.
+    Returns the deliveries created.
     """
     subject = impression or click
     status = conversion.status if conversion else ""
@@ -155,11 +193,26 @@ def deliveries_plan(
             else f"created {status}".strip()
         )
     deliveries = []
+    # Payout currency -> (macro values, note), once per currency: rules share the context
+    # and only a rule with another payout currency gets a copy of its own.
+    payouts: dict[str, tuple[dict[str, str], str]] = {}
     for rule in rules:
         public_id = uuid.uuid4()
         context["delivery.id"] = str(public_id)
         context["event.type"] = rule.event_type
-        prepared = get_transport(rule.kind).prepare(rule, context)
+        rule_context, detail = context, event_detail
+        target = rule.payout_currency
+        if target and conversion is not None and target != conversion.currency:
+            if target not in payouts:
+                values, missing = payout_in(conversion.payout, conversion.currency, target)
+                note = "" if values else unconverted_note(conversion.currency, target, missing)
+                payouts[target] = values, note
+            values, note = payouts[target]
+            if values:
+                rule_context = {**context, **values}
+            if note:
+                detail = f"{event_detail[: 198 - len(note)]}; {note}" if event_detail else note
+        prepared = get_transport(rule.kind).prepare(rule, rule_context)
         deliveries.append(
             Delivery(
                 public_id=public_id,
@@ -170,7 +223,7 @@ def deliveries_plan(
                 impression=impression,
                 traffic_source_id=subject.traffic_source_id,
                 idempotency_key=f"{rule.pk}:{event_type}:{subject_key}:{version}",
-                event_detail=event_detail[:200],
+                event_detail=detail[:200],
                 is_test=bool(conversion and conversion.is_test),
                 kind=rule.kind,
                 method=prepared.method,

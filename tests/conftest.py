@@ -16,14 +16,16 @@ from django.conf import settings
 
 from postbacks.receiver import Receiver
 from postbacks.services import rules_cache_clear
+from tracker.currency import rates_cache_clear
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
 def _fresh_rules_cache():
-    """Rules cached by an earlier test may have been rolled back with its transaction."""
+    """Rules and rates cached by an earlier test may have been rolled back with it."""
     rules_cache_clear()
+    rates_cache_clear()
 
 
 @pytest.fixture

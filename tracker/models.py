@@ -458,9 +458,16 @@ class InboundRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "inbound conversion"
+        verbose_name_plural = "Conversions — In"
         indexes = [
             models.Index(fields=["outcome", "-created_at"], name="inbound_outcome_idx"),
             models.Index(fields=["upload", "row_number"], name="inbound_upload_row_idx"),
+            models.Index(
+                fields=["error_code", "-created_at"],
+                name="inbound_error_code_idx",
+                condition=~models.Q(error_code=""),
+            ),
         ]
 
     def __str__(self) -> str:

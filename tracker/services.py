@@ -46,12 +46,38 @@ def campaign_for_click(key: str) -> Campaign | None:
     return campaign_cache.campaign_for_click(key)
 
 
-def _param_value(query: Mapping[str, str], name: str, placeholder: str, limit: int) -> str:
+class ExternalIdTooLong(ValueError):
+    """The external ID in a click or impression URL is longer than ``EXTERNAL_ID_MAX``
+    characters. Raised before anything is written; ``/c`` and ``/i`` answer 400
+    ``external_id_too_long``. ``length``: the characters sent, ``param``: its parameter."""
+
+    def __init__(self, param: str, length: int) -> None:
+        super().__init__(
+            f"The external ID ({param}) has {length} characters; at most {EXTERNAL_ID_MAX} "
+            "are kept, and a cut ID would never match at the traffic source."
+        )
+        self.param, self.length = param, length
+
+
+def _param_value(
+    query: Mapping[str, str], name: str, placeholder: str, limit: int, *, refuse: bool = False
+) -> str:
+    """The value of query parameter ``name``, stripped and storable (see :func:`storable`);
+    "" when missing or still the traffic source's unfilled ``placeholder``.
+
+    Over ``limit`` characters: cut to ``limit`` (var1..var10, 255: a custom variable is
+    reporting data, and a cut one still reports), or, with ``refuse``, ExternalIdTooLong
+    (the external ID: a cut ID would be postbacked to the traffic source and never match).
+    """
     value = storable(query.get(name) or "").strip()
     # A placeholder the traffic source did not fill in carries no information.
     if placeholder and value == placeholder:
         return ""
-    return value[:limit]
+    if len(value) > limit:
+        if refuse:
+            raise ExternalIdTooLong(name, len(value))
+        return value[:limit]
+    return value
 
 
 def _visit(
@@ -66,13 +92,25 @@ def _visit(
     **fields: object,
 ) -> Click | Impression:
     """An unsaved click or impression: the external ID and var1..var10 read from ``query``
-    per the traffic source's parameter names, NUL bytes dropped from recorded text."""
+    per the traffic source's parameter names, NUL bytes dropped from recorded text. A click
+    of a campaign with an active lander records that lander.
+
+    Raises ExternalIdTooLong (nothing written) for an external ID over ``EXTERNAL_ID_MAX``
+    characters; var1..var10 are cut at 255 (see :func:`_param_value`).
+    """
     source = campaign.traffic_source
+    if model is Click and "lander" not in fields:
+        lander = campaign.lander if campaign.lander_id else None
+        fields["lander"] = lander if lander is not None and lander.is_active else None
     visit = model(
         campaign=campaign,
         traffic_source=source,
         external_id=_param_value(
-            query, source.external_id_param, source.external_id_placeholder, EXTERNAL_ID_MAX
+            query,
+            source.external_id_param,
+            source.external_id_placeholder,
+            EXTERNAL_ID_MAX,
+            refuse=True,
         ),
         user_agent=storable(user_agent),
         referrer=storable(referrer),

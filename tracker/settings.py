@@ -261,9 +261,18 @@ TRACKER_BASE_URL = env.str("TRACKER_BASE_URL", default="http://127.0.0.1:8000").
 # Proxies in front of the tracker that append to X-Forwarded-For (e.g. 1 behind one load
 # balancer). Unset: X-Forwarded-For is ignored and REMOTE_ADDR is the visitor's address.
 TRACKER_PROXY_COUNT = env.int("TRACKER_PROXY_COUNT", default=None)
+# Click enrichment (tracker.enrichment): MaxMind .mmdb files (City, Country, ASN, ISP,
+# Connection-Type; comma-separated paths) whose answers win over the packaged country/ASN
+# database; and whether stored IPs lose their last octet (IPv4) / last 80 bits (IPv6).
+TRACKER_GEOIP_MMDB = env.list("TRACKER_GEOIP_MMDB", default=[])
+TRACKER_ANONYMIZE_IP = env.bool("TRACKER_ANONYMIZE_IP", default=False)
 DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")
 # Reports and each conversion's display payout are in this currency (see tracker.currency).
 TRACKER_DISPLAY_CURRENCY = env.str("TRACKER_DISPLAY_CURRENCY", default="USD").upper()
 CLICK_COOKIE_NAME = "cf_click_id"
 CLICK_COOKIE_MAX_AGE = 30 * 24 * 3600
 TRACKER_CAMPAIGN_CACHE_SECONDS = env.float("TRACKER_CAMPAIGN_CACHE_SECONDS", default=5.0)  # /c
+# CSV uploads of conversions (admin and manage.py conversions_upload) up to this size (bytes).
+# Exchange rates are cached per process this long (saving a rate clears it at once there).
+TRACKER_RATES_CACHE_SECONDS = env.float("TRACKER_RATES_CACHE_SECONDS", default=5.0)
+TRACKER_UPLOAD_MAX_BYTES = env.int("TRACKER_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)

@@ -33,6 +33,7 @@ from postbacks import macros, preview, services
 from postbacks.masking import mask_secrets
 from postbacks.models import EventType, PostbackRule, Trigger
 from postbacks.transports import get_transport
+from tracker import currency
 from tracker.models import Conversion
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class PostbackRuleForm(forms.ModelForm):
             "body_format",
             "body_template",
             "headers_template",
+            "payout_currency",
             "success_mode",
             "success_pattern",
             "timeout_seconds",
@@ -125,6 +127,7 @@ class PostbackRuleForm(forms.ModelForm):
             "body_template": forms.Textarea(attrs={"rows": 6, "class": "pb-template"}),
             "headers_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),
             "success_pattern": forms.TextInput(attrs={"class": "vTextField"}),
+            "payout_currency": forms.TextInput(attrs={"size": 4, "placeholder": "EUR"}),
         }
         help_texts = {
             "delay_seconds": "Seconds to wait before the first attempt, 0..604800 (7 days), "
@@ -150,6 +153,16 @@ class PostbackRuleForm(forms.ModelForm):
         for field in self.fields.values():
             if field.help_text:
                 field.help_text = escape(str(field.help_text))
+
+    def clean_payout_currency(self) -> str:
+        code = (self.cleaned_data.get("payout_currency") or "").strip().upper()
+        if code and not currency.is_known(code):
+            raise forms.ValidationError(
+                f"{code} is not an ISO 4217 currency code (e.g. EUR, GBP); leave it blank "
+                "to send the payout in the conversion's own currency.",
+                code="unknown_currency",
+            )
+        return code
 
     def clean_conversion_types(self) -> list[str]:
         raw = self.cleaned_data.get("conversion_types") or ""
@@ -336,6 +349,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
                     "body_format",
                     "body_template",
                     "headers_template",
+                    "payout_currency",
                     "success_mode",
                     "success_pattern",
                     "timeout_seconds",
@@ -408,6 +422,14 @@ class PostbackRuleAdmin(admin.ModelAdmin):
             )
         for warning in getattr(form, "validation_warnings", []):
             self.message_user(request, f"{obj.name}: {warning}", messages.WARNING)
+        if obj.payout_currency and currency.missing_rates(obj.payout_currency):
+            self.message_user(
+                request,
+                f"{obj.name}: no {obj.payout_currency} exchange rate yet (Tracking > Exchange "
+                f"rates): {{payout}} is sent unconverted, in the conversion's currency, until "
+                "one is added.",
+                messages.WARNING,
+            )
 
     # --- delete: say how many scheduled deliveries go, then cancel them -----------------
 

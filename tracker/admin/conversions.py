@@ -1,22 +1,55 @@
-"""Conversions (trace page, status changes) and rejection reasons."""
+"""Conversions (trace page, manual add and correction, status changes), CSV uploads of
+conversions, and rejection reasons."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from urllib.parse import urlencode
 
 from django import forms
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db import transaction
+from django.http import HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
 from postbacks import macros
-from tracker import services
-from tracker.admin.base import ClickSearchMixin, ReadOnlyAdminMixin
+from tracker import currency as currencies
+from tracker import ingest, services, uploads
+from tracker.admin.base import ClickSearchMixin
+from tracker.forms import PARAM_FIELDS, PAYOUT_LIMIT, PAYOUT_QUANTUM, validate_storable
 from tracker.models import (
     Conversion,
     ConversionStatusChange,
+    ConversionType,
+    ConversionUpload,
     InboundRequest,
     RejectionReason,
 )
+
+# What a correction may change; the status has its own flow (Change status).
+EDITABLE_FIELDS = ("payout", "currency", "txid", "conversion_type", "params")
+NO_REFIRE = (
+    "Corrects the recorded value only: postbacks already sent or planned keep what they "
+    "carried and no rule fires again. The change is kept in History. The status has its own "
+    "form below (Change status), which does fire the rules."
+)
+# The conversion-type filter offers the listed types and those of this many latest
+# conversions (a bounded read, whatever the size of the table).
+RECENT_TYPES = 5000
+# Rows of an upload's result report per page.
+REPORT_PAGE_ROWS = 200
 
 
 class ConversionStatusForm(forms.Form):
@@ -36,14 +69,247 @@ class ConversionStatusForm(forms.Form):
     )
 
 
+class ConversionAddForm(forms.Form):
+    """A conversion entered by hand; registered by :func:`tracker.ingest.conversion_ingest`
+    (channel admin) like a postback: validated, deduplicated, fired, logged."""
+
+    click_id = forms.CharField(
+        label="Click ID", max_length=64, help_text="The click ID (UUID) the conversion is for."
+    )
+    payout = forms.CharField(required=False, max_length=64, help_text="Blank: the offer's payout.")
+    currency = forms.CharField(
+        required=False,
+        max_length=16,
+        help_text="ISO 4217, e.g. USD. Blank: the offer's currency.",
+    )
+    txid = forms.CharField(
+        label="Transaction ID",
+        required=False,
+        max_length=255,
+        help_text="A repeat of a click and transaction ID is a duplicate (or a status change).",
+    )
+    conversion_type = forms.CharField(
+        required=False, max_length=64, help_text="ct: lead, sale, upsell..."
+    )
+    status = forms.ChoiceField(choices=Conversion.Status.choices, initial="approved")
+    rejection_reason = forms.CharField(
+        required=False, max_length=255, help_text="For rejected: a rejection reason code."
+    )
+    timestamp = forms.CharField(
+        label="Conversion time",
+        required=False,
+        max_length=64,
+        help_text="ISO 8601 (2025-10-02T14:30:00+02:00; without an offset in the server's "
+        "time zone) or Unix seconds. Blank: now.",
+    )
+    is_test = forms.BooleanField(
+        label="Test conversion",
+        required=False,
+        help_text="Its postbacks are sent marked as test and it is left out of the dashboard: "
+        "use it to send a test conversion through the rules.",
+    )
+
+    # The ingest's error codes, by the field they concern.
+    FIELD_FOR_CODE = {
+        "missing_click_id": "click_id",
+        "invalid_click_id": "click_id",
+        "unknown_click_id": "click_id",
+        "invalid_payout": "payout",
+        "invalid_payout_currency": "currency",
+        "invalid_currency": "currency",
+        "invalid_txid": "txid",
+        "invalid_ct": "conversion_type",
+        "invalid_status": "status",
+        "invalid_rejection_reason": "rejection_reason",
+        "invalid_timestamp": "timestamp",
+        "invalid_test": "is_test",
+    }
+    # The ingest's parameter names in its error details ("payout: Enter a number.").
+    PARAM_FOR_FIELD = {
+        "click_id": "click_id",
+        "payout": "payout",
+        "currency": "payout_currency",
+        "txid": "txid",
+        "conversion_type": "ct",
+        "status": "status",
+        "rejection_reason": "rejection_reason",
+        "timestamp": "timestamp",
+        "is_test": "test",
+    }
+
+    def ingest_data(self) -> dict[str, str]:
+        """The form as ``conversion_ingest`` parameters."""
+        data = self.cleaned_data
+        return {
+            "click_id": data["click_id"],
+            "payout": data["payout"],
+            "payout_currency": data["currency"],
+            "txid": data["txid"],
+            "ct": data["conversion_type"],
+            "status": data["status"],
+            "rejection_reason": data["rejection_reason"],
+            "timestamp": data["timestamp"],
+            "test": "1" if data["is_test"] else "0",
+        }
+
+    def add_refusal(self, result: ingest.Result) -> None:
+        """Show a refusal of ``conversion_ingest`` on the field it concerns."""
+        code = result.body.get("error", "")
+        detail = str(result.body.get("detail", "")) or code
+        name = self.FIELD_FOR_CODE.get(code)
+        if name is not None:
+            prefix = f"{self.PARAM_FOR_FIELD[name]}: "
+            detail = detail.removeprefix(prefix)
+        self.add_error(name, ValidationError(detail, code=code or "invalid"))
+
+
+class ConversionEditForm(forms.ModelForm):
+    """A correction: payout, currency, txid, conversion type, params. Keeps the dedup key in
+    step with the txid and type, and refuses one another conversion of the click has."""
+
+    class Meta:
+        model = Conversion
+        fields = EDITABLE_FIELDS
+        help_texts = {
+            "payout": "Corrected payout; its display-currency amount is recomputed.",
+            "txid": "Transaction ID; a later postback with it is a repeat of this conversion.",
+            "params": 'param1..param20 as a JSON object, e.g. {"param1": "a@b.example"}.',
+        }
+
+    def clean_payout(self):
+        payout = self.cleaned_data.get("payout")
+        if payout is None:
+            raise ValidationError("Enter a payout (0 for none).")
+        payout = payout.quantize(PAYOUT_QUANTUM)
+        if payout.copy_abs() >= PAYOUT_LIMIT:
+            raise ValidationError("Payout is out of range (|payout| < 1000000000).")
+        return payout
+
+    def clean_currency(self) -> str:
+        code = (self.cleaned_data.get("currency") or "").strip().upper()
+        if not currencies.is_known(code):
+            raise ValidationError(f"{code[:16]!r} is not an ISO 4217 currency code, e.g. USD.")
+        return code
+
+    def clean_txid(self) -> str:
+        txid = (self.cleaned_data.get("txid") or "").strip()
+        validate_storable(txid)
+        return txid
+
+    def clean_conversion_type(self) -> str:
+        conversion_type = (self.cleaned_data.get("conversion_type") or "").strip()
+        validate_storable(conversion_type)
+        return conversion_type
+
+    def clean_params(self) -> dict:
+        params = self.cleaned_data.get("params")
+        if params in (None, ""):
+            return {}
+        if not isinstance(params, dict):
+            raise ValidationError('A JSON object, e.g. {"param1": "value"}.')
+        unknown = sorted(set(params) - set(PARAM_FIELDS))
+        if unknown:
+            raise ValidationError(f"Only param1..param20; not {', '.join(unknown[:5])}.")
+        for name, value in params.items():
+            if not isinstance(value, str) or len(value) > 1000:
+                raise ValidationError(f"{name}: a text of at most 1000 characters.")
+            validate_storable(value)
+        return params
+
+    def clean(self):
+        data = super().clean()
+        instance = self.instance
+        if self.errors or not {"txid", "conversion_type"} & set(self.changed_data):
+            self.dedup_key = instance.dedup_key
+            return data
+        txid, conversion_type = data["txid"], data["conversion_type"]
+        if txid:
+            key = services.dedup_key(txid)
+        elif instance.dedup_key.startswith("m:"):
+            key = instance.dedup_key  # already one of several without a txid
+        else:
+            key = services.dedup_key(
+                "", conversion_type, several=ingest.allows_several(conversion_type)
+            )
+        other = (
+            Conversion.objects.filter(click_id=instance.click_id, dedup_key=key)
+            .exclude(pk=instance.pk)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if other is not None:
+            field = "txid" if txid else "conversion_type"
+            what = "transaction ID" if txid else "conversion type (and no transaction ID)"
+            self.add_error(field, f"Conversion #{other} of this click already has this {what}.")
+        self.dedup_key = key
+        return data
+
+
+class MethodFilter(admin.SimpleListFilter):
+    """How conversions arrived; only the methods present are offered (one EXISTS probe per
+    method on the ``method`` index, cheaper than a DISTINCT over the whole table)."""
+
+    title = "method"
+    parameter_name = "method"
+
+    def lookups(self, request, model_admin):
+        table = Conversion.objects.order_by()
+        return [
+            (value, label)
+            for value, label in Conversion.Method.choices
+            if value == self.value() or table.filter(method=value).exists()
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() in Conversion.Method.values:
+            return queryset.filter(method=self.value())
+        return queryset
+
+
+class ConversionTypeFilter(admin.SimpleListFilter):
+    """Conversion types: the listed ones and those of the latest conversions (bounded)."""
+
+    title = "conversion type"
+    parameter_name = "ct"
+
+    def lookups(self, request, model_admin):
+        latest = Conversion.objects.order_by("-created_at").values_list(
+            "conversion_type", flat=True
+        )[:RECENT_TYPES]
+        codes = {code for code in latest if code} | set(
+            ConversionType.objects.values_list("code", flat=True)
+        )
+        if self.value():
+            codes.add(self.value())
+        return [(code, code) for code in sorted(codes)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(conversion_type=self.value())
+        return queryset
+
+
+def can_upload(user) -> bool:
+    """Uploading creates conversions: both permissions are needed."""
+    return user.has_perm("tracker.add_conversionupload") and user.has_perm("tracker.add_conversion")
+
+
+def _compact_time(value) -> str:
+    from postbacks.admin.log import compact_time  # imports this package: load it late
+
+    return compact_time(value)
+
+
 @admin.register(Conversion)
-class ConversionAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
     """Conversions; each one's page is its trace (inbound requests, status changes, dedup
-    decisions, planned deliveries and every attempt)."""
+    decisions, planned deliveries and every attempt) and its correction form. Added by hand
+    through the same path as a postback; never deleted."""
 
     list_display = (
         "id",
-        "created_at",
+        "received",
+        "converted",
         "click",
         "txid",
         "conversion_type",
@@ -52,35 +318,82 @@ class ConversionAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "payout_text",
         "currency",
         "method",
+        "is_test",
     )
-    list_filter = ("status", "conversion_type", "method", "rejection_reason_unknown")
+    list_filter = (
+        "status",
+        MethodFilter,
+        "is_test",
+        ConversionTypeFilter,
+        "rejection_reason_unknown",
+    )
     list_select_related = ("click",)
+    show_full_result_count = False
     click_prefix = "click__"
     txid_lookup = "txid"
     change_form_template = "admin/tracker/conversion/trace.html"
+    change_list_template = "admin/tracker/conversion/change_list.html"
+    add_form_template = "admin/tracker/conversion/add.html"
+    form = ConversionEditForm
     actions = ["change_status"]
-    fields = (
-        "click",
-        "txid",
-        "conversion_type",
-        "status",
-        "reason",
-        "payout_text",
-        "currency",
-        "network_payout_text",
-        "params",
-        "method",
-        "created_at",
-        "status_changed_at",
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "click",
+                    "visit_time",
+                    "converted_at",
+                    "created_at",
+                    "method",
+                    "is_test",
+                    "status",
+                    "reason",
+                    "status_changed_at",
+                )
+            },
+        ),
+        ("Correction", {"fields": EDITABLE_FIELDS, "description": NO_REFIRE}),
+        (
+            "Payout as received",
+            {"fields": ("network_payout_text", "display_payout_text"), "classes": ("collapse",)},
+        ),
     )
-    readonly_fields = ("reason", "payout_text", "network_payout_text", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        shown = [name for _, options in self.fieldsets for name in options["fields"]]
+        return [name for name in shown if name not in EDITABLE_FIELDS]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_upload_permission(self, request) -> bool:
+        return can_upload(request.user)
+
+    def has_status_permission(self, request) -> bool:
+        return request.user.has_perm("tracker.change_conversion")
+
+    @admin.display(description="visit time")
+    def visit_time(self, obj: Conversion) -> str:
+        return formats.localize(timezone.localtime(obj.click.created_at))
+
+    @admin.display(description="received", ordering="created_at")
+    def received(self, obj: Conversion) -> str:
+        return _compact_time(obj.created_at)
+
+    @admin.display(description="conversion time", ordering="converted_at")
+    def converted(self, obj: Conversion) -> str:
+        return _compact_time(obj.converted_at)
 
     @admin.display(description="network payout")
     def network_payout_text(self, obj: Conversion) -> str:
         return "-" if obj.network_payout is None else macros.format_value(obj.network_payout)
 
-    def has_status_permission(self, request) -> bool:
-        return request.user.has_perm("tracker.change_conversion")
+    @admin.display(description="display payout")
+    def display_payout_text(self, obj: Conversion) -> str:
+        if obj.display_payout is None:
+            return "- (no exchange rate)"
+        return f"{macros.format_value(obj.display_payout)} {obj.display_currency}"
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: Conversion) -> str:
@@ -141,6 +454,103 @@ class ConversionAdmin(ClickSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/tracker/conversion/change_status.html", context)
 
+    def changelist_view(self, request, extra_context=None):
+        extra = {"has_upload_permission": self.has_upload_permission(request)}
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Add a conversion through ``conversion_ingest`` (channel admin): refusals show on
+        the field they concern; a repeat of an existing one is refused as a duplicate or
+        changes its status, as a postback would."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ConversionAddForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            redirect = self._add(request, form)
+            if redirect is not None:
+                return redirect
+        fieldsets = [
+            (None, {"fields": ("click_id", "payout", "currency", "txid", "conversion_type")}),
+            ("Status", {"fields": ("status", "rejection_reason")}),
+            (None, {"fields": ("timestamp", "is_test")}),
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add conversion",
+            "subtitle": None,
+            "adminform": helpers.AdminForm(form, fieldsets, {}, model_admin=self),
+            "form": form,
+            "errors": helpers.AdminErrorList(form, []),
+            "opts": self.opts,
+            "add": True,
+            "change": False,
+            "has_view_permission": self.has_view_permission(request),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, self.add_form_template, context)
+
+    def _add(self, request, form: ConversionAddForm) -> HttpResponseRedirect | None:
+        from tracker.views import client_ip
+
+        data = form.ingest_data()
+        inbound = ingest.Inbound(
+            channel=InboundRequest.Channel.ADMIN,
+            endpoint="admin",
+            http_method="POST",
+            query=urlencode(data),
+            ip=client_ip(request),
+            user_agent=request.headers.get("User-Agent", ""),
+            user=request.user,
+        )
+        result = ingest.conversion_ingest(data, inbound)
+        if not result.accepted:
+            form.add_refusal(result)
+            return None
+        status = result.body.get("status")
+        if status == "duplicate":
+            what = "transaction ID" if data["txid"] else "conversion type (and no transaction ID)"
+            form.add_error(
+                "txid" if data["txid"] else None,
+                f"Already recorded: conversion #{result.conversion_id} has this click ID and "
+                f"{what}, with this status. Nothing was changed and no postback fired.",
+            )
+            return None
+        conversion = Conversion.objects.get(pk=result.conversion_id)
+        if status == "status_changed":
+            message = format_html(
+                "Conversion #{} already had this click ID and {}: its status changed {} → {} "
+                "and the rules that fire on a status change were planned.",
+                conversion.pk,
+                "transaction ID" if data["txid"] else "conversion type",
+                result.body.get("previous_status"),
+                result.body.get("new_status"),
+            )
+        else:
+            self.log_addition(request, conversion, [{"added": {}}])
+            message = format_html(
+                "Conversion #{} added{}; its postbacks are planned.",
+                conversion.pk,
+                " as a test" if conversion.is_test else "",
+            )
+        self.message_user(request, message, messages.SUCCESS)
+        if "_addanother" in request.POST:
+            return HttpResponseRedirect(request.path)
+        return HttpResponseRedirect(
+            reverse("admin:tracker_conversion_change", args=[conversion.pk])
+        )
+
+    def save_model(self, request, obj, form, change):
+        """A correction: the display payout follows the payout, the dedup key the txid and
+        type. Nothing is planned or sent (see NO_REFIRE)."""
+        if change:
+            if {"payout", "currency"} & set(form.changed_data):
+                obj.display_payout, obj.exchange_rate = currencies.to_display(
+                    obj.payout, obj.currency
+                )
+                obj.display_currency = currencies.display_currency()
+            obj.dedup_key = getattr(form, "dedup_key", obj.dedup_key)
+        super().save_model(request, obj, form, change)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         return super().change_view(
             request, object_id, form_url, {**(extra_context or {}), **self.trace(object_id)}
@@ -180,3 +590,246 @@ class RejectionReasonAdmin(admin.ModelAdmin):
     list_display = ("code", "label", "is_active", "created_at")
     list_filter = ("is_active",)
     search_fields = ("code", "label")
+
+
+# --- CSV uploads -----------------------------------------------------------------------------
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text="One conversion per line: click_id, payout, transaction_id, "
+        "conversion_type, timestamp (optional). UTF-8; a header row is optional.",
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        limit = settings.TRACKER_UPLOAD_MAX_BYTES
+        if upload.size > limit:
+            raise ValidationError(uploads.size_error(upload.size, limit))
+        return upload
+
+
+def _state_badge(upload: ConversionUpload) -> str:
+    colours = {"done": "#2e7d32", "failed": "#c62828", "running": "#1565c0"}
+    return format_html(
+        '<b style="color:{}">{}</b>',
+        colours.get(upload.state, "#8a6d00"),
+        upload.get_state_display(),
+    )
+
+
+@admin.register(ConversionUpload)
+class ConversionUploadAdmin(admin.ModelAdmin):
+    """CSV uploads of conversions: the upload form, each upload's progress and per-row
+    results (its inbound-log rows), a CSV of the results. Uploads are never edited or
+    deleted by hand (their rows are the inbound log)."""
+
+    list_display = (
+        "id",
+        "file_name",
+        "state_label",
+        "progress",
+        "accepted",
+        "duplicates",
+        "status_changes",
+        "errors",
+        "uploaded_by",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("state",)
+    list_select_related = ("uploaded_by",)
+    show_full_result_count = False
+    upload_template = "admin/tracker/conversionupload/upload.html"
+    progress_template = "admin/tracker/conversionupload/progress.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("content")
+
+    def has_add_permission(self, request) -> bool:
+        return can_upload(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="state", ordering="state")
+    def state_label(self, obj: ConversionUpload) -> str:
+        return _state_badge(obj)
+
+    @admin.display(description="rows done")
+    def progress(self, obj: ConversionUpload) -> str:
+        return f"{obj.processed_rows} / {obj.total_rows}"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        name = "tracker_conversionupload_"
+        return [
+            path(
+                "<path:object_id>/progress.json", view(self.progress_view), name=name + "progress"
+            ),
+            path(
+                "<path:object_id>/results.csv", view(self.results_csv_view), name=name + "results"
+            ),
+            path("<path:object_id>/process/", view(self.process_view), name=name + "process"),
+            *super().get_urls(),
+        ]
+
+    def _get(self, request, object_id: str) -> ConversionUpload:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """The upload form: the whole file is checked first (size, encoding, header, rows),
+        then stored and processed by a worker; the page of the upload shows its progress."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = UploadForm(request.POST or None, request.FILES or None)
+        if form.is_bound and form.is_valid():
+            file = form.cleaned_data["file"]
+            data = file.read(settings.TRACKER_UPLOAD_MAX_BYTES + 1)
+            try:
+                upload = uploads.upload_create(file.name, data, user=request.user)
+            except uploads.UploadError as exc:
+                form.add_error("file", str(exc))
+            else:
+                self.log_addition(request, upload, [{"added": {}}])
+                self.message_user(
+                    request,
+                    f"{upload.file_name}: {upload.total_rows} rows queued for import.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:tracker_conversionupload_change", args=[upload.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Upload conversions",
+            "form": form,
+            "opts": self.opts,
+            "max_bytes": settings.TRACKER_UPLOAD_MAX_BYTES,
+            "has_view_permission": self.has_view_permission(request),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, self.upload_template, context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Progress while queued or running, then the per-row result report (paginated)."""
+        upload = self._get(request, object_id)
+        rows = (
+            InboundRequest.objects.filter(upload=upload)
+            .order_by("row_number", "id")
+            .only(
+                "row_number",
+                "query",
+                "outcome",
+                "error_code",
+                "detail",
+                "response_status",
+                "conversion_id",
+                "upload_id",
+            )
+        )
+        paginator = Paginator(rows, REPORT_PAGE_ROWS)
+        page = paginator.get_page(request.GET.get("p"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Upload #{upload.pk}: {upload.file_name}",
+            "subtitle": None,
+            "upload": upload,
+            "state_badge": _state_badge(upload),
+            "page": page,
+            "page_range": paginator.get_elided_page_range(page.number),
+            "active": upload.state
+            in (ConversionUpload.State.QUEUED, ConversionUpload.State.RUNNING),
+            "can_process": upload.state != ConversionUpload.State.DONE
+            and self.has_add_permission(request),
+            "opts": self.opts,
+            "original": upload,
+            "has_view_permission": True,
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, self.progress_template, context)
+
+    def progress_view(self, request, object_id):
+        """The counters as JSON, polled by the progress page."""
+        upload = self._get(request, object_id)
+        return JsonResponse(
+            {
+                "state": upload.state,
+                "state_label": upload.get_state_display(),
+                "total_rows": upload.total_rows,
+                "processed_rows": upload.processed_rows,
+                "accepted": upload.accepted,
+                "duplicates": upload.duplicates,
+                "status_changes": upload.status_changes,
+                "errors": upload.errors,
+                "error": upload.error,
+            }
+        )
+
+    def results_csv_view(self, request, object_id):
+        """Every row's result as CSV, in file order, streamed."""
+        from postbacks.admin.log import csv_cell  # imports this package: load it late
+
+        upload = self._get(request, object_id)
+        rows = (
+            InboundRequest.objects.filter(upload=upload)
+            .order_by("row_number", "id")
+            .values_list(
+                "row_number",
+                "query",
+                "outcome",
+                "error_code",
+                "detail",
+                "conversion_id",
+            )
+        )
+        outcomes = dict(InboundRequest.Outcome.choices)
+
+        def lines() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(["row", "line", "outcome", "error code", "detail", "conversion"])
+            for number, (row, text, outcome, code, detail, conversion) in enumerate(
+                rows.iterator(chunk_size=2000), 1
+            ):
+                writer.writerow(
+                    [row, csv_cell(text), outcomes.get(outcome, outcome), code, csv_cell(detail),
+                     conversion or ""]
+                )  # fmt: skip
+                if number % 1000 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            yield buffer.getvalue()
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="upload-{upload.pk}-results.csv"'
+        return response
+
+    def process_view(self, request, object_id):
+        """POST: send the processing task again (a failed or stuck upload); rows already done
+        are skipped, so nothing is imported twice."""
+        upload = self._get(request, object_id)
+        if request.method != "POST" or not self.has_add_permission(request):
+            raise PermissionDenied
+        if upload.state == ConversionUpload.State.DONE:
+            self.message_user(request, "This upload is done.", messages.WARNING)
+        else:
+            from tracker.tasks import upload_enqueue
+
+            ConversionUpload.objects.filter(
+                pk=upload.pk, state=ConversionUpload.State.FAILED
+            ).update(state=ConversionUpload.State.QUEUED)
+            upload_enqueue(upload)
+            self.message_user(
+                request, "Processing again: the rows already done are skipped.", messages.SUCCESS
+            )
+        return HttpResponseRedirect(
+            reverse("admin:tracker_conversionupload_change", args=[upload.pk])
+        )

@@ -15,7 +15,7 @@ from django.db import transaction
 
 from campaigns.models import AffiliateNetwork, Campaign, CampaignOffer, Offer, TrafficSource
 from postbacks.models import EventType, PostbackRule
-from tracker.models import RejectionReason
+from tracker.models import ExchangeRate, RejectionReason
 
 TABOOLA_VARS = [
     (1, "site", "site", "{site}"),
@@ -126,6 +126,11 @@ class Command(BaseCommand):
         if not network.status_map:
             network.status_map = {"1": "approved", "2": "pending", "3": "rejected"}
             network.save(update_fields=["status_map"])
+        # Sample rates (1 unit in the display currency), so that EUR/GBP payouts also show
+        # in USD; edit them in the admin or load a file (exchange_rates_load).
+        for code, rate in (("EUR", "1.08"), ("GBP", "1.27")):
+            if code != settings.TRACKER_DISPLAY_CURRENCY:
+                ExchangeRate.objects.get_or_create(currency=code, defaults={"rate": Decimal(rate)})
 
         base = settings.TRACKER_BASE_URL
         external_id = f"tbl-{uuid.uuid4().hex[:12]}"
@@ -142,6 +147,9 @@ class Command(BaseCommand):
                     f"  Campaign link:  {click_url}",
                     f"  Tracking URL:   {campaign.tracking_url()}",
                     f"  Postback log:   {base}/admin/postbacks/attempt/",
+                    f"  Inbound log:    {base}/admin/tracker/inboundrequest/",
+                    f"  Network URL:    {network.postback_url(show_token=False)}",
+                    f"  Pixel:          <img src=\"{base}/cv.gif?payout=2.35&txid=ORDER\">",
                     "",
                     "Open the campaign link: it records a click and redirects to the demo offer",
                     "page, whose link plays the network's S2S postback to /cv. The postback to",

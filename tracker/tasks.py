@@ -1,0 +1,37 @@
+"""Celery tasks of the tracker: thin wrappers around ``tracker.uploads``."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import transaction
+
+from tracker import uploads
+from tracker.models import ConversionUpload
+
+log = logging.getLogger(__name__)
+
+# One task processes an upload for at most this long, then sends a new task that goes on
+# where it stopped (under CELERY_TASK_SOFT_TIME_LIMIT, whatever the size of the file).
+UPLOAD_TASK_SECONDS = 60.0
+
+
+@shared_task(name="tracker.upload_process", ignore_result=True)
+def upload_process_task(upload_id: int) -> None:
+    """Process a CSV upload (``uploads.upload_process``); resumes where an earlier run
+    stopped, so a redelivered or repeated message imports nothing twice."""
+    upload = ConversionUpload.objects.defer("content").filter(pk=upload_id).first()
+    if upload is None or upload.state == ConversionUpload.State.DONE:
+        return
+    upload = uploads.upload_process(upload, max_seconds=UPLOAD_TASK_SECONDS)
+    if upload.state == ConversionUpload.State.RUNNING:
+        upload_process_task.delay(upload_id)
+
+
+def upload_enqueue(upload: ConversionUpload) -> None:
+    """Send the processing task of ``upload`` once the current transaction commits. A
+    broker failure is logged, not raised: the upload stays queued and can be processed
+    again from its admin page (or ``manage.py conversions_upload --resume``)."""
+    upload_id = upload.pk
+    transaction.on_commit(lambda: upload_process_task.delay(upload_id), robust=True)
