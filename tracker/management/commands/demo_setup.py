@@ -149,7 +149,7 @@ class Command(BaseCommand):
                     f"  Postback log:   {base}/admin/postbacks/attempt/",
                     f"  Inbound log:    {base}/admin/tracker/inboundrequest/",
                     f"  Network URL:    {network.postback_url(show_token=False)}",
-                    f"  Pixel:          <img src=\"{base}/cv.gif?payout=2.35&txid=ORDER\">",
+                    f'  Pixel:          <img src="{base}/cv.gif?payout=2.35&txid=ORDER">',
                     "",
                     "Open the campaign link: it records a click and redirects to the demo offer",
                     "page, whose link plays the network's S2S postback to /cv. The postback to",
