@@ -95,15 +95,30 @@ _MACROS: list[Macro] = [
     Macro("user_agent", _CLICK, "Visitor user agent."),
     Macro("referrer", _CLICK, "Referring page URL.", ("referer",)),
     Macro("referrerdomain", _CLICK, "Host name of the referring page, e.g. news.example."),
-    *_not_recorded(
-        _VISITOR, ("country", "Country code (ISO 3166-1 alpha-2)."), ("countryname", "Country."),
-        ("region", "Region."), ("city", "City."), ("os", "Operating system."),
-        ("osversion", "Operating system version."), ("browser", "Browser."),
-        ("browserversion", "Browser version."), ("device", "Device type."),
-        ("brand", "Device brand."), ("model", "Device model."), ("language", "Browser language."),
-        ("isp", "Internet service provider."), ("carrier", "Mobile carrier."),
-        ("connection.type", "Connection type."),
-    ),
+    Macro("country", _VISITOR, "Country code (ISO 3166-1 alpha-2), e.g. US.",
+          ("country_code", "geo")),
+    Macro("countryname", _VISITOR, "Country name, e.g. United States.", ("country_name",)),
+    Macro("region", _VISITOR, "Region (state, province), e.g. England. Needs a MaxMind City "
+          "database."),
+    Macro("city", _VISITOR, "City. Needs a MaxMind City database."),
+    Macro("os", _VISITOR, "Operating system, e.g. iOS, Android, Windows.", ("os_name",)),
+    Macro("osversion", _VISITOR, "Operating system version, e.g. 17.1.2.", ("os_version",)),
+    Macro("browser", _VISITOR, "Browser or in-app browser, e.g. Chrome Mobile, Facebook.",
+          ("browser_name",)),
+    Macro("browserversion", _VISITOR, "Browser version, e.g. 120.0.0.0.", ("browser_version",)),
+    Macro("device", _VISITOR, "Device type: desktop, mobile, tablet, tv, console, wearable, "
+          "bot or other.", ("device_type",)),
+    Macro("brand", _VISITOR, "Device brand, e.g. Samsung.", ("device_brand",)),
+    Macro("model", _VISITOR, "Device model, e.g. SM-S911B.", ("device_model",)),
+    Macro("language", _VISITOR, "Preferred browser language (Accept-Language), e.g. en-US."),
+    Macro("isp", _VISITOR, "Internet service provider (the network's AS name without a "
+          "MaxMind ISP database)."),
+    Macro("asn", _VISITOR, "Autonomous system number. Needs a MaxMind ASN or ISP database."),
+    Macro("carrier", _VISITOR, "Mobile carrier. Needs a MaxMind ISP database."),
+    Macro("connection.type", _VISITOR, "Connection type, e.g. Cable/DSL, Cellular. Needs a "
+          "MaxMind Connection-Type database.", ("connection_type",)),
+    Macro("is_bot", _VISITOR, "1 when the user agent is a bot, crawler or HTTP library, "
+          "else 0."),
     Macro("transaction.id", _CONV, "Transaction ID sent by the affiliate network (txid).",
           ("txid", "transaction_id")),
     Macro("payout", _CONV, "Conversion payout, e.g. 2.35.", ("revenue", "sum")),
@@ -122,7 +137,7 @@ _MACROS: list[Macro] = [
     Macro("campaign.name", _ELEMENTS, "Campaign name."),
     Macro("offer.id", _ELEMENTS, "Offer ID."),
     Macro("offer.name", _ELEMENTS, "Offer name."),
-    *_not_recorded(_ELEMENTS, ("lander.id", "Lander ID.")),
+    Macro("lander.id", _ELEMENTS, "Lander ID; empty when the click went straight to the offer."),
     Macro("affiliatenetwork.id", _ELEMENTS, "Affiliate network ID."),
     Macro("affiliatenetwork.name", _ELEMENTS, "Affiliate network name."),
     Macro("event.type", _EVENT, "What fired: impression, click, conversion or event."),
@@ -132,6 +147,24 @@ _MACROS: list[Macro] = [
           "and replay: receivers deduplicate on it (also the Idempotency-Key header)."),
 ]
 # fmt: on
+# Visitor macro -> the Visit field it reads (see tracker.enrichment).
+VISIT_FIELDS: dict[str, str] = {
+    "country": "country_code",
+    "countryname": "country_name",
+    "region": "region",
+    "city": "city",
+    "os": "os",
+    "osversion": "os_version",
+    "browser": "browser",
+    "browserversion": "browser_version",
+    "device": "device_type",
+    "brand": "device_brand",
+    "model": "device_model",
+    "language": "language",
+    "isp": "isp",
+    "carrier": "carrier",
+    "connection.type": "connection_type",
+}
 _NAMED_VAR = Macro("var:<name>", _TS, "Custom variable by its parameter name, e.g. {var:site}.")
 # Deprecated spelling -> canonical name (ClickFlare replaced {campaign.cpa} by {conversion.cost}).
 DEPRECATED: dict[str, str] = {"campaign.cpa": "conversion.cost"}
@@ -268,7 +301,12 @@ def build_context(
             "ip": getattr(visit, "ip", ""),
             "user_agent": getattr(visit, "user_agent", ""),
             "referrer": getattr(visit, "referrer", ""),
-            "referrerdomain": _host(getattr(visit, "referrer", "")),
+            "referrerdomain": getattr(visit, "referrer_domain", "")
+            or _host(getattr(visit, "referrer", "")),
+            **{name: getattr(visit, field, "") for name, field in VISIT_FIELDS.items()},
+            "asn": getattr(visit, "asn", None),
+            "is_bot": _flag(getattr(visit, "is_bot", None)),
+            "lander.id": getattr(visit, "lander_id", None),
             "campaign.id": getattr(visit, "campaign_id", None),
             "campaign.name": getattr(campaign, "name", None),
             "offer.id": getattr(visit, "offer_id", None),
@@ -308,6 +346,10 @@ def build_context(
                 context[spelling] = text
     context.update(named)
     return context
+
+
+def _flag(value: object) -> str | None:
+    return None if value is None else "1" if value else "0"
 
 
 def _host(url: str) -> str:

@@ -24,11 +24,23 @@ CLICKFLARE_TOKENS = [
     "ip", "isp", "carrier", "connection.type", "campaign.id", "lander.id", "trafficsource.id",
     "offer.id",
 ]  # fmt: skip
-UNRECORDED = [
-    "country", "countryname", "region", "city", "os", "osversion", "browser", "browserversion",
-    "device", "brand", "model", "language", "isp", "carrier", "connection.type", "lander.id",
-    "conversion.cost",
-]  # fmt: skip
+UNRECORDED = ["conversion.cost"]
+# What click enrichment records (tracker.enrichment): macro -> Visit field.
+VISITOR_MACROS = {
+    "country": "country_code", "countryname": "country_name", "region": "region",
+    "city": "city", "os": "os", "osversion": "os_version", "browser": "browser",
+    "browserversion": "browser_version", "device": "device_type", "brand": "device_brand",
+    "model": "device_model", "language": "language", "isp": "isp", "carrier": "carrier",
+    "connection.type": "connection_type",
+}  # fmt: skip
+ENRICHED = {
+    "country_code": "GB", "country_name": "United Kingdom", "region": "England",
+    "city": "London", "os": "iOS", "os_version": "17.1.2", "browser": "Facebook",
+    "browser_version": "440.0.0", "device_type": "mobile", "device_brand": "Apple",
+    "device_model": "iPhone14,5", "language": "en-GB", "isp": "Vodafone", "carrier": "Vodafone",
+    "connection_type": "Cellular", "asn": 25135, "is_bot": False,
+    "referrer_domain": "news.example",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -236,7 +248,8 @@ def test_help_text_is_plain_text_listing_macros_and_modifiers():
     assert "\n" not in text and "<b>" not in text and "&" not in text
     for fragment in ("{externalid}", "{var1}..{var10}", "{param1}..{param20}", "{var:<name>}",
                      "{status:approved=1,rejected=0,*=2}", "{payout|0}", "{name:sha256}",
-                     "Not recorded yet (render empty): {country}", "{external_id}"):  # fmt: skip
+                     "Not recorded yet (render empty): {conversion.cost}", "{country}",
+                     "{external_id}"):  # fmt: skip
         assert fragment in text
 
 
@@ -329,7 +342,82 @@ def test_build_context_for_a_click_leaves_conversion_macros_empty():
 def test_unrecorded_macros_render_empty_or_their_default():
     context = macros.build_context(make_click(), make_conversion())
     assert all(context[name] == "" for name in UNRECORDED)
-    assert macros.render("{country|XX}/{campaign.cpa|0}/{lander.id}", context) == "XX/0/"
+    assert macros.render("{conversion.cost|X}/{campaign.cpa|0}/{lander.id}", context) == "X/0/"
+
+
+def test_visitor_macros_are_recorded_and_have_the_other_trackers_spellings():
+    entries = {e["name"]: e for e in macros.catalogue()}
+    for name in [*VISITOR_MACROS, "lander.id", "asn", "is_bot"]:
+        assert entries[name]["recorded"], name
+        assert "Not recorded" not in entries[name]["description"], name
+        assert entries[name]["group"] == ("Campaign" if name == "lander.id" else "Visitor")
+    aliases = {
+        "country_code": "country", "geo": "country", "country_name": "countryname",
+        "os_name": "os", "os_version": "osversion", "browser_name": "browser",
+        "browser_version": "browserversion", "device_type": "device", "device_brand": "brand",
+        "device_model": "model", "connection_type": "connection.type",
+    }  # fmt: skip
+    for alias, name in aliases.items():
+        assert macros.CATALOGUE[alias].name == name
+    assert macros.VISIT_FIELDS == VISITOR_MACROS
+
+
+def test_build_context_fills_every_visitor_macro_from_the_enriched_click():
+    context = macros.build_context(make_click(**ENRICHED, lander_id=12), make_conversion())
+    for name, field in VISITOR_MACROS.items():
+        assert context[name] == ENRICHED[field], name
+        for alias in macros.CATALOGUE[name].aliases:
+            assert context[alias] == ENRICHED[field], alias
+    assert (context["asn"], context["is_bot"], context["lander.id"]) == ("25135", "0", "12")
+    template = (
+        "https://trc.taboola.com/pb?c={externalid}&geo={country}&os={os}%20{osversion}"
+        "&dev={device}&b={browser:raw}&m={model}&city={city}&lang={language|xx}"
+        "&isp={isp:md5}&ct={connection.type}&lp={lander.id|0}&bot={is_bot:1=yes,0=no}"
+    )
+    assert macros.render(template, context) == (
+        "https://trc.taboola.com/pb?c=tbl-1&geo=GB&os=iOS%2017.1.2&dev=mobile&b=Facebook"
+        "&m=iPhone14%2C5&city=London&lang=en-GB"
+        f"&isp={hashlib.md5(b'Vodafone').hexdigest()}&ct=Cellular&lp=12&bot=no"
+    )
+    assert macros.render('{"geo": "{countryname}"}', context, escape="json") == (
+        '{"geo": "United Kingdom"}'
+    )
+
+
+def test_visitor_macros_of_an_unenriched_click_are_empty():
+    context = macros.build_context(make_click(country_code="", asn=None, is_bot=None))
+    names = [*VISITOR_MACROS, "asn", "is_bot", "lander.id"]
+    assert [context[name] for name in names] == [""] * len(names)
+    assert macros.render("{country|XX}-{device|unknown}-{lander.id|0}", context) == "XX-unknown-0"
+    bot = macros.build_context(make_click(is_bot=True, device_type="bot"))
+    assert (bot["is_bot"], bot["device"]) == ("1", "bot")
+
+
+def test_referrerdomain_prefers_the_recorded_domain():
+    recorded = make_click(referrer="https://news.example/a", referrer_domain="recorded.example")
+    assert macros.build_context(recorded)["referrerdomain"] == "recorded.example"
+    older = make_click(referrer="https://Old.Example:8080/a", referrer_domain="")
+    assert macros.build_context(older)["referrerdomain"] == "old.example"
+
+
+@pytest.mark.django_db
+def test_a_saved_click_renders_its_enrichment_and_lander():
+    from campaigns.models import Lander
+
+    lander = Lander.objects.create(name="Quiz", url="https://lp.example/?cid={click_id}")
+    saved = factories.click(lander=lander, **ENRICHED)
+    loaded = (
+        Click.objects.select_related("campaign", "offer__affiliate_network", "traffic_source")
+        .prefetch_related("traffic_source__parameters")
+        .get(pk=saved.pk)
+    )
+    context = macros.build_context(loaded)
+    assert (context["country"], context["os"], context["device"]) == ("GB", "iOS", "mobile")
+    assert (context["lander.id"], context["asn"], context["is_bot"]) == (
+        str(lander.pk), "25135", "0",
+    )  # fmt: skip
+    straight = macros.build_context(factories.click(saved.campaign))
+    assert (straight["lander.id"], straight["is_bot"], straight["country"]) == ("", "0", "")
 
 
 def test_build_context_for_a_status_change():
@@ -487,12 +575,13 @@ def test_validation_warnings():
     assert warnings_of("https://x/?c={externalid}&cost={campaign.cpa}&g={country}") == [
         "{campaign.cpa} is deprecated: use {conversion.cost}.",
         "{campaign.cpa} is not recorded yet: it renders empty.",
-        "{country} is not recorded yet: it renders empty.",
     ]
     # A repeated macro warns once.
-    assert warnings_of("https://x/?c={externalid}&a={city}&b={city}") == [
-        "{city} is not recorded yet: it renders empty."
+    assert warnings_of("https://x/?c={externalid}&a={conversion.cost}&b={conversion.cost}") == [
+        "{conversion.cost} is not recorded yet: it renders empty."
     ]
+    visitor = "&".join(f"{name}={{{name}}}" for name in [*VISITOR_MACROS, "lander.id"])
+    assert warnings_of(f"https://x/?c={{externalid}}&{visitor}") == []
 
 
 def test_json_context_allows_the_documents_own_braces():
@@ -531,8 +620,8 @@ def test_validate_or_raise_raises_every_error_and_returns_warnings():
         "Unknown macro {extrenalid}; did you mean {externalid}?",
         "Unknown hash :sha512 in {ip:sha512}; use md5, sha1 or sha256.",
     ]
-    assert macros.validate_or_raise("https://x/?c={externalid}&g={city}") == [
-        "{city} is not recorded yet: it renders empty."
+    assert macros.validate_or_raise("https://x/?c={externalid}&g={conversion.cost}") == [
+        "{conversion.cost} is not recorded yet: it renders empty."
     ]
     assert macros.validate_or_raise("https://x/?s={var:site}", known_vars={"site"}) == [
         NO_EXTERNAL_ID

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from urllib.parse import unquote
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postbacks import macros
+from tracker import enrichment
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 
@@ -116,3 +118,20 @@ def test_hashes_are_lower_case_hex_or_empty(value, name):
 @given(st.text(st.characters(exclude_characters="{}", exclude_categories=())), contexts)
 def test_text_without_braces_is_unchanged(text, context):
     assert macros.render(text, context) == text
+
+
+VISITOR_TEMPLATE = "".join(
+    f"&{name}={{{name}}}" for name in [*macros.VISIT_FIELDS, "asn", "is_bot", "lander.id"]
+)
+ips = st.sampled_from(["8.8.8.8", "2001:4860:4860::8888", "10.0.0.1", "::1", "junk", "", None])
+
+
+@FAST
+@given(values, values, values, ips, escapes)
+def test_an_enriched_visit_renders_under_every_escape(user_agent, language, referrer, ip, escape):
+    fields = enrichment.visit_fields(ip, user_agent, language, referrer)
+    context = macros.build_context(SimpleNamespace(pk="c1", **fields))
+    rendered = macros.render(VISITOR_TEMPLATE, context, escape=escape)
+    rendered.encode("utf-8")  # sendable
+    if escape == "url":
+        assert re.fullmatch(r"(?:&[a-z_.]+=(?:[A-Za-z0-9_.~-]|%[0-9A-F]{2})*)+", rendered)

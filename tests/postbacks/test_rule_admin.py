@@ -191,7 +191,7 @@ def test_form_has_the_fieldsets_macro_picker_and_preview_panel(admin_client):
     assert "Status: deactivated automatically" not in html
     catalogue = response.context["macro_catalogue"]
     names = {m["name"]: m for m in catalogue}
-    assert names["externalid"]["recorded"] and not names["country"]["recorded"]
+    assert names["externalid"]["recorded"] and not names["conversion.cost"]["recorded"]
     assert any(m.get("deprecated") for m in catalogue)
     assert 'id="pb-macro-catalogue"' in html and '"externalid"' in html
     assert 'id="pb-macro-picker"' in html and 'id="pb-preview"' in html
