@@ -4,7 +4,10 @@ All four run on one server configuration: gunicorn with sync workers (``2 x core
 workers, gunicorn's documented starting point; ``--workers`` to change), PostgreSQL, the
 Redis broker (no Celery worker: /cv writes its deliveries and publishes their wake-ups,
 which stay queued). Load comes from ``wrk`` (``apt-get install wrk``) in its own process;
-/cv gets a fresh click ID per request (pre-written clicks, one conversion rule).
+/cv gets a fresh click ID per request (pre-written clicks, one conversion rule; the warm-up
+uses other click IDs), then "/cv (repeats)" sends the same click IDs again without warm-up:
+duplicates, answered from the existing conversion (any request beyond the first run's IDs is
+a fresh conversion; the outcome counts say how many).
 
 Visitors: by default wrk sends no User-Agent, Accept-Language or Referer and every request
 comes from 127.0.0.1 (no geo). ``--visitors fixtures`` sends, to hello, naive and /c alike,
@@ -62,7 +65,12 @@ function setup(thread)
   threads = threads + 1
 end
 function init(args)
-  counter = tonumber(first) * math.floor(#ids / %(threads)d)
+  -- The warm-up ("warmup") and the measured run ("run") take disjoint halves of the IDs, so
+  -- the measured run never repeats a warm-up click ID (a duplicate, not a fresh conversion).
+  local half = math.floor(#ids / 2)
+  local base = 0
+  if args[1] == "run" then base = half end
+  counter = base + tonumber(first) * math.floor(half / %(threads)d)
 end
 function request()
   counter = counter + 1
@@ -241,6 +249,10 @@ def seed(clicks: int, ids_path: Path) -> tuple[str, str]:
         for i in range(clicks)
     ]
     Click.objects.bulk_create(made, batch_size=5000)
+    with connection.cursor() as cursor:
+        # Planner statistics for the freshly filled tables, as autovacuum would gather them
+        # on a live database within a minute.
+        cursor.execute("ANALYZE tracker_click, tracker_conversion")
     ids_path.write_text("\n".join(str(c.pk) for c in made) + "\n")
     return (
         f"/c/{campaign.key}?external_id=ext-1&site=news.example",
@@ -282,14 +294,29 @@ def to_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(args: argparse.Namespace, name: str, path: str, script: Path | None = None) -> Figures:
+def wrk(
+    args: argparse.Namespace,
+    name: str,
+    path: str,
+    script: Path | None = None,
+    *,
+    warm_up: bool = True,
+) -> Figures:
+    """One wrk run of ``args.duration`` seconds, after a warm-up of WARMUP_SECONDS unless
+    ``warm_up`` is False. The script gets "warmup" or "run" as its argument."""
     base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "--latency"]
     if script is not None:
         base += ["-s", str(script)]
     url = f"http://127.0.0.1:{args.port}{path}"
-    subprocess.run([*base, "-d", f"{WARMUP_SECONDS}s", url], capture_output=True, check=True)
+    run = [url, "--", "run"]
+    if warm_up:
+        subprocess.run(
+            [*base, "-d", f"{WARMUP_SECONDS}s", url, "--", "warmup"],
+            capture_output=True,
+            check=True,
+        )
     out = subprocess.run(
-        [*base, "-d", f"{args.duration}s", url], capture_output=True, text=True, check=True
+        [*base, "-d", f"{args.duration}s", *run], capture_output=True, text=True, check=True
     ).stdout
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     if "50" not in latency:
@@ -356,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = redis.Redis.from_url(env["REDIS_URL"])
     broker.flushdb()
     database_ready()
+    from django.db.models import Count
+
     from postbacks.models import Delivery
     from tracker.models import Click, Conversion, InboundRequest
 
@@ -386,8 +415,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_cv:
             results.append(wrk(args, "/cv (fresh click IDs)", "/cv", script))
             conversions = settled(Conversion.objects.count) - conversions_before
+            # The same click IDs again: every request a duplicate (networks retry postbacks).
+            results.append(wrk(args, "/cv (repeats)", "/cv", script, warm_up=False))
         deliveries = Delivery.objects.count()
         logged = InboundRequest.objects.count()
+        outcomes = dict(
+            InboundRequest.objects.values_list("outcome").annotate(n=Count("pk")).order_by()
+        )
         queued = broker.llen("postbacks")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -424,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             f"/cv: {conversion.requests} answered, {conversions} conversions written, "
             f"{deliveries} deliveries, {logged} inbound-log rows, {queued} wake-ups queued"
         )
+        print("/cv inbound-log outcomes (warm-up and both runs): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))  # fmt: skip
         targets += (
             f"; /cv >= {CONVERSION_TARGET_RPS:.0f} req/s: "
             f"{conversion.per_second >= CONVERSION_TARGET_RPS} ({conversion.per_second:.0f})"
