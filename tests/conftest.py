@@ -72,6 +72,9 @@ class WorkerProcess:
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "DATABASE_URL": _database_url(),
             "VAR_DIR": str(self.log_dir / "var"),
+            # Each test makes its own rules, then the worker plans deliveries (uploads):
+            # no per-process rules cache carried over from the previous test.
+            "POSTBACKS_RULES_CACHE_SECONDS": "0",
             **self.env_override,
         }
         command = [

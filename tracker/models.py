@@ -332,6 +332,12 @@ class ConversionUpload(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    progress_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When processing last started or wrote its progress; an upload queued or "
+        "running whose progress stops for TRACKER_UPLOAD_STALLED_SECONDS is processed again.",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

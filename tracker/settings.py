@@ -248,6 +248,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=POSTBACKS_SWEEP_SECONDS),
         "options": {"expires": POSTBACKS_SWEEP_SECONDS * 2},
     },
+    "tracker-uploads-resume": {
+        "task": "tracker.uploads_resume",
+        "schedule": timedelta(seconds=60),
+        "options": {"expires": 60},
+    },
     "postbacks-retention": {
         "task": "postbacks.retention",
         "schedule": timedelta(hours=1),
@@ -276,3 +281,6 @@ TRACKER_CAMPAIGN_CACHE_SECONDS = env.float("TRACKER_CAMPAIGN_CACHE_SECONDS", def
 # Exchange rates are cached per process this long (saving a rate clears it at once there).
 TRACKER_RATES_CACHE_SECONDS = env.float("TRACKER_RATES_CACHE_SECONDS", default=5.0)
 TRACKER_UPLOAD_MAX_BYTES = env.int("TRACKER_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+# An upload queued or running whose processing writes no progress for this long (seconds; a
+# run writes it every 50 rows and at the end of each 60 s task) is processed again by the beat.
+TRACKER_UPLOAD_STALLED_SECONDS = env.int("TRACKER_UPLOAD_STALLED_SECONDS", default=180)

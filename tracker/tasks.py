@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
 
 from tracker import uploads
@@ -27,6 +28,18 @@ def upload_process_task(upload_id: int) -> None:
     upload = uploads.upload_process(upload, max_seconds=UPLOAD_TASK_SECONDS)
     if upload.state == ConversionUpload.State.RUNNING:
         upload_process_task.delay(upload_id)
+
+
+@shared_task(name="tracker.uploads_resume", ignore_result=True)
+def uploads_resume_task() -> int:
+    """Periodic (beat, every minute): send the processing task again for each upload whose
+    progress stopped for ``TRACKER_UPLOAD_STALLED_SECONDS`` (a lost task, a killed worker,
+    a broker down at upload time). Returns how many were sent."""
+    stalled = uploads.uploads_stalled(settings.TRACKER_UPLOAD_STALLED_SECONDS)
+    for upload_id in stalled:
+        log.warning("Upload %s made no progress: processing it again.", upload_id)
+        upload_process_task.delay(upload_id)
+    return len(stalled)
 
 
 def upload_enqueue(upload: ConversionUpload) -> None:

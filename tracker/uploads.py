@@ -30,11 +30,12 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from tracker import ingest, services
@@ -365,7 +366,7 @@ def upload_process(
     claimed = (
         ConversionUpload.objects.filter(pk=upload.pk)
         .exclude(state=State.DONE)
-        .update(state=State.RUNNING, error="", finished_at=None)
+        .update(state=State.RUNNING, error="", finished_at=None, progress_at=timezone.now())
     )
     upload.refresh_from_db()
     if not claimed:
@@ -508,7 +509,9 @@ def _decimal(text: str) -> Decimal | None:
 
 
 def _save_progress(upload: ConversionUpload, progress: Progress) -> None:
-    ConversionUpload.objects.filter(pk=upload.pk).update(**progress.as_dict())
+    ConversionUpload.objects.filter(pk=upload.pk).update(
+        progress_at=timezone.now(), **progress.as_dict()
+    )
 
 
 def _finish(upload: ConversionUpload, state: str, error: str) -> ConversionUpload:
@@ -522,11 +525,24 @@ def _finish(upload: ConversionUpload, state: str, error: str) -> ConversionUploa
             "done; process the upload again to resume (rows done are skipped"
             + (f", the {retry} that met a server error are tried again)." if retry else ").")
         )
+    now = timezone.now()
     ConversionUpload.objects.filter(pk=upload.pk).update(
-        state=state, error=error, finished_at=timezone.now(), **progress.as_dict()
+        state=state, error=error, finished_at=now, progress_at=now, **progress.as_dict()
     )
     upload.refresh_from_db()
     return upload
+
+
+def uploads_stalled(older_than: float) -> list[int]:
+    """Ids of the uploads queued or running whose processing has written nothing for
+    ``older_than`` seconds (never started: counted from the upload time), oldest first: a
+    task lost with the broker or a worker killed mid-run. Processing them again is safe
+    (see :func:`upload_process`)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    stalled = ConversionUpload.objects.filter(state__in=[State.QUEUED, State.RUNNING]).filter(
+        Q(progress_at__lt=cutoff) | Q(progress_at__isnull=True, created_at__lt=cutoff)
+    )
+    return list(stalled.order_by("pk").values_list("pk", flat=True))
 
 
 def result_text(log: InboundRequest) -> str:

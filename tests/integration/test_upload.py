@@ -4,16 +4,19 @@ rows' postbacks reach a real receiver (PostgreSQL, Redis, Celery worker process)
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from postbacks.models import Delivery
 from tests import factories
 from tests.conftest import wait_until
+from tracker import tasks, uploads
 from tracker.models import Click, Conversion, ConversionUpload, InboundRequest
 
 pytestmark = pytest.mark.integration
@@ -111,3 +114,29 @@ def test_upload_through_the_admin_is_processed_by_the_worker(worker, receiver, l
         f"{live_server.url}/admin/tracker/conversionupload/{upload.pk}/progress.json", timeout=10
     ).json()
     assert (progress["state"], progress["processed_rows"]) == ("done", 6)
+
+
+def test_a_stalled_upload_is_picked_up_again_by_the_worker(worker, receiver):
+    """An upload whose task was lost (broker down at upload time): the resume task, sent
+    through the real broker as the beat sends it, has the worker import it."""
+    source = factories.traffic_source()
+    campaign = factories.campaign(source)
+    factories.rule(receiver.url + "/pb?cid={externalid}&tx={txid}", sources=[source])
+    click = factories.click(campaign, external_id="tbl-lost")
+    # The upload time is the rows' conversion time: the click came before it.
+    Click.objects.filter(pk=click.pk).update(created_at=datetime(2025, 10, 1, tzinfo=UTC))
+    upload = uploads.upload_create(
+        "lost.csv", f"{click.pk},2,LOST-1,sale\n".encode(), enqueue=False
+    )
+    ConversionUpload.objects.filter(pk=upload.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.TRACKER_UPLOAD_STALLED_SECONDS + 1)
+    )
+    tasks.uploads_resume_task.delay()
+
+    def finished():
+        upload.refresh_from_db()
+        return upload.state == "done"
+
+    assert wait_until(finished, timeout=60), upload.state
+    assert upload.accepted == 1
+    assert receiver.wait_for(1)[0].path == "/pb?cid=tbl-lost&tx=LOST-1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -385,6 +386,48 @@ def test_upload_create_enqueues_on_commit(click, django_capture_on_commit_callba
         upload = uploads.upload_create("x.csv", f"{click.pk},1,T,sale\n".encode())
     assert len(callbacks) == 1 and sent == [upload.pk]
     assert (upload.state, upload.total_rows, upload.file_name) == ("queued", 1, "x.csv")
+
+
+def test_stalled_uploads_are_sent_again_and_live_or_finished_ones_are_not(
+    click, monkeypatch, settings
+):
+    """Queued with a lost task, running with a killed worker: sent again by the beat task.
+    Just queued, running with recent progress, done or failed: left alone."""
+    settings.TRACKER_UPLOAD_STALLED_SECONDS = 180
+    assert settings.CELERY_BEAT_SCHEDULE["tracker-uploads-resume"]["task"] == (
+        tasks.uploads_resume_task.name
+    )
+    sent = []
+    monkeypatch.setattr(tasks.upload_process_task, "delay", sent.append)
+    long_ago = timezone.now() - timedelta(seconds=181)
+    recent = timezone.now() - timedelta(seconds=60)
+
+    def make(state: str, created: datetime, progress: datetime | None) -> int:
+        upload = uploads.upload_create("x.csv", f"{click.pk},1,T,sale\n".encode(), enqueue=False)
+        ConversionUpload.objects.filter(pk=upload.pk).update(
+            state=state, created_at=created, progress_at=progress
+        )
+        return upload.pk
+
+    lost = make("queued", long_ago, None)
+    killed = make("running", long_ago, long_ago)
+    make("queued", recent, None)
+    make("running", long_ago, recent)
+    make("done", long_ago, long_ago)
+    make("failed", long_ago, long_ago)
+    assert tasks.uploads_resume_task() == 2
+    assert sent == [lost, killed]
+    monkeypatch.undo()
+    tasks.upload_process_task(lost)  # what the worker then does: the row is imported
+    assert ConversionUpload.objects.get(pk=lost).state == "done"
+    assert Conversion.objects.filter(click=click, txid="T").count() == 1
+
+
+def test_progress_time_is_written_by_the_run(click):
+    upload = uploads.upload_create("x.csv", f"{click.pk},1,T,sale\n".encode(), enqueue=False)
+    assert upload.progress_at is None
+    upload = uploads.upload_process(upload)
+    assert upload.progress_at is not None and upload.progress_at == upload.finished_at
 
 
 # --- Properties ---------------------------------------------------------------------------------
