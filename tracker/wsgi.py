@@ -15,3 +15,9 @@ except ImproperlyConfigured as exc:
     raise ImproperlyConfigured(
         "Set SECRET_KEY to serve the tracker (or DEBUG=true for local development)."
     ) from exc
+
+# Each server process loads the user-agent rules and IP databases (about 0.65 s) as it starts,
+# not while its first visitor waits.
+from tracker import enrichment  # noqa: E402
+
+enrichment.warm_up()
