@@ -335,6 +335,15 @@ class AffiliateNetwork(models.Model):
                 mapped[ours] = data[theirs]
         return mapped
 
+    def sent_as(self, data: QueryDict) -> dict[str, str]:
+        """Our parameter names that :meth:`map_params` filled from ``data`` (the request as
+        sent), with the network's name each came under: ``{"payout": "sum"}``."""
+        return {
+            ours: theirs
+            for ours, theirs in (self.param_map or {}).items()
+            if not data.get(ours) and data.get(theirs)
+        }
+
     def token_matches(self, sent: str) -> bool:
         """Whether ``sent`` is the security token (constant-time); True when none is set."""
         if not self.postback_token:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -204,10 +205,17 @@ class ConversionPostbackForm(forms.Form):
         field = next(iter(self.errors), "")
         return f"invalid_{field}" if field and field != "__all__" else "invalid_request"
 
-    def error_detail(self) -> str:
-        """Every error as one line of text, ``"field: message; ..."``."""
+    def error_detail(self, sent_as: Mapping[str, str] | None = None) -> str:
+        """Every error as one line of text, ``"field: message; ..."``. ``sent_as`` maps our
+        field names to the names a network sent them under (its parameter mapping), shown
+        as ``"payout (sent as sum): ..."``."""
+        sent_as = sent_as or {}
+
+        def label(name: str) -> str:
+            return f"{name} (sent as {sent_as[name]})" if name in sent_as else name
+
         return "; ".join(
-            f"{name}: {' '.join(msgs)}" if name != "__all__" else " ".join(msgs)
+            f"{label(name)}: {' '.join(msgs)}" if name != "__all__" else " ".join(msgs)
             for name, msgs in self.errors.items()
         )
 

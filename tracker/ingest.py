@@ -108,7 +108,7 @@ class Result:
     @property
     def outcome(self) -> str:
         """The inbound log's outcome for this answer."""
-        if self.status == 404:
+        if self.status == 404 and self.body.get("error") == "unknown_click_id":
             return Outcome.UNKNOWN_CLICK
         if self.status == 403:
             return Outcome.FORBIDDEN
@@ -165,14 +165,17 @@ def conversion_ingest(data: Mapping[str, str], inbound: Inbound) -> Result:
     """
     query = data if isinstance(data, QueryDict) else _querydict(data)
     network = inbound.network
+    sent_as: dict[str, str] = {}
     if network is not None and network.param_map:
+        sent_as = network.sent_as(query)
         query = network.map_params(query)
     if inbound.cookie_click_id and not (query.get("click_id") or query.get("cf_click_id")):
         query = query.copy()
         query["click_id"] = inbound.cookie_click_id
     form = ConversionPostbackForm(query)
     if not form.is_valid():
-        result = error_result(400, form.error_code(), form.error_detail(), network=network)
+        detail = form.error_detail(sent_as)
+        result = error_result(400, form.error_code(), detail, network=network)
         return record(inbound, result, click_id=_sent_click_id(query))
     try:
         try:
@@ -213,7 +216,8 @@ def _write(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> 
             # The network's own parameter names, now that the click names the network.
             form = ConversionPostbackForm(offer_network.map_params(query))
             if not form.is_valid():
-                result = error_result(400, form.error_code(), form.error_detail(), network=network)
+                detail = form.error_detail(offer_network.sent_as(query))
+                result = error_result(400, form.error_code(), detail, network=network)
                 return record(inbound, result, click=click, strict=True)
             data = form.cleaned_data
             several = allows_several(data["ct"])

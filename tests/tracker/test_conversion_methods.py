@@ -161,6 +161,10 @@ def test_a_network_dialect_makes_the_same_conversion_as_our_names(client, networ
         }
     )
     assert last_log().network == network
+    # An error names the parameter as the network sent it.
+    bad = client.get(f"/cv/{network.key}", {"sub1": str(theirs.pk), "sum": "lots", "goal": "x"})
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_payout"
+    assert bad.json()["detail"].startswith("payout (sent as sum): ")
 
 
 def test_network_fixed_response_and_unknown_key(client, click, network):
@@ -176,7 +180,12 @@ def test_network_fixed_response_and_unknown_key(client, click, network):
     assert last_log().network == network  # known from the URL even for a bad click ID
     unknown = client.get("/cv/nosuchkey", {"click_id": str(click.pk)})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_network"
-    assert last_log().outcome == "unknown_click" and last_log().error_code == "unknown_network"
+    log = last_log()
+    assert (log.outcome, log.error_code, log.click_id) == (
+        "invalid",
+        "unknown_network",
+        str(click.pk),
+    )
 
 
 def test_a_network_url_cannot_convert_another_networks_click(client, click):

@@ -114,7 +114,9 @@ def _ingest(request: HttpRequest, channel: str, network_key: str = "") -> Result
     inbound = _inbound(request, channel, network)
     if network_key and network is None:
         detail = f"No affiliate network has the postback URL key {network_key!r}."
-        return ingest.record(inbound, ingest.error_result(404, "unknown_network", detail))
+        sent = request.GET.get("click_id", "")
+        result = ingest.error_result(404, "unknown_network", detail)
+        return ingest.record(inbound, result, click_id=sent.strip())
     allowed = ("GET", "POST") if channel == Channel.S2S else ("GET",)
     if request.method not in allowed:
         detail = f"Use {' or '.join(allowed)}."
