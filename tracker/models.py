@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
 from campaigns.models import AffiliateNetwork, Campaign, Lander, Offer, TrafficSource
 
@@ -478,3 +479,31 @@ class InboundRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.endpoint} -> {self.response_status}"
+
+
+class APITokenManager(APIKeyManager):
+    def get_usable_keys(self) -> models.QuerySet:
+        """Tokens not revoked, with their user (one query per authenticated call)."""
+        return super().get_usable_keys().select_related("user")
+
+
+class APIToken(AbstractAPIKey):
+    """A REST API token (``Authorization: Token <prefix>.<secret>``): the API acts as
+    ``user``, whose Django model permissions apply. Stored hashed (SHA-512, per
+    djangorestframework-api-key); the full token is shown once, when it is created in
+    admin. Revoking is final; ``expiry_date`` optional."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+        help_text="The API acts as this user: what the user may view, add, change or delete "
+        "in admin (model permissions), the token may too.",
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = APITokenManager()
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"

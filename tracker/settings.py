@@ -43,6 +43,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework_api_key",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "rangefilter",
     "tracker",
     "campaigns",
@@ -277,10 +281,60 @@ TRACKER_DISPLAY_CURRENCY = env.str("TRACKER_DISPLAY_CURRENCY", default="USD").up
 CLICK_COOKIE_NAME = "cf_click_id"
 CLICK_COOKIE_MAX_AGE = 30 * 24 * 3600
 TRACKER_CAMPAIGN_CACHE_SECONDS = env.float("TRACKER_CAMPAIGN_CACHE_SECONDS", default=5.0)  # /c
-# CSV uploads of conversions (admin and manage.py conversions_upload) up to this size (bytes).
 # Exchange rates are cached per process this long (saving a rate clears it at once there).
 TRACKER_RATES_CACHE_SECONDS = env.float("TRACKER_RATES_CACHE_SECONDS", default=5.0)
+# CSV uploads of conversions (admin and manage.py conversions_upload) up to this size (bytes).
 TRACKER_UPLOAD_MAX_BYTES = env.int("TRACKER_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
 # An upload queued or running whose processing writes no progress for this long (seconds; a
 # run writes it every 50 rows and at the end of each 60 s task) is processed again by the beat.
 TRACKER_UPLOAD_STALLED_SECONDS = env.int("TRACKER_UPLOAD_STALLED_SECONDS", default=180)
+
+# --- REST API (/api/v1/, tracker.api) -----------------------------------------------------------
+# Requests per token (or signed-in user) and period, e.g. 1200/min; counted in the cache below.
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="1200/min")
+# The throttle counts are shared by every process through Redis when REDIS_URL is set (one
+# count per token); without it each process counts alone.
+_CACHE_REDIS_URL = env.str("REDIS_URL", default="")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_REDIS_URL}
+        if _CACHE_REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tracker.api.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["tracker.api.base.ModelPermissions"],
+    "DEFAULT_THROTTLE_CLASSES": ["tracker.api.auth.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"token": API_THROTTLE_RATE},
+    "DEFAULT_PAGINATION_CLASS": "tracker.api.base.PagePagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "tracker.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Postback manager API",
+    "DESCRIPTION": "Traffic sources, affiliate networks, offers, landers, campaigns and "
+    "postback rules; clicks, conversions, deliveries and attempts. Authenticate with "
+    "`Authorization: Token <token>` (tokens are created in admin, API tokens). Errors: "
+    '`{"error": <code>, "detail": <text or field errors>}`.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {},
+}

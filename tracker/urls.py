@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from tracker import views
 
@@ -19,5 +19,6 @@ urlpatterns = [
     path("cv.gif", views.conversion_pixel, name="conversion-pixel"),
     path("cv.js", views.conversion_script, name="conversion-script"),
     path("cv/<slug:network_key>", views.conversion_postback, name="network-postback"),
+    path("api/v1/", include("tracker.api.urls")),
     path("admin/", admin.site.urls),
 ]

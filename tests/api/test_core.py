@@ -1,0 +1,90 @@
+"""The API's shared parts: token authentication, model permissions, the error body, the
+schema and its docs page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from tracker.models import APIToken
+
+pytestmark = pytest.mark.django_db
+
+
+def make_token(*perms: str, superuser: bool = False, **fields) -> tuple[APIToken, str]:
+    user_model = get_user_model()
+    if superuser:
+        user = user_model.objects.create_superuser("root", "r@example.com", "pw-123456")
+    else:
+        user = user_model.objects.create_user(f"u{user_model.objects.count()}", password="x")
+        for codename in perms:
+            user.user_permissions.add(Permission.objects.get(codename=codename))
+    return APIToken.objects.create_key(name="t", user=user, **fields)
+
+
+def client_with(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+def test_the_token_is_stored_hashed_and_authenticates():
+    token, key = make_token(superuser=True)
+    assert key.startswith(token.prefix + ".") and key.split(".")[1] not in token.hashed_key
+    answer = client_with(key).get("/api/v1/")
+    assert answer.status_code == 200
+    token.refresh_from_db()
+    assert token.last_used_at is not None
+    bearer = APIClient()
+    bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert bearer.get("/api/v1/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Token", "Token a b", "Token nope.nope", "Token \u00e9t\u00e9", "Token " + "x" * 5000],
+)
+def test_bad_tokens_get_401_with_the_error_body(header):
+    make_token(superuser=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    answer = client.get("/api/v1/")
+    assert answer.status_code == 401, answer.content
+    assert answer["WWW-Authenticate"] == "Token"
+    assert set(answer.json()) == {"error", "detail"}
+
+
+def test_revoked_expired_and_inactive_tokens_are_refused():
+    token, key = make_token(superuser=True)
+    APIToken.objects.filter(pk=token.pk).update(revoked=True)
+    assert client_with(key).get("/api/v1/").json()["error"] == "invalid_token"
+    _, key = make_token(expiry_date=timezone.now() - timedelta(seconds=1))
+    assert client_with(key).get("/api/v1/").status_code == 401
+    token, key = make_token()
+    get_user_model().objects.filter(pk=token.user_id).update(is_active=False)
+    assert client_with(key).get("/api/v1/").json()["error"] == "inactive_user"
+
+
+def test_no_credentials_get_401():
+    answer = APIClient().get("/api/v1/")
+    assert answer.status_code == 401
+    assert answer.json() == {
+        "error": "not_authenticated",
+        "detail": "Authentication credentials were not provided.",
+    }
+
+
+def test_schema_and_docs_are_served_without_a_cdn():
+    _, key = make_token(superuser=True)
+    client = client_with(key)
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200 and schema.json()["openapi"].startswith("3.")
+    docs = client.get("/api/v1/docs/")
+    assert docs.status_code == 200
+    page = docs.content.decode()
+    assert "swagger-ui" in page and "cdn" not in page.lower()

@@ -1,0 +1,30 @@
+"""API tokens in admin: created here (the full token shown once), revoked here; stored
+hashed (djangorestframework-api-key's admin, with the user each token acts as)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
+
+from tracker.models import APIToken
+
+# The library's own key model (no user) is not used: only APIToken authenticates.
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
+
+
+@admin.register(APIToken)
+class APITokenAdmin(APIKeyModelAdmin):
+    list_display = ("prefix", "name", "user", "created", "last_used_at", "expiry_date",
+                    "_has_expired", "revoked")  # fmt: skip
+    list_filter = ("revoked", "created")
+    search_fields = ("name", "prefix", "user__username")
+    autocomplete_fields = ("user",)
+    fields = ("name", "user", "expiry_date", "revoked", "prefix", "last_used_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = (*super().get_readonly_fields(request, obj), "last_used_at")
+        if obj is not None:
+            fields = (*fields, "user")  # a token keeps its user; make a new one instead
+        return fields

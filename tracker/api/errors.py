@@ -1,0 +1,59 @@
+"""The API's error body, ``{"error": <code>, "detail": ...}``, for every error (DRF's own,
+Django's ValidationError and Http404, and :class:`DomainError`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from tracker.api.base import django_errors
+
+
+def _code(exc: exceptions.APIException) -> str:
+    if isinstance(exc, exceptions.ValidationError):
+        return "invalid"
+    codes = exc.get_codes()
+    if isinstance(codes, str):
+        return codes
+    return getattr(exc, "default_code", "error")
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, with every error body as ``{"error": <code>, "detail": ...}``:
+    ``detail`` is a text, or for a 400 the field errors ``{"field": ["message", ...]}``.
+    Codes: ``invalid`` (400), ``not_authenticated`` / ``authentication_failed`` /
+    ``invalid_token`` (401), ``permission_denied`` (403), ``not_found`` (404),
+    ``method_not_allowed`` (405), ``unsupported_media_type`` (415), ``throttled`` (429),
+    or a domain code (e.g. ``unknown_click_id``) raised as :class:`DomainError`."""
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(django_errors(exc))
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    detail = response.data
+    if isinstance(detail, dict) and set(detail) == {"detail"}:
+        detail = detail["detail"]
+    if isinstance(exc, DomainError):
+        detail = exc.detail
+    response.data = {"error": _code(exc), "detail": detail}
+    return response
+
+
+class DomainError(exceptions.APIException):
+    """A refusal with its own code, e.g. ``DomainError(404, "unknown_click_id", "No click
+    with ID ...")``: answered ``{"error": code, "detail": detail}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, detail: Any) -> None:
+        self.status_code = status
+        self.detail = detail
+        self.code = code
+
+    def get_codes(self) -> str:
+        return self.code
