@@ -7,30 +7,13 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.api.conftest import client_with, make_token
 from tracker.models import APIToken
 
 pytestmark = pytest.mark.django_db
-
-
-def make_token(*perms: str, superuser: bool = False, **fields) -> tuple[APIToken, str]:
-    user_model = get_user_model()
-    if superuser:
-        user = user_model.objects.create_superuser("root", "r@example.com", "pw-123456")
-    else:
-        user = user_model.objects.create_user(f"u{user_model.objects.count()}", password="x")
-        for codename in perms:
-            user.user_permissions.add(Permission.objects.get(codename=codename))
-    return APIToken.objects.create_key(name="t", user=user, **fields)
-
-
-def client_with(key: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    return client
 
 
 def test_the_token_is_stored_hashed_and_authenticates():
