@@ -1,9 +1,628 @@
-"""REST API resources of this app (serializers and viewsets), registered under /api/v1/."""
+"""REST API resources of this app (serializers and viewsets), registered under /api/v1/.
+
+- ``postback-rules``: CRUD of rules, validated by the admin's rule form (same checks,
+  same messages) on top of the model's ``full_clean``.
+- ``deliveries`` and ``attempts``: the delivery log, read-only, newest first by id with
+  cursor pagination, filtered like the admin log; replay and cancel of deliveries.
+- ``macros``: the macro catalogue.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import django_filters
+from django.db import transaction
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
+
+from postbacks import macros, services
+from postbacks.admin.rules import PostbackRuleForm
+from postbacks.masking import mask_secrets
+from postbacks.models import Attempt, Delivery, EventType, PostbackRule
+from postbacks.transports import KIND_CHOICES, Outcome
+from tracker import currency
+from tracker.api.base import LogCursorPagination, StrictModelSerializer
+from tracker.api.errors import DomainError
+from tracker.models import Conversion
+
+SCOPE_FIELDS = ("campaigns", "offers", "traffic_sources", "affiliate_networks", "rejection_reasons")
+BULK_MAX = 1000
+HTTP_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
+
+
+def inline_enum(field: serializers.Field) -> serializers.Field:
+    """``field`` (a choice field) documented with its values inline: no shared enum
+    component, whose name would collide with other apps' ``status`` enums."""
+    values = list(field.choices)
+    return extend_schema_field({"type": "string", "enum": values})(field)
+
+
+# --- Rules -------------------------------------------------------------------------------
+
+
+class CurrencyCodeField(serializers.CharField):
+    """A currency code, stripped and upper-cased before it is checked (as in admin)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        return super().to_internal_value(data).strip().upper()
+
+
+class PostbackRuleSerializer(StrictModelSerializer):
+    """A rule; every field the admin form edits, scope lists as ids."""
+
+    payout_currency = CurrencyCodeField(
+        max_length=3,
+        allow_blank=True,
+        required=False,
+        help_text=PostbackRule._meta.get_field("payout_currency").help_text,
+    )
+
+    statuses = serializers.ListField(
+        child=inline_enum(serializers.ChoiceField(choices=Conversion.Status.choices)),
+        required=False,
+        help_text="Conversion statuses that fire this rule; empty: any status.",
+    )
+    conversion_types = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        help_text='Conversion types (ct), e.g. ["lead", "sale"], any case; empty: any type.',
+    )
+    warnings = serializers.SerializerMethodField(
+        help_text="Non-blocking advice from validation (create/update answers only), e.g. "
+        "a missing {externalid}."
+    )
+
+    class Meta:
+        model = PostbackRule
+        fields = [
+            "id",
+            *PostbackRuleForm._meta.fields,
+            "preset",
+            "consecutive_failures",
+            "disabled_reason",
+            "disabled_at",
+            "needs_attention",
+            "created_at",
+            "updated_at",
+            "warnings",
+        ]
+        read_only_fields = [
+            "preset",
+            "consecutive_failures",
+            "disabled_reason",
+            "disabled_at",
+            "needs_attention",
+            "created_at",
+            "updated_at",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.validation_warnings: list[str] = []
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_warnings(self, obj: PostbackRule) -> list[str]:
+        return self.validation_warnings
+
+    def validate_conversion_types(self, value: list[str]) -> list[str]:
+        if any("," in item for item in value):
+            raise serializers.ValidationError("A conversion type cannot contain a comma.")
+        return value
+
+    def clean_instance(self, instance: PostbackRule, attrs: dict[str, Any]) -> None:
+        """Run the admin's rule form on the values as they would be saved: its field
+        checks and the transport's (unknown macros, ``{var:...}`` of the chosen sources)."""
+        form = PostbackRuleForm(self._form_data(attrs), instance=self._copy())
+        if not form.is_valid():
+            raise serializers.ValidationError(
+                {
+                    (field if field in self.fields else "non_field_errors"): list(errors)
+                    for field, errors in form.errors.items()
+                }
+            )
+        attrs["conversion_types"] = form.cleaned_data["conversion_types"]
+        attrs["payout_currency"] = form.cleaned_data["payout_currency"]
+        warnings = list(form.validation_warnings)
+        code = attrs["payout_currency"]
+        if code and currency.missing_rates(code):
+            warnings.append(
+                f"No {code} exchange rate yet: {{payout}} is sent unconverted, in the "
+                "conversion's currency, until one is added."
+            )
+        self.validation_warnings = list(dict.fromkeys(warnings))
+
+    def _copy(self) -> PostbackRule:
+        """An unsaved copy of the rule being edited (the form writes on its instance)."""
+        rule = PostbackRule()
+        if self.instance is not None:
+            rule._state.adding = False
+            for field in PostbackRule._meta.concrete_fields:
+                setattr(rule, field.attname, getattr(self.instance, field.attname))
+        return rule
+
+    def _form_data(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The admin form's data: ``attrs`` over the saved rule (or the model defaults)."""
+        base = self.instance if self.instance is not None else PostbackRule()
+        data: dict[str, Any] = {}
+        for name in PostbackRuleForm._meta.fields:
+            if name in SCOPE_FIELDS:
+                if name in attrs:
+                    value = [obj.pk for obj in attrs[name]]
+                elif base.pk:
+                    value = list(getattr(base, name).values_list("pk", flat=True))
+                else:
+                    value = []
+            else:
+                value = attrs[name] if name in attrs else getattr(base, name)
+            if name == "conversion_types":
+                value = ", ".join(value or [])
+            data[name] = "" if value is None else value
+        return data
+
+
+class PostbackRuleFilter(django_filters.FilterSet):
+    class Meta:
+        model = PostbackRule
+        fields = ["event_type", "kind", "is_active"]
+
+
+class PostbackRuleViewSet(viewsets.ModelViewSet):
+    """Postback rules: what to fire (event type, scope, firing conditions), where (the
+    destination templates with macros, see ``/macros/``) and how (retries, timeout).
+
+    Validated like the admin rule form: an unknown macro in ``url_template``,
+    ``body_template`` or ``headers_template`` is a 400 whose detail names it under that
+    field, e.g. ``{"error": "invalid", "detail": {"url_template": ["Unknown macro
+    {clickid} ..."]}}``; unknown fields are refused (400). Scope lists (``campaigns``,
+    ``offers``, ``traffic_sources``, ``affiliate_networks``, ``rejection_reasons``) are id
+    lists, empty = all. ``delay_seconds``, ``retry_base_seconds`` and ``timeout_seconds``
+    are seconds. Create and update answers carry non-blocking ``warnings``. Deactivating
+    (``is_active: false``) or deleting a rule cancels its scheduled deliveries.
+
+    Filters: ``event_type``, ``kind``, ``is_active``. Page-number pagination."""
+
+    queryset = PostbackRule.objects.prefetch_related(*SCOPE_FIELDS).order_by("name", "pk")
+    serializer_class = PostbackRuleSerializer
+    filterset_class = PostbackRuleFilter
+
+    def perform_update(self, serializer: PostbackRuleSerializer) -> None:
+        rule: PostbackRule = serializer.instance
+        was_active = rule.is_active
+        active = serializer.validated_data.get("is_active", was_active)
+        if active and not was_active:
+            # Switched back on by hand: the failure streak and the banner start afresh.
+            serializer.save(needs_attention=False, consecutive_failures=0)
+        else:
+            serializer.save()
+        if was_active and not active:
+            services.rules_deactivate([rule.pk], self._reason("deactivated"))
+
+    def perform_destroy(self, instance: PostbackRule) -> None:
+        with transaction.atomic():
+            services.rules_deactivate([instance.pk], self._reason("deleted"))
+            instance.delete()
+
+    def _reason(self, what: str) -> str:
+        return f"Rule {what} through the API by {self.request.user.get_username()}."
+
+
+# --- Delivery log ------------------------------------------------------------------------
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    """A delivery; ``url``, ``body`` and ``last_error`` with secrets masked (headers are
+    not shown)."""
+
+    status = inline_enum(serializers.ChoiceField(choices=Delivery.Status.choices))
+    url = serializers.SerializerMethodField()
+    body = serializers.SerializerMethodField()
+    last_error = serializers.SerializerMethodField()
+    external_id = serializers.SerializerMethodField(help_text="The click's external ID.")
+    txid = serializers.SerializerMethodField(help_text="The conversion's transaction ID.")
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "public_id",
+            "created_at",
+            "updated_at",
+            "status",
+            "rule",
+            "event_type",
+            "event_detail",
+            "is_test",
+            "traffic_source",
+            "click",
+            "conversion",
+            "impression",
+            "external_id",
+            "txid",
+            "kind",
+            "method",
+            "url",
+            "host",
+            "body",
+            "due_at",
+            "attempt_count",
+            "max_attempts",
+            "last_status_code",
+            "last_error",
+            "delivered_at",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, obj: Delivery) -> str:
+        return mask_secrets(obj.url)
+
+    def get_body(self, obj: Delivery) -> str:
+        return mask_secrets(obj.body)
+
+    def get_last_error(self, obj: Delivery) -> str:
+        return mask_secrets(obj.last_error)
+
+    def get_external_id(self, obj: Delivery) -> str:
+        return obj.click.external_id if obj.click_id else ""
+
+    def get_txid(self, obj: Delivery) -> str:
+        return obj.conversion.txid if obj.conversion_id else ""
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    """One HTTP request of a delivery (``url`` as logged: secrets masked)."""
+
+    rule = serializers.IntegerField(source="delivery.rule_id", read_only=True, allow_null=True)
+    traffic_source = serializers.IntegerField(
+        source="delivery.traffic_source_id", read_only=True, allow_null=True
+    )
+    click = serializers.UUIDField(source="delivery.click_id", read_only=True, allow_null=True)
+    external_id = serializers.SerializerMethodField(help_text="The click's external ID.")
+    txid = serializers.SerializerMethodField(help_text="The conversion's transaction ID.")
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Attempt
+        fields = [
+            "id",
+            "delivery",
+            "number",
+            "started_at",
+            "outcome",
+            "status_code",
+            "duration_ms",
+            "method",
+            "url",
+            "response_body",
+            "error",
+            "rule",
+            "traffic_source",
+            "click",
+            "external_id",
+            "txid",
+        ]
+        read_only_fields = fields
+
+    def get_external_id(self, obj: Attempt) -> str:
+        return obj.delivery.click.external_id if obj.delivery.click_id else ""
+
+    def get_txid(self, obj: Attempt) -> str:
+        return obj.delivery.conversion.txid if obj.delivery.conversion_id else ""
+
+    def get_error(self, obj: Attempt) -> str:
+        return mask_secrets(obj.error)
+
+
+def filter_http_class(field: str) -> Any:
+    def method(queryset: QuerySet, name: str, value: str) -> QuerySet:
+        if value == "none":
+            return queryset.filter(**{f"{field}__isnull": True})
+        low = int(value[0]) * 100
+        return queryset.filter(**{f"{field}__gte": low, f"{field}__lt": low + 100})
+
+    return method
+
+
+class LogFilter(django_filters.FilterSet):
+    """Filters shared by the delivery and attempt lists; ``prefix`` leads from the listed
+    model to the delivery."""
+
+    prefix = ""
+    date_field = "created_at"
+
+    created_after = django_filters.IsoDateTimeFilter(
+        method="filter_created_after", label="Created at or after (ISO 8601 date-time)."
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        method="filter_created_before", label="Created before (ISO 8601 date-time)."
+    )
+    rule = django_filters.NumberFilter(method="filter_delivery", label="Rule id.")
+    traffic_source = django_filters.NumberFilter(
+        method="filter_delivery", label="Traffic source id."
+    )
+    offer = django_filters.NumberFilter(method="filter_delivery", label="The click's offer id.")
+    campaign = django_filters.NumberFilter(
+        method="filter_delivery", label="The click's campaign id."
+    )
+    event_type = django_filters.ChoiceFilter(
+        choices=EventType.choices, method="filter_delivery", label="Event type."
+    )
+    click_id = django_filters.UUIDFilter(method="filter_delivery", label="Click ID (UUID).")
+    external_id = django_filters.CharFilter(
+        method="filter_delivery", label="The click's external ID (exact)."
+    )
+    txid = django_filters.CharFilter(
+        method="filter_delivery", label="The conversion's transaction ID (exact)."
+    )
+
+    LOOKUPS = {
+        "rule": "rule_id",
+        "traffic_source": "traffic_source_id",
+        "offer": "click__offer_id",
+        "campaign": "click__campaign_id",
+        "event_type": "event_type",
+        "click_id": "click_id",
+        "external_id": "click__external_id",
+        "txid": "conversion__txid",
+    }
+
+    def filter_created_after(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        return queryset.filter(**{f"{self.date_field}__gte": value})
+
+    def filter_created_before(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        return queryset.filter(**{f"{self.date_field}__lt": value})
+
+    def filter_delivery(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+        return queryset.filter(**{self.prefix + self.LOOKUPS[name]: value})
+
+
+class DeliveryFilter(LogFilter):
+    status = django_filters.MultipleChoiceFilter(
+        choices=Delivery.Status.choices, label="Status (repeat for several)."
+    )
+    kind = django_filters.ChoiceFilter(choices=KIND_CHOICES, label="Destination kind.")
+    http = django_filters.ChoiceFilter(
+        choices=[(c, c) for c in HTTP_CLASSES],
+        method=filter_http_class("last_status_code"),
+        label="Last HTTP status class: 2xx, 3xx, 4xx, 5xx or none (no answer).",
+    )
+    last_status_code = django_filters.NumberFilter(label="Last HTTP status, exact.")
+    is_test = django_filters.BooleanFilter(label="Test deliveries only (true) or none (false).")
+
+    class Meta:
+        model = Delivery
+        fields: list[str] = []
+
+
+class AttemptFilter(LogFilter):
+    prefix = "delivery__"
+    date_field = "started_at"
+
+    created_after = django_filters.IsoDateTimeFilter(
+        method="filter_created_after", label="Started at or after (ISO 8601 date-time)."
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        method="filter_created_before", label="Started before (ISO 8601 date-time)."
+    )
+    delivery = django_filters.NumberFilter(label="Delivery id.")
+    outcome = django_filters.MultipleChoiceFilter(
+        choices=Outcome.choices, label="Outcome (repeat for several)."
+    )
+    status_code = django_filters.NumberFilter(label="HTTP status, exact.")
+    http = django_filters.ChoiceFilter(
+        choices=[(c, c) for c in HTTP_CLASSES],
+        method=filter_http_class("status_code"),
+        label="HTTP status class: 2xx, 3xx, 4xx, 5xx or none (no answer).",
+    )
+    slow = django_filters.BooleanFilter(
+        method="filter_slow", label="Slower than 1 s (true) or not (false)."
+    )
+
+    class Meta:
+        model = Attempt
+        fields: list[str] = []
+
+    def filter_slow(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
+        from postbacks.admin.log import SLOW_MS
+
+        if value is None:
+            return queryset
+        if value:
+            return queryset.filter(duration_ms__gt=SLOW_MS)
+        return queryset.filter(duration_ms__lte=SLOW_MS)
+
+
+class ChangeDeliveryPermission(permissions.BasePermission):
+    """Replay and cancel: ``postbacks.change_delivery``."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm("postbacks.change_delivery"))
+
+
+class DeliveryIdsSerializer(serializers.Serializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=1,
+        max_length=BULK_MAX,
+        help_text=f"Delivery ids, at most {BULK_MAX}.",
+    )
+
+
+class DeliveryBulkResultSerializer(serializers.Serializer):
+    requested = serializers.IntegerField(help_text="Distinct ids sent.")
+    done = serializers.IntegerField(help_text="Scheduled (replay) or cancelled.")
+    skipped = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="Ids not found or not in a state the operation applies to.",
+    )
+
+
+def bulk_schema(operation_id: str) -> Any:
+    return extend_schema(
+        operation_id=operation_id,
+        request=DeliveryIdsSerializer,
+        responses={
+            200: DeliveryBulkResultSerializer,
+            400: OpenApiTypes.OBJECT,
+            403: OpenApiTypes.OBJECT,
+        },
+    )
+
+
+OPERATION_ERRORS = {
+    403: OpenApiTypes.OBJECT,
+    404: OpenApiTypes.OBJECT,
+    409: OpenApiTypes.OBJECT,
+}
+
+
+class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
+    """Deliveries (one planned firing of a rule for an event), newest first by id.
+
+    Cursor pagination: follow ``next`` (stable while rows are added; ``?page_size=``, at
+    most 500). Filters: ``created_after`` / ``created_before`` (ISO 8601 date-times, on
+    ``created_at``), ``rule``, ``traffic_source``, ``offer``, ``campaign`` (ids; offer and
+    campaign through the click), ``status`` (repeatable), ``event_type``, ``kind``,
+    ``http`` (2xx..5xx or none, on the last HTTP status), ``last_status_code``,
+    ``is_test``, ``click_id``, ``external_id``, ``txid`` (exact). Secrets in URLs, bodies
+    and errors are masked; headers are not shown.
+
+    Operations (need ``postbacks.change_delivery``): ``POST {id}/replay/`` schedules a
+    failed, cancelled or waiting delivery for an attempt now, ``POST {id}/cancel/``
+    cancels a waiting one (409 ``not_replayable`` / ``not_cancellable`` otherwise);
+    ``POST replay/`` and ``POST cancel/`` take ``{"ids": [...]}`` (at most 1000)."""
+
+    queryset = Delivery.objects.select_related("click", "conversion")
+    serializer_class = DeliverySerializer
+    pagination_class = LogCursorPagination
+    filterset_class = DeliveryFilter
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.action in ("replay", "cancel", "replay_many", "cancel_many"):
+            return [ChangeDeliveryPermission()]
+        return super().get_permissions()
+
+    @extend_schema(request=None, responses={200: DeliverySerializer, **OPERATION_ERRORS})
+    @action(detail=True, methods=["post"])
+    def replay(self, request: Request, pk: str | None = None) -> Response:
+        """Schedule this delivery (failed, cancelled or waiting) for an attempt now."""
+        delivery = self.get_object()
+        if not services.deliveries_retry_now([delivery]):
+            raise DomainError(
+                409, "not_replayable", f"Delivery {delivery.pk} is {delivery.status}."
+            )
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(request=None, responses={200: DeliverySerializer, **OPERATION_ERRORS})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel this delivery if it is still waiting (scheduled)."""
+        delivery = self.get_object()
+        if not services.deliveries_cancel([delivery]):
+            raise DomainError(
+                409, "not_cancellable", f"Delivery {delivery.pk} is {delivery.status}."
+            )
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @bulk_schema("deliveries_replay_many")
+    @action(detail=False, methods=["post"], url_path="replay", url_name="replay-many")
+    def replay_many(self, request: Request) -> Response:
+        """Schedule these deliveries for an attempt now; the others are skipped."""
+        ids = self._ids(request)
+        rows = list(
+            Delivery.objects.filter(pk__in=ids).only("status", "max_attempts", "attempt_count")
+        )
+        # One call (one dispatcher wake-up); the rows it acts on are those it accepts.
+        replayable = {Delivery.Status.FAILED, Delivery.Status.CANCELLED, Delivery.Status.SCHEDULED}
+        done = {row.pk for row in rows if row.status in replayable}
+        if services.deliveries_retry_now(rows) != len(done):  # a row changed meanwhile
+            done = set(
+                Delivery.objects.filter(pk__in=done, status=Delivery.Status.SCHEDULED).values_list(
+                    "pk", flat=True
+                )
+            )
+        return self._bulk_answer(ids, done)
+
+    @bulk_schema("deliveries_cancel_many")
+    @action(detail=False, methods=["post"], url_path="cancel", url_name="cancel-many")
+    def cancel_many(self, request: Request) -> Response:
+        """Cancel those of these deliveries still waiting; the others are skipped."""
+        ids = self._ids(request)
+        waiting = set(Delivery.objects.filter(pk__in=ids).waiting().values_list("pk", flat=True))
+        services.deliveries_cancel(Delivery(pk=pk) for pk in waiting)
+        done = set(
+            Delivery.objects.filter(pk__in=waiting, status=Delivery.Status.CANCELLED).values_list(
+                "pk", flat=True
+            )
+        )
+        return self._bulk_answer(ids, done)
+
+    @staticmethod
+    def _ids(request: Request) -> list[int]:
+        serializer = DeliveryIdsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return list(dict.fromkeys(serializer.validated_data["ids"]))
+
+    @staticmethod
+    def _bulk_answer(ids: list[int], done: set[int]) -> Response:
+        skipped = [pk for pk in ids if pk not in done]
+        return Response(
+            {"requested": len(ids), "done": len(done), "skipped": skipped},
+            status=status.HTTP_200_OK,
+        )
+
+
+class AttemptViewSet(viewsets.ReadOnlyModelViewSet):
+    """The postback log: one row per HTTP request sent, newest first by id.
+
+    Cursor pagination: follow ``next`` (stable while rows are added; ``?page_size=``, at
+    most 500). ``duration_ms`` is milliseconds; ``status_code`` null means no answer
+    (timeout, connection error). Filters: ``created_after`` / ``created_before`` (ISO 8601
+    date-times, on ``started_at``), ``delivery``, ``rule``, ``traffic_source``, ``offer``,
+    ``campaign`` (ids), ``outcome`` (repeatable), ``status_code`` (exact), ``http``
+    (2xx..5xx or none), ``slow`` (slower than 1 s), ``event_type``, ``click_id``,
+    ``external_id``, ``txid`` (exact). URLs are stored with secrets masked."""
+
+    queryset = Attempt.objects.select_related("delivery__click", "delivery__conversion")
+    serializer_class = AttemptSerializer
+    pagination_class = LogCursorPagination
+    filterset_class = AttemptFilter
+
+
+# --- Macros ------------------------------------------------------------------------------
+
+
+class MacroSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    group = serializers.CharField()
+    description = serializers.CharField()
+    aliases = serializers.ListField(child=serializers.CharField())
+    recorded = serializers.BooleanField(help_text="False: not recorded yet, renders empty.")
+    deprecated = serializers.CharField(help_text="Empty, or advice for a deprecated spelling.")
+
+
+class MacroViewSet(viewsets.ViewSet):
+    """The macro catalogue for rule templates: ``{name}`` (or an alias) in a URL, body
+    or header template is replaced by the event's value. Any authenticated user."""
+
+    permission_classes = [permissions.IsAuthenticated]
+    serializer_class = MacroSerializer
+
+    @extend_schema(responses=MacroSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        return Response(MacroSerializer(macros.catalogue(), many=True).data)
 
 
 def register(router: BaseRouter) -> None:
     """Add this app's viewsets to ``router``."""
+    router.register("postback-rules", PostbackRuleViewSet, basename="postbackrule")
+    router.register("deliveries", DeliveryViewSet, basename="delivery")
+    router.register("attempts", AttemptViewSet, basename="attempt")
+    router.register("macros", MacroViewSet, basename="macro")

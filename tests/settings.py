@@ -14,3 +14,9 @@ os.environ.setdefault("POSTBACKS_COUNTDOWN_MAX_SECONDS", "2")
 os.environ.setdefault("CELERY_WORKER_CONCURRENCY", "2")
 
 from tracker.settings import *  # noqa: F403
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A test database in a file, like the demo's (WAL, busy timeout), not Django's default
+    # in-memory shared cache: there, a writer meeting another thread's table lock fails at
+    # once ("database table is locked") instead of waiting as on the demo's file.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-sqlite-db.sqlite3")}  # noqa: F405

@@ -56,7 +56,7 @@ def django_errors(exc: DjangoValidationError) -> dict[str, list[str]] | list[str
 
 class StrictModelSerializer(serializers.ModelSerializer):
     """A model serializer that (1) refuses fields it does not know (400 naming them, rather
-    than ignoring a typo) and read-only fields sent for writing are ignored as DRF does;
+    than ignoring a typo; read-only fields sent for writing are ignored, as DRF does);
     (2) validates like the admin: the model's ``full_clean()`` (field validators, choices,
     ``clean()``) on the instance as it would be saved, with errors keyed by field."""
 
@@ -76,6 +76,7 @@ class StrictModelSerializer(serializers.ModelSerializer):
         if self.instance is not None:
             for field in model._meta.concrete_fields:
                 setattr(instance, field.attname, getattr(self.instance, field.attname))
+            instance._state.adding = False  # an update: its own row is no uniqueness clash
         many = {f.name for f in model._meta.many_to_many}
         for name, value in attrs.items():
             if name not in many:

@@ -1,9 +1,586 @@
-"""REST API resources of this app (serializers and viewsets), registered under /api/v1/."""
+"""REST API resources of this app (serializers and viewsets), registered under /api/v1/:
+clicks, conversions (list, create through the /cv path, status changes) and the inbound
+conversion log."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import django_filters
+from django.http import RawPostDataException
+from django.http.request import RequestDataTooBig
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
+from rest_framework import parsers, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
+
+from campaigns.models import status_from_text
+from tracker import ingest, services
+from tracker.api.base import LogCursorPagination, ModelPermissions
+from tracker.api.errors import DomainError
+from tracker.forms import PARAM_FIELDS
+from tracker.models import (
+    VAR_FIELDS,
+    Click,
+    Conversion,
+    ConversionStatusChange,
+    DeviceType,
+    InboundRequest,
+)
+from tracker.views.common import client_ip
+
+LOG_TEXT_MAX = 4000
+# The parameters POST /conversions/ takes: those of /cv, by our names (no network token:
+# the API is a trusted channel).
+CONVERSION_FIELDS = (
+    "click_id",
+    "payout",
+    "txid",
+    "ct",
+    "status",
+    "rejection_reason",
+    "currency",
+    "payout_currency",
+    "timestamp",
+    "test",
+    *PARAM_FIELDS,
+)
+ENRICHMENT_FIELDS = (
+    "ip",
+    "user_agent",
+    "referrer",
+    "country_code",
+    "country_name",
+    "region",
+    "city",
+    "isp",
+    "asn",
+    "carrier",
+    "connection_type",
+    "device_type",
+    "device_brand",
+    "device_model",
+    "os",
+    "os_version",
+    "browser",
+    "browser_version",
+    "is_bot",
+    "language",
+    "referrer_domain",
+)
+
+
+# --- Shared ----------------------------------------------------------------------------------
+
+
+class TrackerErrorSerializer(serializers.Serializer):
+    """The error body of every refusal."""
+
+    error = serializers.CharField(help_text="A machine code, e.g. invalid_payout.")
+    detail = serializers.JSONField(help_text="A text, or field errors for code invalid.")
+
+
+def _errors(*codes: int, described: Mapping[int, str] | None = None) -> dict[int, OpenApiResponse]:
+    described = described or {}
+    return {
+        code: OpenApiResponse(TrackerErrorSerializer, description=described.get(code, ""))
+        for code in codes
+    }
+
+
+class StrictSerializer(serializers.Serializer):
+    """A plain serializer that refuses fields it does not know (400 naming them)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Unknown field."] for name in unknown[:20]}
+                )
+        return super().to_internal_value(data)
+
+
+class ExactJSONParser(parsers.JSONParser):
+    """JSON whose numbers stay text (exact decimals; never a float or a 10,000-digit int):
+    the conversion form validates them as /cv does."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            raw = stream.read() if stream is not None else b""
+            return json.loads(raw or b"{}", parse_float=str, parse_int=str, parse_constant=str)
+        except (ValueError, RecursionError) as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
+class CreatedRangeFilterSet(django_filters.FilterSet):
+    """``created_after`` (inclusive) and ``created_before`` (exclusive), ISO 8601."""
+
+    created_after = django_filters.IsoDateTimeFilter(
+        field_name="created_at",
+        lookup_expr="gte",
+        label="Created at or after (ISO 8601, e.g. 2026-11-01T00:00:00Z).",
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        field_name="created_at",
+        lookup_expr="lt",
+        label="Created before (ISO 8601).",
+    )
+
+
+# --- Clicks ----------------------------------------------------------------------------------
+
+
+class ClickSerializer(serializers.ModelSerializer):
+    campaign_name = serializers.CharField(source="campaign.name", read_only=True)
+    traffic_source_name = serializers.CharField(source="traffic_source.name", read_only=True)
+    offer_name = serializers.CharField(source="offer.name", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Click
+        fields = (
+            "id",
+            "created_at",
+            "campaign",
+            "campaign_name",
+            "traffic_source",
+            "traffic_source_name",
+            "offer",
+            "offer_name",
+            "lander",
+            "lander_clicked_at",
+            "external_id",
+            *VAR_FIELDS,
+            *ENRICHMENT_FIELDS,
+        )
+        read_only_fields = fields
+
+
+class ClickFilter(CreatedRangeFilterSet):
+    id = django_filters.UUIDFilter(field_name="id", label="Click ID (exact).")
+    campaign = django_filters.NumberFilter(field_name="campaign_id", label="Campaign ID.")
+    traffic_source = django_filters.NumberFilter(
+        field_name="traffic_source_id", label="Traffic source ID."
+    )
+    offer = django_filters.NumberFilter(field_name="offer_id", label="Offer ID.")
+    external_id = django_filters.CharFilter(label="External ID (exact).")
+    country_code = django_filters.CharFilter(label="ISO 3166-1 alpha-2 code, e.g. US.")
+    device_type = django_filters.ChoiceFilter(choices=DeviceType.choices)
+    os = django_filters.CharFilter(label="Operating system (exact), e.g. Android.")
+    is_bot = django_filters.BooleanFilter()
+
+    class Meta:
+        model = Click
+        fields: list[str] = []
+
+
+class ClickCursorPagination(LogCursorPagination):
+    """Clicks newest first by creation time (their UUID primary keys are not ordered by
+    time): clicks arriving while pages are read come before page one, never into a later
+    page."""
+
+    ordering = ("-created_at", "-id")
+
+
+class ClickViewSet(viewsets.ReadOnlyModelViewSet):
+    """Clicks (visits through a campaign tracking URL), newest first.
+
+    The click ID is a UUID. ``campaign``, ``traffic_source``, ``offer`` and ``lander`` are
+    IDs (with the names alongside); enrichment fields (geo from the IP, device, OS and
+    browser from the user agent) are "" or null when unknown. ``asn`` is an integer.
+
+    Cursor pagination (``?page_size=``, default 50, at most 500; follow ``next``): stable
+    while clicks arrive. Filters: ``created_after`` / ``created_before`` (ISO 8601),
+    ``campaign``, ``traffic_source``, ``offer``, ``external_id`` (exact), ``id`` (click ID),
+    ``country_code``, ``device_type``, ``os``, ``is_bot``.
+    Errors: 400 ``invalid`` (bad filter value), 401, 403 (needs ``tracker.view_click``),
+    404 ``not_found``.
+    """
+
+    queryset = Click.objects.select_related("campaign", "traffic_source", "offer")
+    serializer_class = ClickSerializer
+    pagination_class = ClickCursorPagination
+    filterset_class = ClickFilter
+
+
+# --- Conversions -----------------------------------------------------------------------------
+
+
+@extend_schema_field(
+    {"type": "string", "enum": Conversion.Status.values, "description": "Conversion status."}
+)
+class ConversionStatusField(serializers.CharField):
+    """The conversion status, documented inline (its choice set is shared with the rules'
+    ``statuses``, which name the component)."""
+
+
+class ConversionSerializer(serializers.ModelSerializer):
+    status = ConversionStatusField(read_only=True)
+    campaign = serializers.IntegerField(source="click.campaign_id", read_only=True)
+    traffic_source = serializers.IntegerField(source="click.traffic_source_id", read_only=True)
+    offer = serializers.IntegerField(source="click.offer_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Conversion
+        fields = (
+            "id",
+            "click",
+            "campaign",
+            "traffic_source",
+            "offer",
+            "txid",
+            "conversion_type",
+            "status",
+            "rejection_reason",
+            "rejection_reason_unknown",
+            "payout",
+            "currency",
+            "display_payout",
+            "display_currency",
+            "exchange_rate",
+            "network_payout",
+            "params",
+            "method",
+            "is_test",
+            "converted_at",
+            "created_at",
+            "status_changed_at",
+        )
+        read_only_fields = fields
+
+
+class ConversionCreateSerializer(serializers.Serializer):
+    """The /cv parameters by our names (documentation of ``POST /conversions/``; the
+    values are validated by the same form as /cv)."""
+
+    click_id = serializers.CharField(help_text="The click ID (UUID). Required.")
+    payout = serializers.CharField(
+        required=False,
+        help_text="Decimal (string or number), rounded half-up to 6 places, |payout| < 1e9. "
+        "Default: the offer's payout rules.",
+    )
+    txid = serializers.CharField(required=False, help_text="Transaction ID, <= 255 chars.")
+    ct = serializers.CharField(required=False, help_text="Conversion type, e.g. lead, sale.")
+    status = serializers.CharField(
+        required=False,
+        help_text="approved (default), pending, rejected, refunded, any case; aliases such as "
+        "chargeback. A repeat with another status is a status change.",
+    )
+    rejection_reason = serializers.CharField(required=False, help_text="A code, e.g. fraud.")
+    currency = serializers.CharField(required=False, help_text="ISO 4217, e.g. EUR.")
+    payout_currency = serializers.CharField(
+        required=False, help_text="ISO 4217; wins over currency."
+    )
+    timestamp = serializers.CharField(
+        required=False, help_text="When it converted: Unix seconds or ISO 8601."
+    )
+    test = serializers.CharField(required=False, help_text="1/0 or true/false.")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for name in PARAM_FIELDS:
+            fields[name] = serializers.CharField(required=False, help_text="<= 1000 chars.")
+        return fields
+
+
+class IngestResultSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="ok (new), duplicate or status_changed.")
+    conversion_id = serializers.IntegerField()
+    test = serializers.BooleanField(required=False, help_text="Present (true) for a test.")
+    previous_status = serializers.CharField(required=False, help_text="For status_changed.")
+    new_status = serializers.CharField(required=False, help_text="For status_changed.")
+
+
+class StatusChangeSerializer(StrictSerializer):
+    status = serializers.CharField(
+        max_length=64,
+        help_text="approved, pending, rejected or refunded (any case; aliases such as chargeback).",
+    )
+    rejection_reason = serializers.CharField(
+        max_length=255, required=False, allow_blank=True, help_text="Kept for rejected only."
+    )
+    note = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, help_text="Why, for the trace."
+    )
+
+
+class StatusChangeResultSerializer(serializers.Serializer):
+    status = serializers.CharField(
+        help_text="status_changed, or unchanged: it already had that status; nothing fired.",
+    )
+    conversion_id = serializers.IntegerField()
+    previous_status = serializers.CharField(required=False)
+    new_status = serializers.CharField()
+    rejection_reason = serializers.CharField(allow_blank=True)
+    change_id = serializers.IntegerField(required=False, help_text="The status change record.")
+
+
+class ConversionFilter(CreatedRangeFilterSet):
+    status = django_filters.ChoiceFilter(choices=Conversion.Status.choices)
+    method = django_filters.ChoiceFilter(choices=Conversion.Method.choices)
+    conversion_type = django_filters.CharFilter(label="Conversion type (exact).")
+    txid = django_filters.CharFilter(label="Transaction ID (exact).")
+    click_id = django_filters.UUIDFilter(field_name="click_id", label="Click ID.")
+    campaign = django_filters.NumberFilter(field_name="click__campaign_id", label="Campaign ID.")
+    traffic_source = django_filters.NumberFilter(
+        field_name="click__traffic_source_id", label="Traffic source ID."
+    )
+    offer = django_filters.NumberFilter(field_name="click__offer_id", label="Offer ID.")
+    is_test = django_filters.BooleanFilter()
+
+    class Meta:
+        model = Conversion
+        fields: list[str] = []
+
+
+class ConversionChangePermission(ModelPermissions):
+    """POST needs ``change_conversion`` (a status change), not ``add``."""
+
+    perms_map = {**ModelPermissions.perms_map, "POST": ["%(app_label)s.change_%(model_name)s"]}
+
+
+def _request_body(request: Request) -> str:
+    """The raw body as the inbound log keeps it (read before DRF parses it)."""
+    try:
+        raw = request._request.body[:LOG_TEXT_MAX]
+    except (RequestDataTooBig, RawPostDataException):
+        return f"(body not kept: {request.META.get('CONTENT_LENGTH') or 'unknown'} bytes)"
+    return services.storable(raw.decode("utf-8", "replace"))
+
+
+def _ingest_fields(data: Any) -> dict[str, str]:
+    """The parsed body as /cv parameters (text). Raises ValueError naming the problem."""
+    if not isinstance(data, Mapping):
+        raise ValueError("The body must be a JSON object.")
+    unknown = sorted(set(data) - set(CONVERSION_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown field(s): {', '.join(str(u)[:64] for u in unknown[:20])}.")
+    fields = {}
+    for key, value in data.items():
+        if value is None:
+            fields[key] = ""
+        elif isinstance(value, bool):
+            fields[key] = "true" if value else "false"
+        elif isinstance(value, str | int):
+            fields[key] = str(value)
+        else:
+            raise ValueError(f"{key} must be a string or a number.")
+    return fields
+
+
+def conversion_via_api(request: Request) -> ingest.Result:
+    """Register the conversion in ``request`` (channel api) through :func:`ingest.conversion
+    _ingest`; a body that is not an object of known fields is refused and logged too."""
+    inbound = ingest.Inbound(
+        channel=InboundRequest.Channel.API,
+        endpoint=request.path,
+        http_method=request.method or "",
+        query=request.META.get("QUERY_STRING", ""),
+        body=_request_body(request),
+        ip=client_ip(request._request),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        user=request.user,
+    )
+    try:
+        fields = _ingest_fields(request.data)
+    except ValueError as exc:
+        sent = request.data.get("click_id", "") if isinstance(request.data, Mapping) else ""
+        result = ingest.error_result(400, "invalid_request", str(exc))
+        return ingest.record(inbound, result, click_id=str(sent).strip())
+    return ingest.conversion_ingest(fields, inbound)
+
+
+def status_change(conversion: Conversion, data: Mapping[str, str], user: Any) -> dict:
+    """Apply a status change from the API; the answer's body. Raises DomainError 400
+    ``invalid_status``."""
+    status = status_from_text(data["status"])
+    if status is None:
+        detail = (
+            f"Unknown status {data['status'][:64]!r}: use {', '.join(Conversion.Status.values)}."
+        )
+        raise DomainError(400, "invalid_status", detail)
+    change = services.conversion_status_change(
+        conversion,
+        status,
+        source=ConversionStatusChange.Source.API,
+        rejection_reason=data.get("rejection_reason", ""),
+        user=user,
+        note=data.get("note", ""),
+    )
+    if change is None:
+        conversion.refresh_from_db()
+        return {
+            "status": "unchanged",
+            "conversion_id": conversion.pk,
+            "new_status": conversion.status,
+            "rejection_reason": conversion.rejection_reason,
+        }
+    return {
+        "status": "status_changed",
+        "conversion_id": conversion.pk,
+        "previous_status": change.old_status,
+        "new_status": change.new_status,
+        "rejection_reason": change.rejection_reason,
+        "change_id": change.pk,
+    }
+
+
+@extend_schema_view(
+    create=extend_schema(
+        summary="Register a conversion (as /cv)",
+        request=ConversionCreateSerializer,
+        responses={
+            201: OpenApiResponse(IngestResultSerializer, description="A new conversion (ok)."),
+            200: OpenApiResponse(
+                IngestResultSerializer, description="duplicate or status_changed."
+            ),
+            **_errors(
+                400,
+                401,
+                403,
+                404,
+                503,
+                described={
+                    400: "invalid_payout, invalid_click_id, missing_click_id, invalid_status, "
+                    "invalid_timestamp, invalid_characters, invalid_request (unknown field, "
+                    "a value not a string or number), parse_error...",
+                    404: "unknown_click_id",
+                    503: "unavailable (retry later)",
+                },
+            ),
+        },
+    ),
+    list=extend_schema(responses={200: ConversionSerializer, **_errors(400, 401, 403)}),
+    retrieve=extend_schema(responses={200: ConversionSerializer, **_errors(401, 403, 404)}),
+)
+class ConversionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Conversions, newest first (cursor pagination: ``?page_size=``, default 50, at most
+    500; follow ``next``).
+
+    ``payout`` and the other amounts are decimal strings (6 places); ``campaign``,
+    ``traffic_source`` and ``offer`` are the click's. Filters: ``created_after`` /
+    ``created_before`` (ISO 8601), ``status``, ``method``, ``conversion_type``, ``txid``,
+    ``click_id``, ``campaign``, ``traffic_source``, ``offer``, ``is_test``.
+
+    ``POST /conversions/`` registers a conversion exactly as the S2S postback ``/cv`` does
+    (same validation, deduplication, status change and inbound log; method ``api``; the
+    network's IP and token checks do not apply). Body: a JSON object with ``click_id``,
+    ``payout``, ``txid``, ``ct``, ``status``, ``rejection_reason``, ``currency`` /
+    ``payout_currency``, ``timestamp``, ``test``, ``param1``..``param20``; any other field
+    is refused. Answers 201 ``{"status": "ok", "conversion_id": n}``, 200 ``duplicate`` or
+    ``status_changed`` (with ``previous_status``, ``new_status``), 400/404/503 with the /cv
+    error codes. Needs ``tracker.add_conversion``.
+
+    ``POST /conversions/{id}/status/`` changes the status (``tracker.change_conversion``),
+    firing the rules that fire on a status change.
+    """
+
+    queryset = Conversion.objects.select_related("click")
+    serializer_class = ConversionSerializer
+    pagination_class = LogCursorPagination
+    filterset_class = ConversionFilter
+    parser_classes = [ExactJSONParser, parsers.FormParser]
+
+    def create(self, request: Request) -> Response:
+        result = conversion_via_api(request)
+        created = result.status == 200 and result.body.get("status") == "ok"
+        return Response(result.body, status=201 if created else result.status)
+
+    @extend_schema(
+        summary="Change a conversion's status",
+        request=StatusChangeSerializer,
+        responses={
+            200: StatusChangeResultSerializer,
+            **_errors(
+                400, 401, 403, 404, described={400: "invalid_status, or invalid (field errors)"}
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"], permission_classes=[ConversionChangePermission])
+    def status(self, request: Request, pk: str | None = None) -> Response:
+        """Move the conversion to ``status``; rules that fire on a status change to it are
+        planned and waiting deliveries that no longer match are cancelled. 200 with
+        ``status_changed`` (``previous_status``, ``new_status``, ``change_id``) or
+        ``unchanged`` when it already had that status. 400 ``invalid_status``."""
+        conversion = self.get_object()
+        form = StatusChangeSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        return Response(status_change(conversion, form.validated_data, request.user))
+
+
+# --- Inbound log -----------------------------------------------------------------------------
+
+
+class InboundRequestSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InboundRequest
+        fields = (
+            "id",
+            "created_at",
+            "channel",
+            "network",
+            "click_id",
+            "upload",
+            "row_number",
+            "visit_at",
+            "converted_at",
+            "endpoint",
+            "method",
+            "query",
+            "body",
+            "ip",
+            "user_agent",
+            "response_status",
+            "outcome",
+            "error_code",
+            "detail",
+            "conversion",
+        )
+        read_only_fields = fields
+
+
+class InboundRequestFilter(CreatedRangeFilterSet):
+    channel = django_filters.ChoiceFilter(choices=InboundRequest.Channel.choices)
+    outcome = django_filters.ChoiceFilter(choices=InboundRequest.Outcome.choices)
+    error_code = django_filters.CharFilter(label="Error code (exact), e.g. invalid_payout.")
+    network = django_filters.NumberFilter(field_name="network_id", label="Affiliate network ID.")
+    click_id = django_filters.CharFilter(label="Click ID as sent (exact).")
+
+    class Meta:
+        model = InboundRequest
+        fields: list[str] = []
+
+
+class InboundRequestViewSet(viewsets.ReadOnlyModelViewSet):
+    """The inbound conversion log: every conversion that tried to enter by any method
+    (``channel``: s2s, pixel, script, upload, api, admin), accepted or not, with the
+    answer given (``response_status``, ``outcome``, ``error_code``, ``detail``) and the
+    conversion matched. Query and body are kept up to 4,000 characters, the network token
+    masked. Newest first, cursor pagination (``?page_size=``, default 50, at most 500).
+
+    Filters: ``channel``, ``outcome``, ``error_code``, ``network``, ``click_id``,
+    ``created_after`` / ``created_before`` (ISO 8601). Needs
+    ``tracker.view_inboundrequest``.
+    """
+
+    queryset = InboundRequest.objects.all()
+    serializer_class = InboundRequestSerializer
+    pagination_class = LogCursorPagination
+    filterset_class = InboundRequestFilter
 
 
 def register(router: BaseRouter) -> None:
     """Add this app's viewsets to ``router``."""
+    router.register("clicks", ClickViewSet, basename="click")
+    router.register("conversions", ConversionViewSet, basename="conversion")
+    router.register("inbound-requests", InboundRequestViewSet, basename="inboundrequest")
