@@ -71,3 +71,35 @@ def test_schema_and_docs_are_served_without_a_cdn():
     assert docs.status_code == 200
     page = docs.content.decode()
     assert "swagger-ui" in page and "cdn" not in page.lower()
+
+
+def test_each_token_is_throttled_on_its_own(monkeypatch):
+    from tracker.api.auth import TokenRateThrottle
+
+    monkeypatch.setattr(TokenRateThrottle, "THROTTLE_RATES", {"token": "3/min"})
+    first = client_with(make_token(superuser=True)[1])
+    second = client_with(make_token(superuser=True)[1])
+    assert [first.get("/api/v1/").status_code for _ in range(3)] == [200, 200, 200]
+    refused = first.get("/api/v1/")
+    assert refused.status_code == 429 and refused.json()["error"] == "throttled"
+    assert int(refused["Retry-After"]) > 0
+    assert second.get("/api/v1/").status_code == 200
+
+
+def test_a_read_only_user_reads_but_cannot_write(api_for):
+    client = api_for("view_offer")
+    assert client.get("/api/v1/offers/").status_code == 200
+    refused = client.post("/api/v1/offers/", {"name": "x"}, format="json")
+    assert refused.status_code == 403 and refused.json()["error"] == "permission_denied"
+    assert client.get("/api/v1/postback-rules/").status_code == 403
+
+
+def test_an_unreachable_throttle_cache_lets_calls_through(monkeypatch):
+    from django.core.cache.backends.redis import RedisCache
+
+    from tracker.api.auth import TokenRateThrottle
+
+    down = RedisCache("redis://127.0.0.1:1/0", {})  # nothing listens there
+    monkeypatch.setattr(TokenRateThrottle, "cache", down)
+    client = client_with(make_token(superuser=True)[1])
+    assert client.get("/api/v1/").status_code == 200

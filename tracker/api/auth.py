@@ -7,6 +7,8 @@ revoked or expired token, or one whose user is inactive, gets 401.
 
 from __future__ import annotations
 
+import logging
+
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -15,6 +17,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from tracker.models import APIToken
 
+logger = logging.getLogger(__name__)
 KEYWORDS = ("token", "bearer")
 # last_used_at is written at most this often per token (seconds): not one UPDATE per call.
 LAST_USED_EVERY = 60
@@ -66,6 +69,15 @@ class TokenRateThrottle(SimpleRateThrottle):
     anonymous ones, which are refused anyway); 429 ``throttled`` with ``Retry-After``."""
 
     scope = "token"
+
+    def allow_request(self, request: Request, view: object) -> bool:
+        """As DRF's, but a cache that cannot be reached (Redis restarting) lets the call
+        through, logged, rather than failing it with a 500."""
+        try:
+            return super().allow_request(request, view)
+        except Exception:
+            logger.warning("API throttle skipped: the cache is unavailable.", exc_info=True)
+            return True
 
     def get_cache_key(self, request: Request, view: object) -> str:
         if isinstance(request.auth, APIToken):
