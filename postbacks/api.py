@@ -1,7 +1,8 @@
 """REST API resources of this app (serializers and viewsets), registered under /api/v1/.
 
 - ``postback-rules``: CRUD of rules, validated by the admin's rule form (same checks,
-  same messages) on top of the model's ``full_clean``.
+  same messages) on top of the model's ``full_clean``; ``{id}/preview/`` and ``{id}/test/``
+  are the rule form's preview and test button (``postbacks.preview``).
 - ``deliveries`` and ``attempts``: the delivery log, read-only, newest first by id with
   cursor pagination, filtered like the admin log; replay and cancel of deliveries.
 - ``macros``: the macro catalogue.
@@ -12,21 +13,33 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.routers import BaseRouter
 
-from postbacks import macros, services
-from postbacks.admin.rules import PostbackRuleForm
+from postbacks import macros, preview, services
+from postbacks.admin.rules import (
+    PostbackRuleForm,
+    _answer,
+    _describe_conversion,
+    _form_messages,
+)
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, EventType, PostbackRule
-from postbacks.transports import KIND_CHOICES, Outcome
+from postbacks.transports import KIND_CHOICES, Outcome, get_transport
 from tracker import currency
 from tracker.api.base import LogCursorPagination, StrictModelSerializer
 from tracker.api.errors import DomainError
@@ -211,6 +224,117 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
 
     def _reason(self, what: str) -> str:
         return f"Rule {what} through the API by {self.request.user.get_username()}."
+
+    # Preview and test: the admin rule form's (``postbacks.preview``), on the saved rule.
+    # Documented by ``extend_schema_view`` below, once the delivery serializers exist.
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.action == "test":
+            return [ChangeRulePermission()]
+        return super().get_permissions()
+
+    @action(detail=True, methods=["get"])
+    def preview(self, request: Request, pk: str | None = None) -> Response:
+        """The request this rule would send, as the admin form's preview shows it."""
+        rule = self.get_object()
+        query = RuleActionSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        conversion = conversion_or_404(query.validated_data.get("conversion"))
+        # The admin form on the saved values: its warnings and its custom variables.
+        data = PostbackRuleSerializer(instance=rule)._form_data({})
+        form = PostbackRuleForm(data, instance=PostbackRuleSerializer(instance=rule)._copy())
+        form.is_valid()
+        rendered = preview.render_preview(rule, conversion, known_vars=form.known_vars())
+        context = preview.sample_context(rule, conversion, notes=[])
+        used = [
+            name
+            for template in (rule.url_template, rule.headers_template, rule.body_template)
+            for name in macros.find_macros(template or "")
+        ]
+        values = {name: context.get(name, "") for name in dict.fromkeys(used)}
+        answer = _answer(
+            errors=_form_messages(form) + list(rendered["errors"]),
+            warnings=form.validation_warnings + list(rendered["warnings"]),
+            conversion=_describe_conversion(conversion),
+            request={key: rendered[key] for key in ("method", "url", "headers", "body")},
+            macros=values,
+            empty_macros=[name for name, value in values.items() if not value],
+        )
+        return Response(answer)
+
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        """Send a test postback now, as the admin form's test button does."""
+        rule = self.get_object()
+        body = RuleActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        conversion = conversion_or_404(body.validated_data.get("conversion"))
+        try:
+            get_transport(rule.kind)
+        except KeyError:
+            raise DomainError(
+                400, "untestable_kind", f"Rule {rule.pk} has kind {rule.kind!r}, not sendable."
+            ) from None
+        try:
+            delivery, _attempt = preview.send_test(rule, conversion, user=request.user)
+        except ValidationError as exc:
+            raise DomainError(
+                400, "invalid_rule", ["Nothing was sent.", *preview.field_messages(exc)]
+            ) from None
+        delivery = Delivery.objects.select_related("click", "conversion").get(pk=delivery.pk)
+        attempts = Attempt.objects.filter(delivery=delivery).select_related(
+            "delivery__click", "delivery__conversion"
+        )
+        context = self.get_serializer_context()
+        attempts_url = reverse("attempt-list", request=request) + f"?delivery={delivery.pk}"
+        return Response(
+            {
+                "conversion": _describe_conversion(conversion)
+                if conversion is not None
+                else "The most recent click in the rule's scope (else any click, else "
+                "samples) with sample conversion values.",
+                "delivery": DeliverySerializer(delivery, context=context).data,
+                "attempts": AttemptSerializer(attempts, many=True, context=context).data,
+                "attempts_url": attempts_url,
+            }
+        )
+
+
+class ChangeRulePermission(permissions.BasePermission):
+    """Sending a test postback: ``postbacks.change_postbackrule``."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(
+            user and user.is_authenticated and user.has_perm("postbacks.change_postbackrule")
+        )
+
+
+class RuleActionSerializer(serializers.Serializer):
+    """The event a preview or test is rendered for; none: sample values."""
+
+    conversion = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="A conversion id: its real values fill the macros. Omitted: sample values "
+        "(a test uses the most recent click in the rule's scope with sample conversion "
+        "values).",
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = sorted(set(getattr(data, "keys", lambda: [])()) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def conversion_or_404(pk: int | None) -> Conversion | None:
+    if pk is None:
+        return None
+    conversion = Conversion.objects.filter(pk=pk).first()
+    if conversion is None:
+        raise DomainError(404, "unknown_conversion", f"No conversion with id {pk}.")
+    return conversion
 
 
 # --- Delivery log ------------------------------------------------------------------------
@@ -594,6 +718,80 @@ class AttemptViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AttemptSerializer
     pagination_class = LogCursorPagination
     filterset_class = AttemptFilter
+
+
+# --- Rule preview and test (schema) --------------------------------------------------------
+
+
+class RulePreviewRequestSerializer(serializers.Serializer):
+    method = serializers.CharField()
+    url = serializers.CharField()
+    headers = serializers.DictField(child=serializers.CharField())
+    body = serializers.CharField(allow_blank=True)
+
+
+class RulePreviewSerializer(serializers.Serializer):
+    errors = serializers.ListField(
+        child=serializers.CharField(),
+        help_text='Blocking problems, "Field: message" (the request is rendered anyway).',
+    )
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Advice, e.g. a macro not recorded yet (renders empty), no {externalid}, a "
+        "missing exchange rate.",
+    )
+    conversion = serializers.CharField(help_text="Where the macro values come from.")
+    request = RulePreviewRequestSerializer(help_text="The request as it would be sent.")
+    macros = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        help_text="Each macro the templates use, as written, and its value.",
+    )
+    empty_macros = serializers.ListField(
+        child=serializers.CharField(), help_text="Macros used that render empty."
+    )
+
+
+class RuleTestResultSerializer(serializers.Serializer):
+    conversion = serializers.CharField(help_text="Where the macro values came from.")
+    delivery = DeliverySerializer(help_text="The test delivery (is_test true), final.")
+    attempts = AttemptSerializer(many=True, help_text="Its attempt (one: a test is not retried).")
+    attempts_url = serializers.CharField(help_text="The attempts list filtered to it.")
+
+
+RULE_ACTION_ERRORS = {
+    400: OpenApiTypes.OBJECT,
+    403: OpenApiTypes.OBJECT,
+    404: OpenApiTypes.OBJECT,
+}
+
+PostbackRuleViewSet = extend_schema_view(
+    preview=extend_schema(
+        summary="Preview the request of a rule",
+        description="The request this rule would send (method, URL, headers, body) and the "
+        "macro values used, with the errors and warnings the admin form's preview shows. "
+        "``?conversion=<id>``: filled from that conversion; without: sample values. Needs "
+        "``postbacks.view_postbackrule``. 404 ``unknown_conversion`` for an unknown id.",
+        parameters=[
+            OpenApiParameter(
+                "conversion",
+                OpenApiTypes.INT,
+                description="A conversion id (omitted: sample values).",
+            )
+        ],
+        responses={200: RulePreviewSerializer, **RULE_ACTION_ERRORS},
+    ),
+    test=extend_schema(
+        summary="Send a test postback for a rule",
+        description="Sends the rule once, now, in this request (as the admin's test button) "
+        "and answers the test delivery (``is_test``, ``delivered`` or ``failed``, never "
+        "retried) with its attempt: outcome, HTTP status, masked URL, duration, error. "
+        'Body ``{"conversion": <id>}`` for real values, or ``{}``. Needs '
+        "``postbacks.change_postbackrule``. Errors: 404 ``unknown_conversion``, 400 "
+        "``invalid_rule`` (template errors: nothing sent), 400 ``untestable_kind``.",
+        request=RuleActionSerializer,
+        responses={200: RuleTestResultSerializer, **RULE_ACTION_ERRORS},
+    ),
+)(PostbackRuleViewSet)
 
 
 # --- Macros ------------------------------------------------------------------------------
