@@ -467,6 +467,10 @@ class Delivery(models.Model):
             # The delivery log in admin: its order (and deep pages), the last HTTP status
             # filter, and the dashboard's finished deliveries per source (postbacks.dashboard).
             models.Index(fields=["created_at", "id"], name="delivery_created_idx"),
+            # Test deliveries (few): the API's and admin's is_test filter.
+            models.Index(
+                fields=["created_at", "id"], condition=Q(is_test=True), name="delivery_test_idx"
+            ),
             models.Index(
                 fields=["last_status_code", "created_at"], name="delivery_last_status_idx"
             ),

@@ -366,16 +366,17 @@ def test_inbound_log_list_and_filters(api, client, click):
     s2s = InboundRequest.objects.get(channel="s2s").pk
     api_ok = InboundRequest.objects.get(channel="api", outcome="accepted").pk
     bad = rows["invalid"].pk
-    assert ids(api.get("/api/v1/inbound-requests/")) == [bad, api_ok, s2s]
+    # Newest first by time: the backdated refusal comes last.
+    assert ids(api.get("/api/v1/inbound-requests/")) == [api_ok, s2s, bad]
     row = api.get(f"/api/v1/inbound-requests/{bad}/").json()
     assert row["error_code"] == "invalid_payout" and row["response_status"] == 400
     cut = (timezone.now() - timedelta(days=1)).isoformat().replace("+00:00", "Z")
     cases = {
-        "channel=api": [bad, api_ok],
+        "channel=api": [api_ok, bad],
         "outcome=accepted": [api_ok, s2s],
         "error_code=invalid_payout": [bad],
         f"network={network.pk}": [api_ok, s2s],
-        f"click_id={click.pk}": [bad, api_ok, s2s],
+        f"click_id={click.pk}": [api_ok, s2s, bad],
         "click_id=other": [],
         f"created_before={cut}": [bad],
         f"created_after={cut}": [api_ok, s2s],
@@ -383,3 +384,15 @@ def test_inbound_log_list_and_filters(api, client, click):
     for query, expected in cases.items():
         assert ids(api.get(f"/api/v1/inbound-requests/?{query}")) == expected, query
     assert api.get("/api/v1/inbound-requests/?channel=fax").status_code == 400
+
+
+def test_date_filters_take_any_offset_and_refuse_what_has_no_utc_time(api):
+    """An offset PostgreSQL cannot store (-19:52) is converted to UTC, not sent as is (it
+    was a 500); a time before year 1 in UTC, or no date at all, is a 400."""
+    for path in ("/api/v1/conversions/", "/api/v1/deliveries/", "/api/v1/attempts/"):
+        odd = api.get(path, {"created_before": "0621-12-14T16:06:41.41-19:52"})
+        assert odd.status_code == 200, (path, odd.content)
+        for value in ("0001-01-01T00:00:00+01:00", "not a date"):
+            answer = api.get(path, {"created_before": value})
+            assert answer.status_code == 400, (path, value, answer.content)
+            assert answer.json()["error"] == "invalid"

@@ -44,6 +44,17 @@ class LogCursorPagination(pagination.CursorPagination):
     max_page_size = 500
 
 
+class TimeCursorPagination(LogCursorPagination):
+    """:class:`LogCursorPagination` newest first by a time column, then id (``time_field``,
+    which must have an index on ``(time_field, id)``): a date-range filter then reads that
+    index instead of walking the primary key past every newer row."""
+
+    time_field = "created_at"
+
+    def get_ordering(self, request, queryset, view) -> tuple[str, str]:
+        return (f"-{self.time_field}", "-id")
+
+
 def django_errors(exc: DjangoValidationError) -> dict[str, list[str]] | list[str]:
     if hasattr(exc, "error_dict"):
         key = api_settings.NON_FIELD_ERRORS_KEY

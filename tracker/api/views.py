@@ -32,8 +32,9 @@ from rest_framework.routers import BaseRouter
 
 from campaigns.models import status_from_text
 from tracker import ingest, services, tasks, uploads
-from tracker.api.base import LogCursorPagination, ModelPermissions
+from tracker.api.base import LogCursorPagination, ModelPermissions, TimeCursorPagination
 from tracker.api.errors import DomainError
+from tracker.api.filters import UTCDateTimeFilter
 from tracker.forms import PARAM_FIELDS
 from tracker.models import (
     VAR_FIELDS,
@@ -133,12 +134,12 @@ class ExactJSONParser(parsers.JSONParser):
 class CreatedRangeFilterSet(django_filters.FilterSet):
     """``created_after`` (inclusive) and ``created_before`` (exclusive), ISO 8601."""
 
-    created_after = django_filters.IsoDateTimeFilter(
+    created_after = UTCDateTimeFilter(
         field_name="created_at",
         lookup_expr="gte",
         label="Created at or after (ISO 8601, e.g. 2026-11-01T00:00:00Z).",
     )
-    created_before = django_filters.IsoDateTimeFilter(
+    created_before = UTCDateTimeFilter(
         field_name="created_at",
         lookup_expr="lt",
         label="Created before (ISO 8601).",
@@ -152,6 +153,10 @@ class ClickSerializer(serializers.ModelSerializer):
     campaign_name = serializers.CharField(source="campaign.name", read_only=True)
     traffic_source_name = serializers.CharField(source="traffic_source.name", read_only=True)
     offer_name = serializers.CharField(source="offer.name", read_only=True, allow_null=True)
+    # Blank when the user agent was missing: declared so the schema's enum includes "".
+    device_type = serializers.ChoiceField(
+        choices=DeviceType.choices, allow_blank=True, read_only=True
+    )
 
     class Meta:
         model = Click
@@ -494,7 +499,7 @@ class ConversionViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = Conversion.objects.select_related("click")
     serializer_class = ConversionSerializer
-    pagination_class = LogCursorPagination
+    pagination_class = TimeCursorPagination  # created_at (indexed), then id
     filterset_class = ConversionFilter
     parser_classes = [ExactJSONParser, parsers.FormParser]
 
@@ -582,7 +587,7 @@ class InboundRequestViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = InboundRequest.objects.all()
     serializer_class = InboundRequestSerializer
-    pagination_class = LogCursorPagination
+    pagination_class = TimeCursorPagination  # created_at (indexed), then id
     filterset_class = InboundRequestFilter
 
 
