@@ -103,3 +103,26 @@ def test_an_unreachable_throttle_cache_lets_calls_through(monkeypatch):
     monkeypatch.setattr(TokenRateThrottle, "cache", down)
     client = client_with(make_token(superuser=True)[1])
     assert client.get("/api/v1/").status_code == 200
+
+
+def test_oversize_and_deeply_nested_bodies_get_json_4xx(api):
+    big = '{"name": "' + "x" * 3_000_000 + '"}'
+    answer = api.generic("POST", "/api/v1/offers/", big, content_type="application/json")
+    assert answer.status_code == 413
+    assert answer.json() == {"error": "body_too_large", "detail": "The request body is too large."}
+    deep = "[" * 5000 + "]" * 5000
+    for path in ("/api/v1/offers/", "/api/v1/conversions/"):
+        answer = api.generic("POST", path, deep, content_type="application/json")
+        assert answer.status_code == 400, (path, answer.content)
+        assert answer.json()["error"] == "parse_error"
+
+
+def test_every_operation_documents_its_error_answers(api):
+    schema = api.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert set(schema["components"]["schemas"]["Error"]["required"]) == {"error", "detail"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            documented = set(operation["responses"])
+            assert {"401", "403", "429"} <= documented, (method, path)
+            if "{" in path:
+                assert "404" in documented, (method, path)

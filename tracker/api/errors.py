@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
@@ -34,6 +35,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.ValidationError(django_errors(exc))
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    if isinstance(exc, RequestDataTooBig):
+        exc = BodyTooLarge()
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
@@ -44,6 +47,15 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         detail = exc.detail
     response.data = {"error": _code(exc), "detail": detail}
     return response
+
+
+class BodyTooLarge(exceptions.APIException):
+    """413: a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MB; files go by multipart up
+    to their own limit)."""
+
+    status_code = 413
+    default_code = "body_too_large"
+    default_detail = "The request body is too large."
 
 
 class DomainError(exceptions.APIException):
