@@ -126,3 +126,24 @@ def test_every_operation_documents_its_error_answers(api):
             assert {"401", "403", "429"} <= documented, (method, path)
             if "{" in path:
                 assert "404" in documented, (method, path)
+
+
+def test_a_token_made_in_admin_is_shown_once_and_works(admin_client, admin_user):
+    page = admin_client.post(
+        "/admin/tracker/apitoken/add/",
+        {
+            "name": "media buying tool",
+            "user": admin_user.pk,
+            "expiry_date_0": "",
+            "expiry_date_1": "",
+        },
+        follow=True,
+    )
+    shown = [str(m) for m in page.context["messages"]]
+    key = next(m.split(": ")[1].split(" - ")[0] for m in shown if m.startswith("API token"))
+    token = APIToken.objects.get(name="media buying tool")
+    assert token.user == admin_user and key.startswith(token.prefix + ".")
+    assert key.split(".")[1] not in token.hashed_key
+    assert client_with(key).get("/api/v1/").status_code == 200
+    again = admin_client.get(f"/admin/tracker/apitoken/{token.pk}/change/").content.decode()
+    assert key not in again and token.prefix in again

@@ -3,7 +3,7 @@ hashed (djangorestframework-api-key's admin, with the user each token acts as)."
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
@@ -22,6 +22,19 @@ class APITokenAdmin(APIKeyModelAdmin):
     search_fields = ("name", "prefix", "user__username")
     autocomplete_fields = ("user",)
     fields = ("name", "user", "expiry_date", "revoked", "prefix", "last_used_at")
+
+    def save_model(self, request, obj, form, change) -> None:
+        """On creation, the full token in a message, once (only its hash is stored)."""
+        if change:
+            obj.save()
+            return
+        key = APIToken.objects.assign_key(obj)
+        obj.save()
+        messages.warning(
+            request,
+            f"API token for {obj.user}: {key} - copy it now, it is not shown again. "
+            f"Send it as the header 'Authorization: Token {key}'.",
+        )
 
     def get_readonly_fields(self, request, obj=None):
         fields = (*super().get_readonly_fields(request, obj), "last_used_at")
