@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import django_filters
@@ -644,22 +645,19 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def replay(self, request: Request, pk: str | None = None) -> Response:
         """Schedule this delivery (failed, cancelled or waiting) for an attempt now."""
-        delivery = self.get_object()
-        if not services.deliveries_retry_now([delivery]):
-            raise DomainError(
-                409, "not_replayable", f"Delivery {delivery.pk} is {delivery.status}."
-            )
-        return Response(self.get_serializer(self.get_object()).data)
+        return self._act_on_one(services.deliveries_retry_now, "not_replayable")
 
     @extend_schema(request=None, responses={200: DeliverySerializer, **OPERATION_ERRORS})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel this delivery if it is still waiting (scheduled)."""
+        return self._act_on_one(services.deliveries_cancel, "not_cancellable")
+
+    def _act_on_one(self, service: Callable[[list[Delivery]], int], refusal: str) -> Response:
+        """Run ``service`` on this delivery; 409 ``refusal`` when it acted on none."""
         delivery = self.get_object()
-        if not services.deliveries_cancel([delivery]):
-            raise DomainError(
-                409, "not_cancellable", f"Delivery {delivery.pk} is {delivery.status}."
-            )
+        if not service([delivery]):
+            raise DomainError(409, refusal, f"Delivery {delivery.pk} is {delivery.status}.")
         return Response(self.get_serializer(self.get_object()).data)
 
     @bulk_schema("deliveries_replay_many")
@@ -671,8 +669,7 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
             Delivery.objects.filter(pk__in=ids).only("status", "max_attempts", "attempt_count")
         )
         # One call (one dispatcher wake-up); the rows it acts on are those it accepts.
-        replayable = {Delivery.Status.FAILED, Delivery.Status.CANCELLED, Delivery.Status.SCHEDULED}
-        done = {row.pk for row in rows if row.status in replayable}
+        done = {row.pk for row in rows if row.status in services.REPLAYABLE_STATUSES}
         if services.deliveries_retry_now(rows) != len(done):  # a row changed meanwhile
             done = set(
                 Delivery.objects.filter(pk__in=done, status=Delivery.Status.SCHEDULED).values_list(

@@ -450,6 +450,12 @@ def deliveries_sweep(limit: int = 5000) -> dict[str, int]:
     return {"reclaimed": reclaimed, "due": int(due), "woken": int(woken)}
 
 
+# What deliveries_retry_now schedules again: finished without success, or still waiting.
+REPLAYABLE_STATUSES = frozenset(
+    {Delivery.Status.FAILED, Delivery.Status.CANCELLED, Delivery.Status.SCHEDULED}
+)
+
+
 def deliveries_retry_now(deliveries: Iterable[Delivery]) -> int:
     """Schedule failed, cancelled or waiting deliveries for one more attempt right away.
 
@@ -460,11 +466,7 @@ def deliveries_retry_now(deliveries: Iterable[Delivery]) -> int:
     now = timezone.now()
     count = 0
     for delivery in deliveries:
-        if delivery.status not in (
-            Delivery.Status.FAILED,
-            Delivery.Status.CANCELLED,
-            Delivery.Status.SCHEDULED,
-        ):
+        if delivery.status not in REPLAYABLE_STATUSES:
             continue
         count += Delivery.objects.filter(pk=delivery.pk, status=delivery.status).update(
             status=Delivery.Status.SCHEDULED,
