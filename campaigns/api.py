@@ -12,8 +12,9 @@ from django import forms
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models, transaction
 from django.db.models import ProtectedError, RestrictedError
-from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import permissions, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
@@ -29,10 +30,17 @@ from campaigns.models import (
     TrafficSource,
     TrafficSourceParameter,
     new_network_key,
+    new_postback_token,
 )
 from postbacks import macros
-from tracker.api.base import StrictModelSerializer, django_errors
+from tracker.api.base import (
+    ModelPermissions,
+    StrictModelSerializer,
+    StrictSerializer,
+    django_errors,
+)
 from tracker.api.errors import DomainError
+from tracker.api.views import TrackerErrorSerializer
 
 # --- shared helpers ---------------------------------------------------------------------
 
@@ -183,6 +191,37 @@ class TrafficSourceSerializer(NestedListSerializer):
         return value
 
 
+class TrafficSourceFromPresetSerializer(StrictSerializer):
+    """Body of ``POST /traffic-sources/from-preset/``."""
+
+    preset = serializers.ChoiceField(
+        choices=presets.choices(), help_text="A preset key (see /traffic-source-presets/)."
+    )
+    name = serializers.CharField(
+        max_length=TrafficSource._meta.get_field("name").max_length,
+        required=False,
+        allow_blank=True,
+        help_text="The traffic source's name; a name in use is refused. Not sent or blank: "
+        'the preset\'s name, with " (2)", " (3)"... appended when a source already has it.',
+    )
+
+
+def source_from_preset_api(key: str, name: str = "") -> TrafficSource:
+    """A traffic source (with its parameters, no postback rule) made from the preset ``key``
+    by the admin's :func:`campaigns.presets.source_from_preset`, named ``name`` exactly,
+    or, when blank, the preset's name made unique as the admin does. Raises
+    ValidationError ``{"name": [...]}`` when ``name`` is taken (nothing is created) and
+    KeyError for an unknown preset."""
+    name = name.strip()
+    with transaction.atomic():
+        source, _rule = presets.source_from_preset(key, name=name, create_rule=False)
+        if name and source.name != name:  # taken: the service chose "<name> (2)"
+            raise serializers.ValidationError(
+                {"name": [f"A traffic source named “{name}” already exists."]}
+            )
+    return source
+
+
 class TrafficSourceViewSet(ProtectedDeleteMixin, viewsets.ModelViewSet):
     """Traffic sources (Taboola, Outbrain...): where visitors come from.
 
@@ -191,7 +230,8 @@ class TrafficSourceViewSet(ProtectedDeleteMixin, viewsets.ModelViewSet):
     `external_id_placeholder`. `parameters`: the custom variables, a list of
     `{slot: 1..10, name, param, placeholder, is_enabled}`; writing it replaces the whole list.
     `preset` (read-only) names the preset the source was made from (see
-    `/traffic-source-presets/`). Filters: `name`, `preset`. Errors: 400 `invalid` with field
+    `/traffic-source-presets/`); `POST /traffic-sources/from-preset/` makes a source from
+    one. Filters: `name`, `preset`. Errors: 400 `invalid` with field
     errors (a bad parameter row: `{"parameters": {"<index>": {field: [...]}}}`); DELETE of a
     source with campaigns or clicks: 409 `protected`.
     """
@@ -199,6 +239,33 @@ class TrafficSourceViewSet(ProtectedDeleteMixin, viewsets.ModelViewSet):
     queryset = TrafficSource.objects.prefetch_related("parameters")
     serializer_class = TrafficSourceSerializer
     filterset_fields = ("name", "preset")
+
+    @extend_schema(
+        summary="Create a traffic source from a preset",
+        request=TrafficSourceFromPresetSerializer,
+        responses={
+            201: TrafficSourceSerializer,
+            400: OpenApiResponse(
+                TrackerErrorSerializer,
+                description="invalid: field errors (preset: not a preset key; name: in use, "
+                "too long; an unknown field)",
+            ),
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="from-preset", url_name="from-preset")
+    def from_preset(self, request: Request) -> Response:
+        """Create a traffic source from a preset as the admin's "add from preset" does:
+        its click-ID parameter and macro and its custom variables, ``preset`` set. No
+        postback rule is created (``POST /postback-rules/`` with the preset's
+        ``postback_url``). 201 with the traffic source; 400 ``invalid`` naming the field.
+        Needs ``campaigns.add_trafficsource``."""
+        form = TrafficSourceFromPresetSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        source = source_from_preset_api(
+            form.validated_data["preset"], form.validated_data.get("name", "")
+        )
+        source = self.get_queryset().get(pk=source.pk)
+        return Response(self.get_serializer(source).data, status=status.HTTP_201_CREATED)
 
 
 class PresetParameterSerializer(serializers.Serializer):
@@ -345,6 +412,35 @@ class AffiliateNetworkSerializer(ModelSerializer):
         return super().validate(attrs)
 
 
+class NetworkTokenSerializer(serializers.Serializer):
+    postback_token = serializers.CharField(
+        help_text="The new security token: shown this once (write-only elsewhere)."
+    )
+    postback_url = serializers.CharField(
+        help_text="The postback URL to paste into the network, with the token."
+    )
+
+
+class NetworkChangePermission(ModelPermissions):
+    """Setting or clearing a network's token: ``campaigns.change_affiliatenetwork``."""
+
+    perms_map = {
+        **ModelPermissions.perms_map,
+        "POST": ["%(app_label)s.change_%(model_name)s"],
+        "DELETE": ["%(app_label)s.change_%(model_name)s"],
+    }
+
+
+def network_token_set(network: AffiliateNetwork, token: str | None = None) -> str:
+    """Set ``network``'s security token to ``token`` (default: a new random one from
+    :func:`new_postback_token`, as the admin's "Generate a new security token"; "" clears
+    it) and save it (the save signals clear the campaign cache); returns the token. The
+    old token stops working at once."""
+    network.postback_token = new_postback_token() if token is None else token
+    network.save(update_fields=["postback_token"])
+    return network.postback_token
+
+
 class AffiliateNetworkViewSet(ProtectedDeleteMixin, viewsets.ModelViewSet):
     """Affiliate networks: where offers come from; they call our `/cv/<key>` postback URL.
 
@@ -353,12 +449,53 @@ class AffiliateNetworkViewSet(ProtectedDeleteMixin, viewsets.ModelViewSet):
     separated by commas, spaces or new lines. `status_map` (their status value -> ours) and
     `param_map` (our parameter name -> theirs) are JSON objects of texts, checked like the
     admin's mapping fields. A `preset` with documented status values fills an empty
-    `status_map`. Filters: `name`, `key`, `preset`. Errors: 400 `invalid` with field errors.
+    `status_map`. `POST {id}/token/` generates a new random token and answers it once
+    with the URL to paste; `DELETE {id}/token/` clears it. Filters: `name`, `key`,
+    `preset`. Errors: 400 `invalid` with field errors.
     """
 
     queryset = AffiliateNetwork.objects.all()
     serializer_class = AffiliateNetworkSerializer
     filterset_fields = ("name", "key", "preset")
+
+    @extend_schema(
+        methods=["POST"],
+        summary="Generate a new security token for a network",
+        description="A new random security token (as the admin's “Generate a new security "
+        "token”), saved: the old one stops working at once. The answer is the only place "
+        "the token is shown (`postback_token` is write-only elsewhere): `postback_url` is "
+        "the URL to paste into the network, with the token. Needs "
+        "`campaigns.change_affiliatenetwork`.",
+        request=None,
+        responses={200: NetworkTokenSerializer},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Clear a network's security token",
+        description="Postbacks of this network are no longer asked for a token (its IP "
+        "allowlist, if any, still applies). Needs `campaigns.change_affiliatenetwork`.",
+        request=None,
+        responses={204: OpenApiResponse(description="Cleared: postbacks need no token.")},
+    )
+    @action(
+        detail=True,
+        methods=["post", "delete"],
+        url_path="token",
+        permission_classes=[NetworkChangePermission],
+    )
+    def token(self, request: Request, pk: str | None = None) -> Response:
+        """``POST``: generate a new random security token (as the admin's action), save it
+        and answer 200 ``{"postback_token", "postback_url"}``, the URL with the token: the
+        only answer that shows it. The old token stops working at once. ``DELETE``: clear
+        the token (204): postbacks of this network are no longer asked for one. Needs
+        ``campaigns.change_affiliatenetwork``; 404 ``not_found``."""
+        network = self.get_object()
+        if request.method == "DELETE":
+            network_token_set(network, "")
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        token = network_token_set(network)
+        body = {"postback_token": token, "postback_url": network.postback_url()}
+        return Response(body, headers={"Cache-Control": "no-store"})
 
 
 # --- offers and landers -----------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 - ``postback-rules``: CRUD of rules, validated by the admin's rule form (same checks,
   same messages) on top of the model's ``full_clean``; ``{id}/preview/`` and ``{id}/test/``
-  are the rule form's preview and test button (``postbacks.preview``).
+  are the rule form's preview and test button (``postbacks.preview``), for a conversion,
+  a click or samples. Secret header values are write-only (:func:`mask_headers_template`).
 - ``deliveries`` and ``attempts``: the delivery log, read-only, newest first (by time, then id) with
   cursor pagination, filtered like the admin log; replay and cancel of deliveries.
 - ``macros``: the macro catalogue.
@@ -10,6 +11,8 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +20,7 @@ import django_filters
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -40,16 +44,96 @@ from postbacks.admin.rules import (
 )
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, EventType, PostbackRule
-from postbacks.transports import KIND_CHOICES, Outcome, get_transport
+from postbacks.transports import (
+    IDEMPOTENCY_HEADER,
+    KIND_CHOICES,
+    Outcome,
+    get_transport,
+    parse_headers,
+)
 from tracker import currency
-from tracker.api.base import StrictModelSerializer, TimeCursorPagination
+from tracker.api.base import StrictModelSerializer, StrictSerializer, TimeCursorPagination
 from tracker.api.errors import DomainError
 from tracker.api.filters import UTCDateTimeFilter
-from tracker.models import Conversion
+from tracker.models import Click, Conversion
 
 SCOPE_FIELDS = ("campaigns", "offers", "traffic_sources", "affiliate_networks", "rejection_reasons")
 BULK_MAX = 1000
 HTTP_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
+# Header names whose values are secrets: never shown by the API (write-only).
+SECRET_HEADER_RE = re.compile(r"(?i)^(?:cookie|.*(?:auth|token|secret|key|signature|password).*)$")
+HEADER_MASK = "***"
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value is a secret the API never shows: Authorization,
+    Proxy-Authorization, Cookie, and any name containing auth, token, secret, key,
+    signature or password, in any case; ``Idempotency-Key`` (the delivery ID) is not."""
+    name = name.strip()
+    return bool(SECRET_HEADER_RE.match(name)) and name.lower() != IDEMPOTENCY_HEADER.lower()
+
+
+def mask_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    """``{name: value}`` with the value of each :func:`is_secret_header` name (a non-empty
+    one) replaced by ``***``; other headers unchanged."""
+    return {
+        name: HEADER_MASK if value and is_secret_header(name) else value
+        for name, value in (headers or {}).items()
+    }
+
+
+def mask_headers_template(template: str) -> str:
+    """A rule's ``headers_template`` ("Name: value" lines) with each secret header's value
+    (:func:`is_secret_header`, non-empty) written ``***``: ``"Authorization: Bearer x\nX-A:
+    1"`` -> ``"Authorization: ***\nX-A: 1"``. Other lines, blank lines and line ends are
+    kept as they are."""
+    if not template:
+        return template
+    lines = template.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        name, sep, value = line.strip().partition(":")
+        if sep and value.strip() and is_secret_header(name):
+            end = line[len(line.rstrip("\r\n")) :]
+            lines[index] = f"{name.strip()}: {HEADER_MASK}{end}"
+    return "".join(lines)
+
+
+def unmask_headers_template(template: str, stored: str) -> str:
+    """``template`` as a client sent it, with each header line whose value is exactly
+    ``***`` given back the value ``stored`` (the rule's saved ``headers_template``) has for
+    that header name (case-insensitive; the n-th such line gets the n-th stored value), so
+    what :func:`mask_headers_template` showed can be written back unchanged.
+
+    Raises serializers.ValidationError (a list of messages) for a ``***`` line whose header
+    has no stored value."""
+    if HEADER_MASK not in (template or ""):
+        return template
+    saved: dict[str, list[str]] = {}
+    for _number, name, value in parse_headers(stored or ""):
+        if name:
+            saved.setdefault(name.lower(), []).append(value)
+    used: dict[str, int] = {}
+    errors: list[str] = []
+    lines = template.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
+        name, sep, value = line.strip().partition(":")
+        name = name.strip()
+        if not sep or not name or value.strip() != HEADER_MASK:
+            continue
+        nth = used.get(name.lower(), 0)
+        values = saved.get(name.lower(), [])
+        if nth >= len(values):
+            errors.append(
+                f"Line {number} ({name}): {HEADER_MASK} keeps the saved value of this header, "
+                "but the rule has none to keep; send the value itself."
+            )
+            continue
+        used[name.lower()] = nth + 1
+        end = line[len(line.rstrip("\r\n")) :]
+        lines[number - 1] = f"{name}: {values[nth]}{end}"
+    if errors:
+        raise serializers.ValidationError(errors)
+    return "".join(lines)
 
 
 def inline_enum(field: serializers.Field) -> serializers.Field:
@@ -69,8 +153,36 @@ class CurrencyCodeField(serializers.CharField):
         return super().to_internal_value(data).strip().upper()
 
 
+class SigningStateSerializer(serializers.Serializer):
+    signed = serializers.BooleanField()
+    secret_hint = serializers.CharField(help_text="The secret's last 4 characters, e.g. …x1Yz.")
+    previous_valid_until = serializers.DateTimeField(
+        allow_null=True, help_text="Until when the previous secret also signs; null: it does not."
+    )
+
+
+class SigningSecretRequestSerializer(StrictSerializer):
+    grace_hours = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=168,
+        help_text="Hours the previous secret keeps signing too (0..168); default "
+        "POSTBACKS_SIGNING_GRACE_HOURS (24). 0 drops it at once.",
+    )
+
+
+class SigningSecretSerializer(serializers.Serializer):
+    signing_secret = serializers.CharField(
+        help_text="whsec_ + base64 of 32 random bytes: shown this once; give it to the "
+        "receiver, which verifies webhook-signature with it."
+    )
+    previous_secret_expires_at = serializers.DateTimeField(allow_null=True)
+
+
 class PostbackRuleSerializer(StrictModelSerializer):
-    """A rule; every field the admin form edits, scope lists as ids."""
+    """A rule; every field the admin form edits, scope lists as ids. Secret header values
+    in ``headers_template`` are answered ``***`` (:func:`mask_headers_template`); a ``***``
+    sent back keeps the saved value (:func:`unmask_headers_template`)."""
 
     payout_currency = CurrencyCodeField(
         max_length=3,
@@ -93,6 +205,20 @@ class PostbackRuleSerializer(StrictModelSerializer):
         help_text="Non-blocking advice from validation (create/update answers only), e.g. "
         "a missing {externalid}."
     )
+    clear_access_token = serializers.BooleanField(
+        write_only=True,
+        required=False,
+        default=False,
+        help_text="true: remove the saved access token (an empty access_token keeps it).",
+    )
+    has_access_token = serializers.SerializerMethodField(
+        help_text="Whether an access token is saved (it is never answered)."
+    )
+    signing = serializers.SerializerMethodField(
+        help_text="Standard Webhooks signing: whether requests are signed, the last "
+        "characters of the secret, and until when the previous secret also signs. Secrets are "
+        "set with POST signing-secret/ (answered once) and removed with DELETE signing-secret/."
+    )
 
     class Meta:
         model = PostbackRule
@@ -107,6 +233,9 @@ class PostbackRuleSerializer(StrictModelSerializer):
             "created_at",
             "updated_at",
             "warnings",
+            "clear_access_token",
+            "has_access_token",
+            "signing",
         ]
         read_only_fields = [
             "preset",
@@ -117,6 +246,8 @@ class PostbackRuleSerializer(StrictModelSerializer):
             "created_at",
             "updated_at",
         ]
+        # Secrets of a destination kind, when the form edits them: written, never answered.
+        extra_kwargs = {name: {"write_only": True} for name in ("access_token", "signing_secret")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -126,6 +257,50 @@ class PostbackRuleSerializer(StrictModelSerializer):
     def get_warnings(self, obj: PostbackRule) -> list[str]:
         return self.validation_warnings
 
+    def get_has_access_token(self, obj: PostbackRule) -> bool:
+        return bool(obj.access_token)
+
+    @extend_schema_field(SigningStateSerializer)
+    def get_signing(self, obj: PostbackRule) -> dict[str, Any]:
+        until = obj.previous_secret_expires_at
+        if not (obj.previous_signing_secret and until and until > timezone.now()):
+            until = None
+        return {
+            "signed": bool(obj.signing_secret),
+            "secret_hint": f"…{obj.signing_secret[-4:]}" if obj.signing_secret else "",
+            "previous_valid_until": until,
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The token is never answered: an empty one keeps the saved token, like the admin.
+        self._clear_token = attrs.pop("clear_access_token", False)
+        if self._clear_token:
+            attrs["access_token"] = ""
+        elif "access_token" in attrs and not attrs["access_token"]:
+            attrs["access_token"] = self.instance.access_token if self.instance else ""
+        return super().validate(attrs)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["headers_template"].help_text = (
+            "Extra request headers, one Name: value per line (macros allowed in values). "
+            "Write-only secrets: the value of Authorization, Proxy-Authorization, Cookie and "
+            "any header whose name contains auth, token, secret, key, signature or password "
+            f"is answered {HEADER_MASK}; a line Name: {HEADER_MASK} sent back keeps the saved "
+            "value (400 when the rule has no such header)."
+        )
+        return fields
+
+    def to_representation(self, instance: PostbackRule) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if data.get("headers_template"):
+            data["headers_template"] = mask_headers_template(data["headers_template"])
+        return data
+
+    def validate_headers_template(self, value: str) -> str:
+        stored = self.instance.headers_template if self.instance is not None else ""
+        return unmask_headers_template(value, stored)
+
     def validate_conversion_types(self, value: list[str]) -> list[str]:
         if any("," in item for item in value):
             raise serializers.ValidationError("A conversion type cannot contain a comma.")
@@ -134,7 +309,10 @@ class PostbackRuleSerializer(StrictModelSerializer):
     def clean_instance(self, instance: PostbackRule, attrs: dict[str, Any]) -> None:
         """Run the admin's rule form on the values as they would be saved: its field
         checks and the transport's (unknown macros, ``{var:...}`` of the chosen sources)."""
-        form = PostbackRuleForm(self._form_data(attrs), instance=self._copy())
+        data = self._form_data(attrs)
+        if getattr(self, "_clear_token", False):
+            data["clear_access_token"] = "on"
+        form = PostbackRuleForm(data, instance=self._copy())
         if not form.is_valid():
             raise serializers.ValidationError(
                 {
@@ -231,33 +409,66 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
     # Documented by ``extend_schema_view`` below, once the delivery serializers exist.
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action == "test":
+        if self.action in ("test", "signing_secret"):
             return [ChangeRulePermission()]
         return super().get_permissions()
+
+    @extend_schema(
+        methods=["POST"],
+        summary="Generate (or rotate) the rule's signing secret",
+        request=SigningSecretRequestSerializer,
+        responses={200: SigningSecretSerializer},
+    )
+    @extend_schema(methods=["DELETE"], summary="Stop signing", request=None, responses={204: None})
+    @action(detail=True, methods=["post", "delete"], url_path="signing-secret")
+    def signing_secret(self, request: Request, pk: str | None = None) -> Response:
+        """POST: a new Standard Webhooks secret (``whsec_...``), answered this once; the
+        previous one keeps signing for ``grace_hours`` (default
+        ``POSTBACKS_SIGNING_GRACE_HOURS``). DELETE: requests go unsigned."""
+        rule = self.get_object()
+        if request.method == "DELETE":
+            services.stop_signing(rule)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        body = SigningSecretRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        secret = services.rotate_signing_secret(rule, body.validated_data.get("grace_hours"))
+        answer = {
+            "signing_secret": secret,
+            "previous_secret_expires_at": rule.previous_secret_expires_at,
+        }
+        return Response(answer, headers={"Cache-Control": "no-store"})
 
     @action(detail=True, methods=["get"])
     def preview(self, request: Request, pk: str | None = None) -> Response:
         """The request this rule would send, as the admin form's preview shows it."""
         rule = self.get_object()
-        query = RuleActionSerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        conversion = conversion_or_404(query.validated_data.get("conversion"))
+        conversion, click = RuleActionSerializer.event(request.query_params)
         # The admin form on the saved values: its warnings and its custom variables.
         data = PostbackRuleSerializer(instance=rule)._form_data({})
         form = PostbackRuleForm(data, instance=PostbackRuleSerializer(instance=rule)._copy())
         form.is_valid()
-        rendered = preview.render_preview(rule, conversion, known_vars=form.known_vars())
-        context = preview.sample_context(rule, conversion, notes=[])
+        rendered = preview.render_preview(
+            rule, conversion, click=click, known_vars=form.known_vars()
+        )
+        rendered["headers"] = mask_headers(rendered["headers"])
+        context = preview.sample_context(rule, conversion, click=click, notes=[])
         used = [
             name
-            for template in (rule.url_template, rule.headers_template, rule.body_template)
+            for template in (
+                rule.url_template,
+                rule.headers_template,
+                rule.body_template,
+                rule.field_mapping,
+            )
             for name in macros.find_macros(template or "")
         ]
         values = {name: context.get(name, "") for name in dict.fromkeys(used)}
         answer = _answer(
             errors=_form_messages(form) + list(rendered["errors"]),
             warnings=form.validation_warnings + list(rendered["warnings"]),
-            conversion=_describe_conversion(conversion),
+            conversion=preview.describe_click(click, rule)
+            if click is not None
+            else _describe_conversion(conversion),
             request={key: rendered[key] for key in ("method", "url", "headers", "body")},
             macros=values,
             empty_macros=[name for name, value in values.items() if not value],
@@ -268,9 +479,7 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
     def test(self, request: Request, pk: str | None = None) -> Response:
         """Send a test postback now, as the admin form's test button does."""
         rule = self.get_object()
-        body = RuleActionSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        conversion = conversion_or_404(body.validated_data.get("conversion"))
+        conversion, click = RuleActionSerializer.event(request.data)
         try:
             get_transport(rule.kind)
         except KeyError:
@@ -278,7 +487,7 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
                 400, "untestable_kind", f"Rule {rule.pk} has kind {rule.kind!r}, not sendable."
             ) from None
         try:
-            delivery, _attempt = preview.send_test(rule, conversion, user=request.user)
+            delivery, _attempt = preview.send_test(rule, conversion, user=request.user, click=click)
         except ValidationError as exc:
             raise DomainError(
                 400, "invalid_rule", ["Nothing was sent.", *preview.field_messages(exc)]
@@ -293,6 +502,8 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
             {
                 "conversion": _describe_conversion(conversion)
                 if conversion is not None
+                else preview.describe_click(click, rule)
+                if click is not None
                 else "The most recent click in the rule's scope (else any click, else "
                 "samples) with sample conversion values.",
                 "delivery": DeliverySerializer(delivery, context=context).data,
@@ -313,7 +524,8 @@ class ChangeRulePermission(permissions.BasePermission):
 
 
 class RuleActionSerializer(serializers.Serializer):
-    """The event a preview or test is rendered for; none: sample values."""
+    """The event a preview or test is rendered for: a conversion, a click, or neither
+    (sample values)."""
 
     conversion = serializers.IntegerField(
         min_value=1,
@@ -322,6 +534,12 @@ class RuleActionSerializer(serializers.Serializer):
         "(a test uses the most recent click in the rule's scope with sample conversion "
         "values).",
     )
+    click = serializers.UUIDField(
+        required=False,
+        help_text="A click ID (UUID), for click and impression rules: that click's real "
+        "values fill the macros (a conversion rule gets sample conversion values). Not "
+        "with conversion.",
+    )
 
     def to_internal_value(self, data: Any) -> Any:
         unknown = sorted(set(getattr(data, "keys", lambda: [])()) - set(self.fields))
@@ -329,8 +547,26 @@ class RuleActionSerializer(serializers.Serializer):
             raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("conversion") is not None and attrs.get("click") is not None:
+            message = "Give conversion or click, not both."
+            raise serializers.ValidationError({"conversion": [message], "click": [message]})
+        return attrs
+
+    @classmethod
+    def event(cls, data: Any) -> tuple[Conversion | None, Click | None]:
+        """``(conversion, click)`` named by ``data`` (query parameters or a body), at most
+        one of them. Raises serializers.ValidationError (400 ``invalid``: unknown field,
+        malformed id or UUID, both given) or DomainError (404 ``unknown_conversion`` /
+        ``unknown_click``)."""
+        serializer = cls(data=data)
+        serializer.is_valid(raise_exception=True)
+        values = serializer.validated_data
+        return conversion_or_404(values.get("conversion")), click_or_404(values.get("click"))
+
 
 def conversion_or_404(pk: int | None) -> Conversion | None:
+    """The conversion ``pk``, or None for None; DomainError 404 ``unknown_conversion``."""
     if pk is None:
         return None
     conversion = Conversion.objects.filter(pk=pk).first()
@@ -339,16 +575,31 @@ def conversion_or_404(pk: int | None) -> Conversion | None:
     return conversion
 
 
+def click_or_404(pk: uuid.UUID | None) -> Click | None:
+    """The click ``pk`` (a click ID), or None for None; DomainError 404 ``unknown_click``."""
+    if pk is None:
+        return None
+    click = Click.objects.filter(pk=pk).select_related("campaign").first()
+    if click is None:
+        raise DomainError(404, "unknown_click", f"No click with ID {pk}.")
+    return click
+
+
 # --- Delivery log ------------------------------------------------------------------------
 
 
 class DeliverySerializer(serializers.ModelSerializer):
-    """A delivery; ``url``, ``body`` and ``last_error`` with secrets masked (headers are
-    not shown)."""
+    """A delivery; ``url``, ``body`` and ``last_error`` with secrets masked, ``headers``
+    with secret header values masked (:func:`mask_headers`)."""
 
     status = inline_enum(serializers.ChoiceField(choices=Delivery.Status.choices))
     url = serializers.SerializerMethodField()
     body = serializers.SerializerMethodField()
+    headers = serializers.SerializerMethodField(
+        help_text="The request's headers as rendered; the value of Authorization, Cookie "
+        "and any header named like a secret (auth, token, secret, key, signature, "
+        f"password) is {HEADER_MASK}."
+    )
     last_error = serializers.SerializerMethodField()
     external_id = serializers.SerializerMethodField(help_text="The click's external ID.")
     txid = serializers.SerializerMethodField(help_text="The conversion's transaction ID.")
@@ -375,6 +626,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "method",
             "url",
             "host",
+            "headers",
             "body",
             "due_at",
             "attempt_count",
@@ -390,6 +642,10 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     def get_body(self, obj: Delivery) -> str:
         return mask_secrets(obj.body)
+
+    @extend_schema_field(serializers.DictField(child=serializers.CharField(allow_blank=True)))
+    def get_headers(self, obj: Delivery) -> dict[str, str]:
+        return mask_headers(obj.headers if isinstance(obj.headers, dict) else {})
 
     def get_last_error(self, obj: Delivery) -> str:
         return mask_secrets(obj.last_error)
@@ -624,7 +880,8 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     campaign through the click), ``status`` (repeatable), ``event_type``, ``kind``,
     ``http`` (2xx..5xx or none, on the last HTTP status), ``last_status_code``,
     ``is_test``, ``click_id``, ``external_id``, ``txid`` (exact). Secrets in URLs, bodies
-    and errors are masked; headers are not shown.
+    and errors are masked, and so are the values of secret headers (Authorization,
+    Cookie, names with auth, token, secret, key, signature, password).
 
     Operations (need ``postbacks.change_delivery``): ``POST {id}/replay/`` schedules a
     failed, cancelled or waiting delivery for an attempt now, ``POST {id}/cancel/``
@@ -773,14 +1030,23 @@ PostbackRuleViewSet = extend_schema_view(
         summary="Preview the request of a rule",
         description="The request this rule would send (method, URL, headers, body) and the "
         "macro values used, with the errors and warnings the admin form's preview shows. "
-        "``?conversion=<id>``: filled from that conversion; without: sample values. Needs "
-        "``postbacks.view_postbackrule``. 404 ``unknown_conversion`` for an unknown id.",
+        "``?conversion=<id>``: filled from that conversion; ``?click=<click ID>``: from that "
+        "click (for click and impression rules; a conversion rule gets sample conversion "
+        "values); neither: sample values. Secret header values are shown ``***``. Needs "
+        "``postbacks.view_postbackrule``. Errors: 400 ``invalid`` (malformed id or UUID, "
+        "conversion and click both given), 404 ``unknown_conversion`` / ``unknown_click``.",
         parameters=[
             OpenApiParameter(
                 "conversion",
                 OpenApiTypes.INT,
-                description="A conversion id (omitted: sample values).",
-            )
+                description="A conversion id (omitted: sample values). Not with click.",
+            ),
+            OpenApiParameter(
+                "click",
+                OpenApiTypes.UUID,
+                description="A click ID: its real values (with sample conversion values "
+                "for a conversion rule). Not with conversion.",
+            ),
         ],
         responses={200: RulePreviewSerializer, **RULE_ACTION_ERRORS},
     ),
@@ -789,9 +1055,13 @@ PostbackRuleViewSet = extend_schema_view(
         description="Sends the rule once, now, in this request (as the admin's test button) "
         "and answers the test delivery (``is_test``, ``delivered`` or ``failed``, never "
         "retried) with its attempt: outcome, HTTP status, masked URL, duration, error. "
-        'Body ``{"conversion": <id>}`` for real values, or ``{}``. Needs '
-        "``postbacks.change_postbackrule``. Errors: 404 ``unknown_conversion``, 400 "
-        "``invalid_rule`` (template errors: nothing sent), 400 ``untestable_kind``.",
+        'Body ``{"conversion": <id>}`` for a conversion\'s real values, ``{"click": "<click '
+        "ID>\"}`` for a click's (click and impression rules; a conversion rule gets sample "
+        "conversion values), or ``{}``. Secret header values are shown ``***``. Needs "
+        "``postbacks.change_postbackrule``. Errors: 404 ``unknown_conversion`` / "
+        "``unknown_click``, 400 ``invalid`` (malformed id or UUID, conversion and click "
+        "both given), 400 ``invalid_rule`` (template errors: nothing sent), 400 "
+        "``untestable_kind``.",
         request=RuleActionSerializer,
         responses={200: RuleTestResultSerializer, **RULE_ACTION_ERRORS},
     ),

@@ -47,8 +47,15 @@ from django.utils import timezone
 
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, PostbackRule, Worker
-from postbacks.services import Transition, next_state, rules_cache_clear, wake
-from postbacks.transports import Outcome, PreparedRequest, Result, get_transport
+from postbacks.services import Transition, next_state, rule_secrets, rules_cache_clear, wake
+from postbacks.transports import (
+    NO_SECRETS,
+    Outcome,
+    PreparedRequest,
+    Result,
+    Secrets,
+    get_transport,
+)
 
 logger = logging.getLogger("postbacks.dispatcher")
 # The Celery queue of ``postbacks.dispatch`` wake-ups; it carries nothing else.
@@ -162,6 +169,7 @@ class Claimed:
     success_pattern: str = ""
     rule_id: int | None = None
     is_test: bool = False
+    secrets: Secrets = NO_SECRETS  # the rule's, loaded after the claim (never stored)
 
     @classmethod
     def from_row(cls, row: tuple) -> Claimed:
@@ -206,7 +214,10 @@ def send(delivery: Claimed) -> tuple[Result, datetime]:
     """Send one claimed delivery through its transport (runs on a pool thread, no DB)."""
     started_at = timezone.now()
     transport = get_transport(delivery.kind)
-    return transport.send(delivery.request(), timeout=delivery.timeout_seconds), started_at
+    result = transport.send(
+        delivery.request(), timeout=delivery.timeout_seconds, secrets=delivery.secrets
+    )
+    return result, started_at
 
 
 class Recorder:
@@ -423,6 +434,9 @@ class Dispatcher:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             claimed = [Claimed.from_row(row) for row in cursor.fetchall()]
+        secrets = rule_secrets({item.rule_id for item in claimed if item.rule_id})
+        for item in claimed:
+            item.secrets = secrets.get(item.rule_id, NO_SECRETS)
         return sorted(claimed, key=lambda item: (item.due_at, item.pk))
 
     def record(self, finished: list[Finished]) -> int:

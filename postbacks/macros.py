@@ -89,8 +89,11 @@ _MACROS: list[Macro] = [
     *(Macro(f"var{i}", _TS, f"Custom variable {i} from the campaign URL.") for i in range(1, 11)),
     Macro("trafficsource.id", _TS, "Traffic source ID."),
     Macro("trafficsource.name", _TS, "Traffic source name."),
+    Macro("trafficsource.externalid_param", _TS, "The campaign URL parameter the external ID "
+          "comes in, e.g. fbclid, gclid, ttclid."),
     Macro("click.id", _CLICK, "Our click ID (UUID), as put in offer URLs.",
           ("click_id", "cf_click_id", "clickid", "subid")),
+    Macro("click.timestamp", _CLICK, "Unix time of the click, seconds."),
     Macro("ip", _CLICK, "Visitor IP address."),
     Macro("user_agent", _CLICK, "Visitor user agent."),
     Macro("referrer", _CLICK, "Referring page URL.", ("referer",)),
@@ -315,10 +318,13 @@ def build_context(
             "affiliatenetwork.name": getattr(network, "name", None),
             "trafficsource.id": getattr(visit, "traffic_source_id", None),
             "trafficsource.name": getattr(source, "name", None),
+            "trafficsource.externalid_param": getattr(source, "external_id_param", None),
         })  # fmt: skip
         for i in range(1, 11):
             values[f"var{i}"] = getattr(visit, f"var{i}", "")
         when = getattr(visit, "created_at", None)
+        if when is not None and visit is not impression:
+            values["click.timestamp"] = int(when.timestamp())
     if conversion is not None:
         values.update({
             "transaction.id": conversion.txid,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from campaigns.models import AffiliateNetwork, Campaign, Offer, TrafficSource
-from postbacks.transports import KIND_CHOICES, Outcome, get_transport
+from postbacks.transports import KIND_CHOICES, Outcome, Secrets, get_transport
 from tracker import currency
 from tracker.models import Conversion
 
@@ -148,6 +150,7 @@ class PostbackRule(models.Model):
     url_template = models.CharField(
         "postback URL",
         max_length=2000,
+        blank=True,
         help_text="The traffic source's postback URL with macros, e.g. "
         "https://trc.taboola.com/actions-handler/log/3/s2s-action?click-id={externalid}"
         "&name=lead&revenue={payout}&currency={payout_currency}. Macro values are URL-encoded.",
@@ -233,6 +236,65 @@ class PostbackRule(models.Model):
         "connecting, the headers and the body; a destination still answering then is cut off "
         "and the attempt retried.",
     )
+    # Destination settings beyond the URL (see each transport's docstring for its use).
+    signing_secret = models.CharField(
+        "signing secret",
+        max_length=120,
+        blank=True,
+        help_text="Standard Webhooks secret (whsec_...): when set, every request carries "
+        "webhook-id (the delivery ID), webhook-timestamp and webhook-signature, so the "
+        "receiver can check it came from us. Generated or rotated here; shown once.",
+    )
+    previous_signing_secret = models.CharField(max_length=120, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Until then requests are also signed with the previous secret (rotation).",
+    )
+    access_token = models.CharField(
+        "access token",
+        max_length=500,
+        blank=True,
+        help_text="Meta: a Conversions API access token. TikTok: an Events API access token. "
+        "Telegram: the bot token from @BotFather. Never shown again once saved.",
+    )
+    account_id = models.CharField(
+        "pixel / chat ID",
+        max_length=200,
+        blank=True,
+        help_text="Meta: the pixel (dataset) ID. TikTok: the pixel code. Telegram: the chat "
+        "ID (e.g. -1001234567890 or @channel).",
+    )
+    api_version = models.CharField(
+        "API version",
+        max_length=16,
+        blank=True,
+        validators=[RegexValidator(r"^v\d+(\.\d+)?$", "A version such as v21.0.")],
+        help_text="Meta Graph API or TikTok API version, e.g. v21.0 / v1.3; blank: the "
+        "tested default.",
+    )
+    test_event_code = models.CharField(
+        "test event code",
+        max_length=100,
+        blank=True,
+        help_text="Meta / TikTok: events go to the platform's Test Events tool, not to your "
+        "reports. Clear it once the integration is checked.",
+    )
+    event_names = models.JSONField(
+        "event names",
+        default=dict,
+        blank=True,
+        help_text='Conversion type -> the platform\'s event name, e.g. {"sale": "Purchase", '
+        '"lead": "Lead"}; "*" for any other type. Blank: the platform\'s standard names.',
+    )
+    field_mapping = models.TextField(
+        "field mapping",
+        blank=True,
+        help_text="CRM webhook: one 'key = value' per line; the value is a macro, text, or "
+        "both (e.g. lead.payout = {payout}, source = tracker); dotted keys nest objects. "
+        "Blank: the standard conversion, click, campaign, offer and traffic source fields.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -247,11 +309,12 @@ class PostbackRule(models.Model):
         of this kind, the statuses and the payout currency (ISO 4217). Warnings are left to
         the caller (``get_transport(kind).validate(rule)`` returns them)."""
         errors: dict[str, list[str]] = {}
-        if self.url_template:
-            try:
-                get_transport(self.kind).validate(self)
-            except ValidationError as exc:
-                errors.update(exc.message_dict)
+        try:
+            get_transport(self.kind).validate(self)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+        except KeyError:
+            errors["kind"] = [f"Unknown destination kind {self.kind!r}."]
         bad = sorted(set(self.statuses or []) - set(Conversion.Status.values))
         if bad:
             errors["statuses"] = [f"Unknown status: {', '.join(bad)}."]
@@ -261,6 +324,15 @@ class PostbackRule(models.Model):
             ]
         if errors:
             raise ValidationError(errors)
+
+    def secrets(self, now: datetime | None = None) -> Secrets:
+        """What the transport adds at sending time: the signing secret (and the previous
+        one until ``previous_secret_expires_at``) and the access token."""
+        keys = [self.signing_secret] if self.signing_secret else []
+        expires = self.previous_secret_expires_at
+        if self.previous_signing_secret and expires and expires > (now or timezone.now()):
+            keys.append(self.previous_signing_secret)
+        return Secrets(signing=tuple(keys), access_token=self.access_token)
 
     @property
     def is_global(self) -> bool:

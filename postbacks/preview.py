@@ -1,9 +1,11 @@
 """What the rule form shows before a rule is saved: sample macro values, the request a rule
 would send, and a test postback sent there and then.
 
-- :func:`sample_context`: macro values of a real conversion, or realistic samples.
+- :func:`sample_context`: macro values of a real conversion or a real click (click and
+  impression rules have no conversion), or realistic samples.
 - :func:`render_preview`: the request an (unsaved) rule renders, with its errors and
   warnings; never raises.
+- :func:`describe_click`: where the values of a preview or test for a click come from.
 - :func:`send_test`: one attempt through the real transport, logged as a test delivery
   (``Delivery.is_test``), never retried and never counted toward auto-disable.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from postbacks import macros
@@ -38,7 +41,9 @@ SAMPLE_VALUES: dict[str, str] = {
     **{f"var{i}": f"v{i}" for i in range(1, 11)},
     "trafficsource.id": "1",
     "trafficsource.name": "Taboola",
+    "trafficsource.externalid_param": "click_id",
     "click.id": SAMPLE_CLICK_ID,
+    "click.timestamp": str(int(SAMPLE_TIME.timestamp()) - 600),
     "ip": "203.0.113.7",
     "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
@@ -81,27 +86,54 @@ SAMPLE_VALUES: dict[str, str] = {
     "delivery.id": SAMPLE_DELIVERY_ID,
 }
 NO_CLICK_ERROR = "No click to test with: record a click first (open a campaign URL)"
+# The catalogue group of the conversion's own macros (payout, txid, status, param1..20...).
+CONVERSION_GROUP = macros.CATALOGUE["payout"].group
 
 
 def sample_context(
     rule: PostbackRule | None = None,
     conversion: Conversion | None = None,
     *,
+    click: Click | None = None,
     notes: list[str] | None = None,
 ) -> dict[str, str]:
     """Macro values for a preview or a test, under every accepted spelling.
 
     With ``conversion``: its real values (``macros.build_context``; its click, offer,
-    campaign and traffic source are loaded), ``event.type`` after ``rule``. Without:
-    :data:`SAMPLE_VALUES`, plus ``var:<name>`` samples for the named variables the rule's
-    templates use. ``delivery.id`` is a fixed sample UUID either way. A rule with a payout
-    currency gets ``{payout}`` converted as the planner would (``services.payout_in``);
-    when a rate is missing, a sentence saying so is appended to ``notes``.
+    campaign and traffic source are loaded), ``event.type`` after ``rule``. With ``click``
+    (reloaded with its campaign, offer, network and traffic source): that click's real
+    values, as a click or impression rule sends them; for a conversion or event rule (or
+    no rule) the conversion macros (``{payout}``, ``{txid}``, ``{status}``...) hold
+    :data:`SAMPLE_VALUES`. Without either: :data:`SAMPLE_VALUES`, plus ``var:<name>``
+    samples for the named variables the rule's templates use. ``delivery.id`` is a fixed
+    sample UUID in every case. A rule with a payout currency gets ``{payout}`` converted as
+    the planner would (``services.payout_in``); when a rate is missing, a sentence saying
+    so is appended to ``notes``.
+
+    Raises ValueError when both ``conversion`` and ``click`` are given, and
+    Click.DoesNotExist / Conversion.DoesNotExist for an unsaved or deleted one.
     """
+    if conversion is not None and click is not None:
+        raise ValueError("Give a conversion or a click, not both.")
     event_type = rule.event_type if rule is not None else ""
+    with_payout = True
     if conversion is not None:
         conversion = _load(conversion)
         context = macros.build_context(conversion.click, conversion, event_type=event_type)
+    elif click is not None:
+        with_payout = takes_conversion(rule)
+        context = macros.build_context(
+            _load_click(click),
+            event_type=event_type or (EventType.CONVERSION if with_payout else ""),
+        )
+        if with_payout:
+            context.update(
+                {
+                    spelling: SAMPLE_VALUES.get(macro.name, "")
+                    for spelling, macro in macros.CATALOGUE.items()
+                    if macro.group == CONVERSION_GROUP
+                }
+            )
     else:
         values = {**SAMPLE_VALUES, "event.type": event_type or EventType.CONVERSION}
         context = {
@@ -109,10 +141,29 @@ def sample_context(
         }
         for name in _named_vars(rule):
             context[name] = f"{name.removeprefix(macros.NAMED_VAR_PREFIX)}-value"
-    if rule is not None and rule.payout_currency:
+    if rule is not None and rule.payout_currency and with_payout:
         _payout_in_rule_currency(rule, conversion, context, notes)
     context["delivery.id"] = SAMPLE_DELIVERY_ID
     return context
+
+
+def takes_conversion(rule: PostbackRule | None) -> bool:
+    """Whether ``rule`` fires on a conversion (a conversion or a status-change ``event``
+    rule, or no rule: the samples are a conversion's), rather than a click or impression."""
+    return rule is None or rule.event_type not in (EventType.CLICK, EventType.IMPRESSION)
+
+
+def describe_click(click: Click, rule: PostbackRule | None = None) -> str:
+    """Where the values of a preview or test for ``click`` come from, e.g. ``"Click
+    3f1c...: campaign Summer sale, external ID ts-1, with sample conversion values."``
+    (the conversion part for a rule that :func:`takes_conversion`). Reads the campaign's
+    name (one query unless loaded)."""
+    parts = [f"Click {click.pk}: campaign {click.campaign.name}"]
+    if click.external_id:
+        parts.append(f"external ID {click.external_id}")
+    if takes_conversion(rule):
+        parts.append("with sample conversion values")
+    return ", ".join(parts) + "."
 
 
 def _payout_in_rule_currency(
@@ -137,15 +188,20 @@ def render_preview(
     rule: PostbackRule,
     conversion: Conversion | None = None,
     *,
+    click: Click | None = None,
     known_vars: set[str] | None = None,
 ) -> dict[str, Any]:
     """The request ``rule`` would send (saved or not; its M2M are not read):
     ``{"method", "url", "headers": {...}, "body", "errors": [...], "warnings": [...]}``.
 
-    Filled in from ``conversion`` when given, else from sample values. Errors and warnings
-    are sentences prefixed with the field they concern ("Postback URL: ..."); the request
-    is rendered even when there are errors. Never raises.
+    Filled in from ``conversion`` or ``click`` when given (see :func:`sample_context`),
+    else from sample values. Errors and warnings are sentences prefixed with the field
+    they concern ("Postback URL: ..."); the request is rendered even when there are
+    errors. Never raises for any rule; ValueError when both ``conversion`` and ``click``
+    are given (a caller's mistake).
     """
+    if conversion is not None and click is not None:
+        raise ValueError("Give a conversion or a click, not both.")
     errors: list[str] = []
     warnings: list[str] = []
     prepared = PreparedRequest(rule.http_method or "GET", "")
@@ -162,7 +218,8 @@ def render_preview(
             logger.exception("Rule preview: validation failed")
             errors.append(f"Could not check the rule: {type(exc).__name__}: {exc}")
         try:
-            prepared = transport.prepare(rule, sample_context(rule, conversion, notes=warnings))
+            context = sample_context(rule, conversion, click=click, notes=warnings)
+            prepared = transport.prepare(rule, context)
         except Exception as exc:
             logger.exception("Rule preview: rendering failed")
             errors.append(f"Could not render the request: {type(exc).__name__}: {exc}")
@@ -192,25 +249,36 @@ def field_messages(exc: ValidationError) -> list[str]:
 
 
 def send_test(
-    rule: PostbackRule, conversion: Conversion | None = None, user: Any = None
+    rule: PostbackRule,
+    conversion: Conversion | None = None,
+    user: Any = None,
+    *,
+    click: Click | None = None,
 ) -> tuple[Delivery, Attempt]:
     """Send ``rule`` once, now, in this (web) request, and log it as a test delivery.
 
-    The macro values come from ``conversion``; without one, from the most recent click in
-    the rule's scope (else any click) with sample conversion values; with no click at all,
-    from samples only. The request goes through the rule's real transport, with the same
+    The macro values come from ``conversion``, or from ``click`` (its real values, with
+    sample conversion values for a conversion or event rule: :func:`sample_context`), and
+    the delivery is linked to it; with neither, from the most recent click in the rule's
+    scope (else any click) with sample conversion values; with no click at all, from
+    samples only. The request goes through the rule's real transport, with the same
     private-network guard and deadline as the dispatcher. One :class:`Attempt` is written
     and the delivery ends ``delivered`` or ``failed`` (a retryable failure is not retried).
     ``rule`` may be unsaved (then the delivery has no rule). Raises ValidationError when the
-    rule's templates have errors: nothing is sent then.
+    rule's templates have errors: nothing is sent then; ValueError when both
+    ``conversion`` and ``click`` are given; KeyError for a rule kind with no transport.
     """
+    if conversion is not None and click is not None:
+        raise ValueError("Give a conversion or a click, not both.")
     transport = get_transport(rule.kind)
     transport.validate(rule)
-    click = None
     if conversion is not None:
         conversion = _load(conversion)
         click = conversion.click
         context = sample_context(rule, conversion)
+    elif click is not None:
+        click = _load_click(click)
+        context = sample_context(rule, click=click)
     else:
         context = sample_context(rule)
         click = _recent_click(rule)
@@ -246,7 +314,7 @@ def send_test(
         retry_base_seconds=rule.retry_base_seconds,
         timeout_seconds=rule.timeout_seconds,
     )
-    result = transport.send(request, timeout=rule.timeout_seconds)
+    result = transport.send(request, timeout=rule.timeout_seconds, secrets=rule.secrets())
     error = result.error
     if result.outcome == Outcome.DELIVERED:
         outcome, delivery.status = Outcome.DELIVERED, Delivery.Status.DELIVERED
@@ -300,12 +368,22 @@ def _load(conversion: Conversion) -> Conversion:
     return loaded
 
 
-def _recent_click(rule: PostbackRule) -> Click | None:
-    """The most recent click in the scope of a saved rule, else the most recent click."""
-    clicks = Click.objects.select_related(
+def _clicks() -> QuerySet[Click]:
+    """Clicks with what ``build_context`` reads loaded (campaign, offer, network, traffic
+    source and its named parameters)."""
+    return Click.objects.select_related(
         "campaign", "offer__affiliate_network", "traffic_source"
     ).prefetch_related("traffic_source__parameters")
-    recent = clicks.order_by("-created_at")
+
+
+def _load_click(click: Click) -> Click:
+    """``click`` reloaded with what ``build_context`` reads (:func:`_clicks`)."""
+    return _clicks().get(pk=click.pk)
+
+
+def _recent_click(rule: PostbackRule) -> Click | None:
+    """The most recent click in the scope of a saved rule, else the most recent click."""
+    recent = _clicks().order_by("-created_at")
     if rule.pk:
         scoped = recent
         for relation, lookup in (

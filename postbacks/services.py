@@ -40,7 +40,7 @@ from postbacks.models import (
     Trigger,
     Worker,
 )
-from postbacks.transports import Outcome, Result, get_transport
+from postbacks.transports import NO_SECRETS, Outcome, Result, Secrets, get_transport
 from tracker import currency
 from tracker.models import Click, Conversion, Impression
 
@@ -306,6 +306,56 @@ def rules_deactivate(rule_ids: Iterable[int], reason: str = "") -> int:
         )
     rules_cache_clear()
     return count
+
+
+def rule_secrets(rule_ids: Iterable[int]) -> dict[int, Secrets]:
+    """Rule id -> what its transport adds at sending time (signing secrets within their
+    rotation grace, access token), for the rules that have any; one query."""
+    ids = list(rule_ids)
+    if not ids:
+        return {}
+    rules = PostbackRule.objects.filter(pk__in=ids).only(
+        "signing_secret", "previous_signing_secret", "previous_secret_expires_at", "access_token"
+    )
+    now = timezone.now()
+    found = {rule.pk: rule.secrets(now) for rule in rules}
+    return {pk: secrets for pk, secrets in found.items() if secrets != NO_SECRETS}
+
+
+def rotate_signing_secret(rule: PostbackRule, grace_hours: float | None = None) -> str:
+    """Give ``rule`` a new signing secret and return it (the one time it is shown).
+
+    The secret it had stays valid for ``grace_hours`` (``POSTBACKS_SIGNING_GRACE_HOURS``,
+    24 by default; 0 drops it at once): requests carry both signatures meanwhile, so the
+    receiver can switch without refusing any. Saves the three signing fields only."""
+    from postbacks.signing import new_secret
+
+    hours = settings.POSTBACKS_SIGNING_GRACE_HOURS if grace_hours is None else grace_hours
+    if rule.signing_secret and hours > 0:
+        rule.previous_signing_secret = rule.signing_secret
+        rule.previous_secret_expires_at = timezone.now() + timedelta(hours=hours)
+    else:
+        rule.previous_signing_secret, rule.previous_secret_expires_at = "", None
+    rule.signing_secret = new_secret()
+    rule.save(
+        update_fields=[
+            "signing_secret", "previous_signing_secret", "previous_secret_expires_at",
+            "updated_at",
+        ]
+    )  # fmt: skip
+    return rule.signing_secret
+
+
+def stop_signing(rule: PostbackRule) -> None:
+    """Drop ``rule``'s signing secrets (current and previous): its requests go unsigned."""
+    rule.signing_secret = rule.previous_signing_secret = ""
+    rule.previous_secret_expires_at = None
+    rule.save(
+        update_fields=[
+            "signing_secret", "previous_signing_secret", "previous_secret_expires_at",
+            "updated_at",
+        ]
+    )  # fmt: skip
 
 
 def destination_host(url: str) -> str:

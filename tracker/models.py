@@ -359,6 +359,7 @@ class ConversionStatusChange(models.Model):
         ADMIN = "admin", "Admin"
         API = "api", "API"
         UPLOAD = "upload", "CSV upload"
+        CRM = "crm", "CRM status sync"
 
     conversion = models.ForeignKey(
         Conversion, on_delete=models.CASCADE, related_name="status_changes"
@@ -425,6 +426,7 @@ class InboundRequest(models.Model):
         UPLOAD = "upload", "CSV upload"
         API = "api", "API"
         ADMIN = "admin", "Admin"
+        CRM = "crm", "CRM status sync"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     channel = models.CharField(

@@ -241,6 +241,17 @@ POSTBACKS_MASK_PARAMS = env.list(
 POSTBACKS_MASK_PATH_PATTERNS = env.list(
     "POSTBACKS_MASK_PATH_PATTERNS", default=[r"/bot(\d+:[A-Za-z0-9_-]+)"]
 )
+# A rotated signing secret keeps signing requests (beside the new one) this many hours.
+POSTBACKS_SIGNING_GRACE_HOURS = env.float("POSTBACKS_SIGNING_GRACE_HOURS", default=24.0)
+# Where the platform destinations send (overridable for a proxy, or a local receiver in
+# tests); each transport appends its documented path.
+POSTBACKS_META_BASE_URL = env.str("POSTBACKS_META_BASE_URL", default="https://graph.facebook.com")
+POSTBACKS_TIKTOK_BASE_URL = env.str(
+    "POSTBACKS_TIKTOK_BASE_URL", default="https://business-api.tiktok.com"
+)
+POSTBACKS_TELEGRAM_BASE_URL = env.str(
+    "POSTBACKS_TELEGRAM_BASE_URL", default="https://api.telegram.org"
+)
 
 # Attempts (the postback log) and finished deliveries older than this many days are deleted
 # by the hourly postbacks.retention task, in batches; 0 keeps everything.

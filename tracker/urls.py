@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from tracker import views
+from tracker.views.crm import crm_status
 
 admin.site.site_header = "Postback manager"
 admin.site.site_title = "Postback manager"
@@ -19,6 +20,7 @@ urlpatterns = [
     path("cv.gif", views.conversion_pixel, name="conversion-pixel"),
     path("cv.js", views.conversion_script, name="conversion-script"),
     path("cv/<slug:network_key>", views.conversion_postback, name="network-postback"),
+    path("crm/<int:rule_id>/status", crm_status, name="crm-status"),
     path("api/v1/", include("tracker.api.urls")),
     path("admin/", admin.site.urls),
 ]

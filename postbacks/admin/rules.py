@@ -91,6 +91,27 @@ class PostbackRuleForm(forms.ModelForm):
         "Empty: any type.",
     )
 
+    access_token = forms.CharField(
+        label="Access token",
+        required=False,
+        max_length=500,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Meta / TikTok: the access token; Telegram: the bot token "
+        "(123456:ABC-...). Stored, never shown again: leave blank to keep the saved one.",
+    )
+    clear_access_token = forms.BooleanField(label="Remove the saved access token", required=False)
+    new_signing_secret = forms.BooleanField(
+        label="Generate a new signing secret",
+        required=False,
+        help_text="Shown once after saving. Replacing a secret keeps the old one signing "
+        "too for POSTBACKS_SIGNING_GRACE_HOURS (24 h), so the receiver can switch over.",
+    )
+    stop_signing = forms.BooleanField(
+        label="Stop signing",
+        required=False,
+        help_text="Drop the signing secret (and any previous one): requests go unsigned.",
+    )
+
     class Meta:
         model = PostbackRule
         fields = [
@@ -114,6 +135,12 @@ class PostbackRuleForm(forms.ModelForm):
             "body_format",
             "body_template",
             "headers_template",
+            "field_mapping",
+            "account_id",
+            "access_token",
+            "api_version",
+            "test_event_code",
+            "event_names",
             "payout_currency",
             "success_mode",
             "success_pattern",
@@ -126,6 +153,8 @@ class PostbackRuleForm(forms.ModelForm):
             "url_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),
             "body_template": forms.Textarea(attrs={"rows": 6, "class": "pb-template"}),
             "headers_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),
+            "field_mapping": forms.Textarea(attrs={"rows": 6, "class": "pb-template"}),
+            "event_names": forms.Textarea(attrs={"rows": 2}),
             "success_pattern": forms.TextInput(attrs={"class": "vTextField"}),
             "payout_currency": forms.TextInput(attrs={"size": 4, "placeholder": "EUR"}),
         }
@@ -171,8 +200,25 @@ class PostbackRuleForm(forms.ModelForm):
             raise forms.ValidationError("A conversion type has at most 64 characters.")
         return types
 
+    def clean_event_names(self) -> dict[str, str]:
+        names = self.cleaned_data.get("event_names") or {}
+        if not isinstance(names, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in names.items()
+        ):
+            raise forms.ValidationError(
+                'Enter an object of conversion type -> event name, e.g. {"sale": "Purchase"}.'
+            )
+        return {k.strip().lower(): v.strip() for k, v in names.items()}
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        if cleaned.get("new_signing_secret") and cleaned.get("stop_signing"):
+            self.add_error("stop_signing", "Choose either a new secret or no signing.")
+        # The token is never rendered back: a blank entry keeps the saved one.
+        if cleaned.get("clear_access_token"):
+            cleaned["access_token"] = ""
+        elif not cleaned.get("access_token"):
+            cleaned["access_token"] = self.instance.access_token or ""
         if not self.errors.get("kind") and cleaned.get("kind"):
             self._validate_destination(cleaned)
         return cleaned
@@ -304,7 +350,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     search_help_text = "Rule name or postback URL."
     autocomplete_fields = ("campaigns", "offers", "traffic_sources", "affiliate_networks")
     filter_horizontal = ("rejection_reasons",)
-    readonly_fields = ("disabled_reason", "disabled_at", "consecutive_failures")
+    readonly_fields = ("disabled_reason", "disabled_at", "consecutive_failures", "signing_state")
     actions = ["enable", "disable", "acknowledge", "delete_selected"]
     save_on_top = False
     fieldsets = (
@@ -349,12 +395,33 @@ class PostbackRuleAdmin(admin.ModelAdmin):
                     "body_format",
                     "body_template",
                     "headers_template",
+                    "field_mapping",
+                    "account_id",
+                    "access_token",
+                    "clear_access_token",
+                    "api_version",
+                    "test_event_code",
+                    "event_names",
                     "payout_currency",
                     "success_mode",
                     "success_pattern",
                     "timeout_seconds",
                 ),
                 "classes": ("pb-destination",),
+                "description": "S2S postback: the traffic source's URL. CRM webhook: a "
+                "signed JSON POST with a field mapping. Meta / TikTok: their conversion "
+                "APIs, from the pixel ID and access token. Telegram: a message to a chat. "
+                "Only the fields of the chosen kind are shown.",
+            },
+        ),
+        (
+            "Signing (Standard Webhooks)",
+            {
+                "fields": ("signing_state", "new_signing_secret", "stop_signing"),
+                "classes": ("pb-signing",),
+                "description": "Signed requests carry webhook-id, webhook-timestamp and "
+                "webhook-signature (HMAC-SHA256), which the receiver checks with the secret; "
+                "see README, 'CRM webhooks and signing'. For S2S and CRM webhook rules.",
             },
         ),
         (
@@ -407,6 +474,10 @@ class PostbackRuleAdmin(admin.ModelAdmin):
             obj.needs_attention = False
             obj.consecutive_failures = 0
         super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("stop_signing"):
+            services.stop_signing(obj)
+        if form.cleaned_data.get("new_signing_secret"):
+            self._show_new_secret(request, obj)
         if deactivated:
             cancelled = services.rules_deactivate([obj.pk], self._reason(request, "deactivated"))
             self.message_user(
@@ -430,6 +501,31 @@ class PostbackRuleAdmin(admin.ModelAdmin):
                 "one is added.",
                 messages.WARNING,
             )
+
+    def _show_new_secret(self, request: HttpRequest, obj: PostbackRule) -> None:
+        secret = services.rotate_signing_secret(obj)
+        until = obj.previous_secret_expires_at
+        kept = f" The previous secret also signs until {until:%Y-%m-%d %H:%M} UTC." if until else ""
+        self.message_user(
+            request,
+            f"Signing secret for {obj.name}: {secret} — copy it into the receiver now, it is "
+            f"not shown again.{kept}",
+            messages.SUCCESS,
+        )
+
+    @admin.display(description="signing")
+    def signing_state(self, obj: PostbackRule | None) -> str:
+        """Whether requests are signed, with the secret's last characters only."""
+        if obj is None or not obj.signing_secret:
+            return "Not signed."
+        text = f"Signed with whsec_…{obj.signing_secret[-4:]}."
+        until = obj.previous_secret_expires_at
+        if obj.previous_signing_secret and until and until > timezone.now():
+            text += (
+                f" The previous secret (…{obj.previous_signing_secret[-4:]}) also signs "
+                f"until {until:%Y-%m-%d %H:%M} UTC."
+            )
+        return text
 
     # --- delete: say how many scheduled deliveries go, then cancel them -----------------
 

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from campaigns import presets
 from campaigns.models import AffiliateNetwork, Campaign, Lander, Offer, TrafficSource
+from postbacks.models import PostbackRule
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -380,3 +381,108 @@ def test_the_schema_describes_the_resources(api):
     assert schema["components"]["schemas"]["AffiliateNetworkRequest"]["properties"][
         "postback_token"
     ]["writeOnly"]
+
+
+# --- Traffic source from a preset ------------------------------------------------------
+
+FROM_PRESET = "/api/v1/traffic-sources/from-preset/"
+
+
+def test_traffic_source_from_a_preset(api):
+    preset = presets.PRESETS["taboola"]
+    answer = api.post(FROM_PRESET, {"preset": "taboola"}, format="json")
+    assert answer.status_code == 201, answer.content
+    body = answer.json()
+    source = TrafficSource.objects.get()
+    assert body == api.get(f"/api/v1/traffic-sources/{source.pk}/").json()
+    assert (body["name"], body["preset"]) == (preset.name, "taboola")
+    assert body["external_id_param"] == preset.external_id_param
+    assert body["external_id_placeholder"] == preset.external_id_placeholder
+    assert [(p["slot"], p["param"], p["placeholder"]) for p in body["parameters"]] == [
+        (p.slot, p.param, p.placeholder) for p in preset.parameters
+    ]
+    assert not PostbackRule.objects.exists()
+    # No name: the preset's, made unique as the admin does.
+    again = api.post(FROM_PRESET, {"preset": "taboola", "name": " "}, format="json")
+    assert again.status_code == 201 and again.json()["name"] == f"{preset.name} (2)"
+    named = api.post(FROM_PRESET, {"preset": "outbrain", "name": " OB main "}, format="json")
+    assert named.status_code == 201 and named.json()["name"] == "OB main"
+    assert named.json()["preset"] == "outbrain"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"preset": "nope"}, "preset"),
+        ({}, "preset"),
+        ({"preset": "taboola", "name": "Taken"}, "name"),
+        ({"preset": "taboola", "name": "x" * 101}, "name"),
+        ({"preset": "taboola", "colour": "red"}, "colour"),
+    ],
+)
+def test_traffic_source_from_a_preset_refusals(api, data, field):
+    factories.traffic_source("Taken")
+    detail = _errors(api.post(FROM_PRESET, data, format="json"))
+    assert list(detail) == [field], detail
+    assert list(TrafficSource.objects.values_list("name", flat=True)) == ["Taken"]
+
+
+def test_traffic_source_from_a_preset_needs_the_add_permission(api_for):
+    viewer = api_for("view_trafficsource")
+    answer = viewer.post(FROM_PRESET, {"preset": "taboola"}, format="json")
+    assert answer.status_code == 403 and answer.json()["error"] == "permission_denied"
+    assert APIClient().post(FROM_PRESET, {"preset": "taboola"}, format="json").status_code == 401
+    adder = api_for("add_trafficsource")
+    assert adder.post(FROM_PRESET, {"preset": "taboola"}, format="json").status_code == 201
+    assert TrafficSource.objects.count() == 1
+
+
+# --- Affiliate network security token ---------------------------------------------------
+
+
+def test_network_token_is_generated_shown_once_and_cleared(api):
+    network = factories.offer().affiliate_network
+    url = f"/api/v1/affiliate-networks/{network.pk}/token/"
+    answer = api.post(url)
+    assert answer.status_code == 200, answer.content
+    assert answer["Cache-Control"] == "no-store"
+    body = answer.json()
+    token = body["postback_token"]
+    assert len(token) == 32 and token.isalnum()
+    network.refresh_from_db()
+    assert network.postback_token == token
+    assert body["postback_url"] == network.postback_url()
+    assert body["postback_url"].endswith(f"&token={token}")
+    shown = api.get(f"/api/v1/affiliate-networks/{network.pk}/")
+    assert token not in shown.content.decode() and shown.json()["has_postback_token"]
+    # A new token replaces the old one.
+    second = api.post(url).json()["postback_token"]
+    network.refresh_from_db()
+    assert second != token and network.token_matches(second)
+    assert not network.token_matches(token)
+    cleared = api.delete(url)
+    assert cleared.status_code == 204 and not cleared.content
+    network.refresh_from_db()
+    assert network.postback_token == "" and network.token_matches("")
+    assert (
+        api.get(f"/api/v1/affiliate-networks/{network.pk}/").json()["has_postback_token"] is False
+    )
+    assert api.post("/api/v1/affiliate-networks/999999/token/").status_code == 404
+
+
+def test_network_token_needs_the_change_permission(api_for):
+    network = AffiliateNetwork.objects.create(name="Net", postback_token="old")
+    url = f"/api/v1/affiliate-networks/{network.pk}/token/"
+    for perms in (("view_affiliatenetwork",), ("add_affiliatenetwork", "delete_affiliatenetwork")):
+        client = api_for(*perms)
+        for answer in (client.post(url), client.delete(url)):
+            assert answer.status_code == 403, perms
+            assert answer.json()["error"] == "permission_denied"
+    assert APIClient().post(url).status_code == 401
+    network.refresh_from_db()
+    assert network.postback_token == "old"
+    changer = api_for("change_affiliatenetwork")
+    assert changer.post(url).status_code == 200
+    network.refresh_from_db()
+    assert network.postback_token != "old"
+    assert changer.delete(url).status_code == 204

@@ -3,11 +3,10 @@
 Every operation of the OpenAPI schema the server publishes (``/api/v1/schema/``) is called
 with generated requests (schemathesis's examples and fuzzing phases; valid and invalid
 inputs) as a superuser by token, over real HTTP to pytest-django's ``live_server``
-on the test database. Each response must not be a 5xx (``not_a_server_error``) and must
-match the schema's response definition for its status code, when the schema has one
-(``response_schema_conformance``). Undocumented status codes (most error answers: the
-schema documents only the success codes of most operations) are not checked
-(``status_code_conformance`` is left out).
+on the test database. Each response must not be a 5xx (``not_a_server_error``), its status
+must be one the schema documents for the operation (``status_code_conformance``: the error
+statuses come from ``tracker.api.schema.error_responses``), and it must match the schema's
+response definition for that status (``response_schema_conformance``).
 
 The run is reproducible: a fixed seed, derandomized Hypothesis, no example database, and
 a bounded number of examples per operation. Seed data (a traffic source, a network, an
@@ -26,6 +25,7 @@ import schemathesis
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
+from schemathesis.specs.openapi.checks import status_code_conformance
 
 from postbacks.models import Attempt
 from tests import factories
@@ -33,11 +33,11 @@ from tests.api.conftest import make_token
 from tracker.api.auth import TokenRateThrottle
 from tracker.models import Conversion
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.timeout(600)]
 
 SEED = 20261
 MAX_EXAMPLES = 25
-CHECKS = [not_a_server_error, response_schema_conformance]
+CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
 RECEIVER = "http://127.0.0.1:9/postback?cid={external_id}"
 
 
@@ -97,6 +97,7 @@ def token(live_server, transactional_db, monkeypatch) -> str:
     return make_token(superuser=True)[1]
 
 
+@pytest.mark.integration
 def test_schema_served_is_schema_fuzzed(live_server, token):
     response = requests.get(
         f"{live_server.url}/api/v1/schema/",
@@ -108,6 +109,7 @@ def test_schema_served_is_schema_fuzzed(live_server, token):
     assert response.json() == json.loads(json.dumps(_schema()))
 
 
+@pytest.mark.integration
 @schema.parametrize()
 @settings(
     max_examples=MAX_EXAMPLES,
@@ -120,3 +122,44 @@ def test_api_fuzz(case, live_server, token):
     case.call_and_validate(
         base_url=live_server.url, headers={"Authorization": f"Token {token}"}, checks=CHECKS
     )
+
+
+# --- error statuses the server answers are documented ---------------------------------------
+
+
+def documented(method: str, path: str) -> set[int]:
+    """The statuses the schema documents for an operation."""
+    return {int(code) for code in _schema()["paths"][path][method.lower()]["responses"]}
+
+
+@pytest.mark.django_db
+def test_a_protected_delete_answers_a_documented_409(api):
+    offer = factories.offer("Used")
+    factories.campaign(factories.traffic_source("Source"), offer)
+    response = api.delete(f"/api/v1/offers/{offer.pk}/")
+    assert response.status_code == 409 and response.json()["error"] == "protected"
+    for resource in ("traffic-sources", "affiliate-networks", "offers", "landers", "campaigns"):
+        assert 409 in documented("DELETE", f"/api/v1/{resource}/{{id}}/"), resource
+    assert 409 not in documented("DELETE", "/api/v1/postback-rules/{id}/")  # nothing protects
+
+
+@pytest.mark.django_db
+def test_a_page_or_cursor_that_does_not_exist_answers_a_documented_404(api):
+    response = api.get("/api/v1/offers/", {"page": 99})
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
+    assert 404 in documented("GET", "/api/v1/offers/")
+    response = api.get("/api/v1/deliveries/", {"cursor": "garbage"})
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
+    assert 404 in documented("GET", "/api/v1/deliveries/")
+    assert 404 not in documented("GET", "/api/v1/macros/")  # not paginated, no id
+
+
+@pytest.mark.django_db
+def test_content_negotiation_refusals_are_documented(api):
+    response = api.post("/api/v1/offers/", "<offer/>", content_type="application/xml")
+    assert response.status_code == 415 and response.json()["error"] == "unsupported_media_type"
+    assert 415 in documented("POST", "/api/v1/offers/")
+    assert 415 not in documented("GET", "/api/v1/offers/")  # no body
+    response = api.get("/api/v1/offers/", HTTP_ACCEPT="text/csv")
+    assert response.status_code == 406 and response.json()["error"] == "not_acceptable"
+    assert 406 in documented("GET", "/api/v1/offers/")

@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from postbacks.api import mask_headers_template, unmask_headers_template
 from postbacks.models import Attempt, Delivery, PostbackRule
 from tests import factories
 from tracker.models import Conversion, RejectionReason
@@ -53,7 +54,10 @@ def test_rule_crud(api):
     rule.refresh_from_db()
     # DRF's PUT: fields left out keep their values.
     assert (rule.name, rule.http_method, rule.delay_seconds) == ("Renamed", "POST", 3600)
-    assert api.put(url, {"name": "No URL"}, format="json").status_code == 400
+    # The URL a rule needs depends on its destination kind: an S2S rule without one is a 400.
+    answer = api.put(url, {"name": "No URL", "url_template": ""}, format="json")
+    assert answer.status_code == 400
+    assert answer.json()["detail"]["url_template"] == ["Enter the destination URL."]
 
     assert api.delete(url).status_code == 204
     assert not PostbackRule.objects.exists()
@@ -142,6 +146,97 @@ def test_scope_by_ids(api):
     assert answer.status_code == 400 and "campaigns" in answer.json()["detail"]
 
 
+# --- Secret headers: write-only ----------------------------------------------------------
+
+SECRETS = (
+    "Authorization: Bearer abc123\n"
+    "X-Source: {trafficsource.name}\n"
+    "x-api-key: k-1\n"
+    "Cookie: sid=c-2\n"
+    "X-Hub-Signature: {externalid:sha256}"
+)
+MASKED = (
+    "Authorization: ***\nX-Source: {trafficsource.name}\nx-api-key: ***\nCookie: ***\n"
+    "X-Hub-Signature: ***"
+)
+
+
+def test_secret_header_values_are_masked_and_the_rest_is_kept():
+    assert mask_headers_template(SECRETS) == MASKED
+    for name in (
+        "Authorization", "Proxy-Authorization", "cookie", "X-Auth-Token", "X-Access-TOKEN",
+        "X-Client-Secret", "X-Api-Key", "apikey", "X-Signature", "X-Password",
+    ):  # fmt: skip
+        assert mask_headers_template(f"{name}: v\r\nX-A: 1") == f"{name}: ***\r\nX-A: 1", name
+    for name in ("X-Source", "Content-Language", "Accept", "Idempotency-Key", "Set-Cookie2"):
+        assert mask_headers_template(f"{name}: v") == f"{name}: v", name
+    assert mask_headers_template("Authorization:\n\nbroken line") == "Authorization:\n\nbroken line"
+
+
+def test_masked_header_values_written_back_keep_the_stored_ones():
+    stored = "X-Token: a\nAuthorization: Bearer b\nX-Token: c"
+    assert unmask_headers_template(mask_headers_template(stored), stored) == stored
+    sent = "authorization: ***\nX-Token: new\nX-Token: ***"  # any case; the n-th X-Token
+    assert (
+        unmask_headers_template(sent, stored) == "authorization: Bearer b\nX-Token: new\nX-Token: a"
+    )
+
+
+def test_rule_secret_headers_are_write_only(api):
+    answer = api.post(RULES, rule_body(headers_template=SECRETS), format="json")
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["headers_template"] == MASKED
+    url = f"{RULES}{answer.json()['id']}/"
+    assert api.get(url).json()["headers_template"] == MASKED
+    assert api.get(RULES).json()["results"][0]["headers_template"] == MASKED
+    assert PostbackRule.objects.get().headers_template == SECRETS
+
+    # What was read, written back with one header changed: the secrets are kept.
+    read = api.get(url).json()
+    body = {k: v for k, v in read.items() if k not in ("id", "warnings")}
+    body["headers_template"] = MASKED.replace("{trafficsource.name}", "fixed")
+    answer = api.put(url, body, format="json")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["headers_template"] == MASKED.replace("{trafficsource.name}", "fixed")
+    assert PostbackRule.objects.get().headers_template == SECRETS.replace(
+        "{trafficsource.name}", "fixed"
+    )
+
+    # A new value replaces the stored one; a header left out is removed.
+    answer = api.patch(url, {"headers_template": "Authorization: Bearer new\nCookie: ***"})
+    assert answer.status_code == 200, answer.content
+    rule = PostbackRule.objects.get()
+    assert rule.headers_template == "Authorization: Bearer new\nCookie: sid=c-2"
+
+
+def test_a_masked_value_without_a_stored_one_is_a_400(api):
+    answer = api.post(RULES, rule_body(headers_template="Authorization: ***"), format="json")
+    assert answer.status_code == 400
+    [message] = answer.json()["detail"]["headers_template"]
+    assert message.startswith("Line 1 (Authorization): *** keeps the saved value")
+    rule = factories.rule(URL, headers_template="Authorization: Bearer abc123")
+    answer = api.patch(
+        f"{RULES}{rule.pk}/",
+        {"headers_template": "Authorization: ***\nX-Api-Key: ***"},
+        format="json",
+    )
+    assert answer.status_code == 400
+    [message] = answer.json()["detail"]["headers_template"]
+    assert message.startswith("Line 2 (X-Api-Key): ")
+    rule.refresh_from_db()
+    assert rule.headers_template == "Authorization: Bearer abc123"
+
+
+def test_a_rule_access_token_is_write_only(api):
+    rule = factories.rule(URL, access_token="EAAB-s3cret")
+    row = api.get(f"{RULES}{rule.pk}/").json()
+    assert "access_token" not in row and "s3cret" not in str(row)
+    answer = api.patch(f"{RULES}{rule.pk}/", {"name": "Renamed"}, format="json")
+    assert answer.status_code == 200 and "access_token" not in answer.json()
+    rule.refresh_from_db()
+    assert rule.access_token == "EAAB-s3cret"  # kept
+
+
 def test_rule_filters(api):
     factories.rule(URL, name="a", event_type="click")
     factories.rule(URL, name="b", is_active=False)
@@ -204,6 +299,7 @@ class World:
             "https://a.example/?c=ext-a&token=s3cret", rule=self.rule_a, click=self.click_a,
             conversion=conversion_a, traffic_source=self.source_a, status="failed",
             attempt_count=2, max_attempts=2, last_status_code=404,
+            headers={"Authorization": "Bearer s3cret", "X-Hub-Signature": "s3cret", "X-Src": "a"},
         )  # fmt: skip
         self.db = factories.delivery(
             "https://b.example/?c=ext-b", rule=self.rule_b, click=self.click_b,
@@ -292,7 +388,11 @@ def test_attempt_filters(api, world):
 
 def test_log_rows_hide_secrets(api, world):
     row = api.get(f"{DELIVERIES}{world.da.pk}/").json()
-    assert "s3cret" not in str(row) and "headers" not in row
+    assert "s3cret" not in str(row)
+    # Which headers were sent shows; the values of secret ones do not.
+    assert row["headers"] == {"Authorization": "***", "X-Hub-Signature": "***", "X-Src": "a"}
+    listed = api.get(DELIVERIES, {"txid": "tx-a"}).json()["results"]
+    assert listed[0]["headers"] == row["headers"]
     assert row["external_id"] == "ext-a" and row["txid"] == "tx-a"
     row = api.get(f"{ATTEMPTS}{world.a1.pk}/").json()
     assert "s3cret" not in row["url"] and row["rule"] == world.rule_a.pk

@@ -207,3 +207,128 @@ def test_no_permission_no_preview(api_for, receiver):
     rule = rule_to(receiver)
     response = api_for("view_delivery").get(f"{RULES}{rule.pk}/preview/")
     assert response.status_code == 403
+
+
+# --- a click instead of a conversion -------------------------------------------------------
+
+CLICK_TEMPLATE = "/pb?c={externalid}&id={click.id}&p={payout}&t={txid}&e={event.type}"
+
+
+@pytest.fixture
+def click():
+    return factories.click(external_id="clk-7")
+
+
+def test_preview_of_a_click_rule_with_a_real_click(api, receiver, click):
+    rule = factories.rule(f"{receiver.url}{CLICK_TEMPLATE}", event_type="click")
+    response = api.get(f"{RULES}{rule.pk}/preview/", {"click": str(click.pk)})
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    # The click's values; no conversion: its macros render empty, as a click rule sends them.
+    assert answer["request"]["url"] == f"{receiver.url}/pb?c=clk-7&id={click.pk}&p=&t=&e=click"
+    assert answer["macros"] == {
+        "externalid": "clk-7", "click.id": str(click.pk), "payout": "", "txid": "",
+        "event.type": "click",
+    }  # fmt: skip
+    assert answer["empty_macros"] == ["payout", "txid"]
+    assert answer["conversion"] == f"Click {click.pk}: campaign Campaign, external ID clk-7."
+    assert receiver.received == [] and not Delivery.objects.exists()
+
+
+def test_preview_of_a_conversion_rule_with_a_click_has_sample_conversion_values(
+    api, receiver, click
+):
+    rule = factories.rule(f"{receiver.url}{CLICK_TEMPLATE}")
+    answer = api.get(f"{RULES}{rule.pk}/preview/", {"click": str(click.pk)}).json()
+    assert answer["request"]["url"] == (
+        f"{receiver.url}/pb?c=clk-7&id={click.pk}&p=2.5&t=TX-1001&e=conversion"
+    )
+    assert answer["conversion"].endswith("with sample conversion values.")
+
+
+def test_test_postback_of_an_impression_rule_with_a_real_click(api, receiver, click):
+    factories.click(click.campaign, external_id="a-newer-click")  # not the one asked for
+    rule = factories.rule(f"{receiver.url}{CLICK_TEMPLATE}", event_type="impression")
+    response = api.post(f"{RULES}{rule.pk}/test/", {"click": str(click.pk)}, format="json")
+    assert response.status_code == 200, response.content
+    [got] = receiver.received
+    assert got.path == f"/pb?c=clk-7&id={click.pk}&p=&t=&e=impression"
+    answer = response.json()
+    delivery = Delivery.objects.get()
+    assert (delivery.click, delivery.conversion, delivery.is_test) == (click, None, True)
+    assert answer["delivery"]["click"] == str(click.pk)
+    assert answer["delivery"]["external_id"] == "clk-7"
+    assert answer["conversion"].startswith(f"Click {click.pk}: ")
+
+
+@pytest.mark.parametrize("action", ["preview", "test"])
+def test_a_conversion_and_a_click_together_are_refused(api, receiver, conversion, action):
+    rule = rule_to(receiver)
+    event = {"conversion": conversion.pk, "click": str(conversion.click_id)}
+    url = f"{RULES}{rule.pk}/{action}/"
+    response = api.get(url, event) if action == "preview" else api.post(url, event, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid" and set(body["detail"]) == {"conversion", "click"}
+    assert receiver.received == [] and not Delivery.objects.exists()
+
+
+@pytest.mark.parametrize("action", ["preview", "test"])
+def test_an_unknown_or_malformed_click(api, receiver, action):
+    rule = rule_to(receiver)
+    url = f"{RULES}{rule.pk}/{action}/"
+
+    def call(event):
+        return api.get(url, event) if action == "preview" else api.post(url, event, format="json")
+
+    unknown = "0b7e4c2a-91d3-4f5e-8a6b-c2d4e6f80a99"
+    response = call({"click": unknown})
+    assert response.status_code == 404
+    assert response.json() == {"error": "unknown_click", "detail": f"No click with ID {unknown}."}
+    response = call({"click": "not-a-uuid"})
+    assert response.status_code == 400
+    assert set(response.json()["detail"]) == {"click"}
+    assert receiver.received == [] and not Delivery.objects.exists()
+
+
+# --- secret headers ---------------------------------------------------------------------------
+
+SECRET_HEADERS = "Authorization: Bearer abc123\nX-Api-Key: k-456\nX-Src: {trafficsource.name}"
+
+
+def test_preview_masks_secret_header_values(api, receiver):
+    rule = rule_to(receiver, headers_template=SECRET_HEADERS)
+    response = api.get(f"{RULES}{rule.pk}/preview/")
+    assert response.status_code == 200, response.content
+    assert response.json()["request"]["headers"] == {
+        "Idempotency-Key": SAMPLE_DELIVERY_ID,
+        "Authorization": "***",
+        "X-Api-Key": "***",
+        "X-Src": "Taboola",
+    }
+    assert b"abc123" not in response.content and b"k-456" not in response.content
+
+
+def test_test_postback_sends_secret_headers_but_does_not_show_them(api, receiver):
+    rule = rule_to(receiver, headers_template=SECRET_HEADERS)
+    response = api.post(f"{RULES}{rule.pk}/test/", {}, format="json")
+    assert response.status_code == 200, response.content
+    [got] = receiver.received
+    assert (got.headers["Authorization"], got.headers["X-Api-Key"]) == ("Bearer abc123", "k-456")
+    headers = response.json()["delivery"]["headers"]
+    assert (headers["Authorization"], headers["X-Api-Key"]) == ("***", "***")
+    assert headers["X-Src"] == "Taboola"
+    assert headers["Idempotency-Key"] == response.json()["delivery"]["public_id"]
+    assert b"abc123" not in response.content and b"k-456" not in response.content
+
+
+def test_the_schema_documents_the_click(api):
+    schema = api.get("/api/v1/schema/", {"format": "json"}).json()
+    rule_path = schema["paths"]["/api/v1/postback-rules/{id}/preview/"]["get"]
+    [click] = [p for p in rule_path["parameters"] if p["name"] == "click"]
+    assert click["in"] == "query" and click["schema"]["format"] == "uuid"
+    test = schema["paths"]["/api/v1/postback-rules/{id}/test/"]["post"]
+    ref = test["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert body["properties"]["click"]["format"] == "uuid"
+    assert "unknown_click" in rule_path["description"] and "unknown_click" in test["description"]

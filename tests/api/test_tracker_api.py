@@ -396,3 +396,72 @@ def test_date_filters_take_any_offset_and_refuse_what_has_no_utc_time(api):
             answer = api.get(path, {"created_before": value})
             assert answer.status_code == 400, (path, value, answer.content)
             assert answer.json()["error"] == "invalid"
+
+
+# --- Conversions: refusals before ingest are logged too --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        ('{"click_id": "abc", "payout": ', "application/json", 400, "parse_error"),
+        ("[" * 5000, "application/json", 400, "parse_error"),
+        ("click_id=abc&payout=1", "text/plain", 415, "unsupported_media_type"),
+        ("<cv click_id='abc'/>", "application/xml", 415, "unsupported_media_type"),
+    ],
+)
+def test_create_unreadable_bodies_are_answered_as_before_and_logged(
+    api, body, content_type, status, code
+):
+    answer = api.post("/api/v1/conversions/", body, content_type=content_type)
+    assert answer.status_code == status, answer.content
+    assert set(answer.json()) == {"error", "detail"} and answer.json()["error"] == code
+    log = InboundRequest.objects.get()
+    assert (log.channel, log.outcome, log.response_status, log.error_code) == (
+        "api",
+        "invalid",
+        status,
+        code,
+    )
+    assert log.detail == answer.json()["detail"]
+    assert log.body == body[:4000] and log.method == "POST"
+    assert log.endpoint == "/api/v1/conversions/" and log.conversion_id is None
+    assert not Conversion.objects.exists()
+
+
+def test_create_multipart_is_415_and_logged_with_the_raw_body(api):
+    answer = api.post("/api/v1/conversions/", {"click_id": "abc"}, format="multipart")
+    assert answer.status_code == 415 and answer.json()["error"] == "unsupported_media_type"
+    log = InboundRequest.objects.get()
+    assert log.error_code == "unsupported_media_type" and 'name="click_id"' in log.body
+
+
+def test_create_a_body_over_the_limit_is_413_and_logged(api, click, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    raw = json.dumps({"click_id": str(click.pk), "param1": "x" * 5000})
+    answer = api.post("/api/v1/conversions/", raw, content_type="application/json")
+    assert answer.status_code == 413 and answer.json()["error"] == "body_too_large"
+    log = InboundRequest.objects.get()
+    assert (log.channel, log.outcome, log.response_status) == ("api", "invalid", 413)
+    assert log.error_code == "body_too_large" and log.body == f"(body not kept: {len(raw)} bytes)"
+
+
+def test_create_a_form_with_too_many_fields_is_a_json_400_and_logged(api):
+    """Django refuses it (TooManyFieldsSent): it was an HTML 400, not logged."""
+    body = "&".join(f"f{i}=1" for i in range(1500))
+    answer = api.post(
+        "/api/v1/conversions/", body, content_type="application/x-www-form-urlencoded"
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "parse_error"
+    log = InboundRequest.objects.get()
+    assert (log.error_code, log.response_status) == ("parse_error", 400)
+    assert log.body == body[:4000]
+
+
+def test_create_refusals_before_authentication_or_permission_are_not_logged(api_for):
+    anonymous, viewer = APIClient(), api_for("view_conversion")
+    for client, status in ((anonymous, 401), (viewer, 403)):
+        for body, content_type in (("{bad", "application/json"), ("x", "text/plain")):
+            answer = client.post("/api/v1/conversions/", body, content_type=content_type)
+            assert answer.status_code == status, answer.content
+    assert not InboundRequest.objects.exists()

@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
 from rest_framework.test import APIClient
 
 from tests import factories
@@ -68,12 +70,14 @@ def triples(rows: list[dict]) -> list[tuple[int, str, str]]:
     return [(r["row_number"], r["outcome"], r["error_code"]) for r in rows]
 
 
-def assert_fixture_done(answer, click: Click) -> None:
+def assert_fixture_done(answer, click: Click, first_row: int = 1) -> None:
+    """The fixture's results; ``first_row``: the number of its first row (2 with a header)."""
     assert answer.status_code == 201, answer.content
     body = answer.json()
     assert {k: body[k] for k in COUNTERS} == COUNTERS
     assert body["finished_at"] and "content" not in body
-    assert triples(body["rows"]) == EXPECTED
+    shift = first_row - 1
+    assert triples(body["rows"]) == [(n + shift, o, c) for n, o, c in EXPECTED]
     lead = Conversion.objects.get(txid="ord-7781")
     upsell = Conversion.objects.get(txid="ord-7781-up1")
     assert lead.status == "refunded" and lead.method == "upload"
@@ -94,16 +98,114 @@ def test_file_with_wait_is_processed_with_one_result_per_row(api, click):
 
 
 def test_json_rows_give_the_same_results(api, click):
+    """JSON rows are written as a CSV file with a header: rows[i] is row i + 2."""
     answer = api.post(f"{URL}?wait=1", {"rows": fixture_rows(click)}, format="json")
-    assert_fixture_done(answer, click)
+    assert_fixture_done(answer, click, first_row=2)
 
 
 def test_json_rows_with_wait_in_the_body_and_numbers(api, click):
     rows = [{"click_id": str(click.pk), "payout": 1.25, "txid": "n1", "ct": "sale"}]
     answer = api.post(URL, {"rows": rows, "wait": True}, format="json")  # a float is read exactly
     assert answer.status_code == 201, answer.content
-    assert triples(answer.json()["rows"]) == [(1, "accepted", "")]
+    assert triples(answer.json()["rows"]) == [(2, "accepted", "")]
     assert str(Conversion.objects.get(txid="n1").payout) == "1.250000"
+
+
+class Undo(Exception):
+    """Raised to roll an upload back (a savepoint), so the same rows can be sent again."""
+
+
+def rows_and_conversions(post) -> tuple[list[dict], list[tuple]]:
+    """The per-row results of ``post()`` (without conversion IDs) and the conversions it
+    made (the conversion time only when sent), then everything it wrote rolled back."""
+    try:
+        with transaction.atomic():
+            answer = post()
+            assert answer.status_code == 201, answer.content
+            rows = [
+                {k: v for k, v in r.items() if k != "conversion"} for r in answer.json()["rows"]
+            ]
+            fields = ("txid", "conversion_type", "status", "rejection_reason", "payout")
+            made = [
+                # The conversion time when a row sent one (else the upload's time).
+                (*row, at if at.year == 2025 else None)
+                for *row, at in Conversion.objects.order_by("pk").values_list(
+                    *fields, "currency", "params", "converted_at"
+                )
+            ]
+            raise Undo
+    except Undo:
+        pass
+    assert not ConversionUpload.objects.exists()
+    return rows, made
+
+
+def test_json_rows_take_every_csv_column_and_give_the_csv_results(api, click):
+    """Status, rejection reason, currency, param1..param20 and the header's aliases, in JSON
+    rows as in a CSV file with a header: the same row numbers, outcomes, details and
+    conversions."""
+    cid = str(click.pk)
+    rows = [
+        {
+            "click_id": cid,
+            "revenue": "5",
+            "transaction_id": "j-1",
+            "conversion_type": "sale",
+            "currency": "eur",
+            "param1": "p1",
+            "param20": 20,
+        },
+        {"cf_click_id": cid, "txid": "j-2", "ct": "lead", "status": "Pending", "payout": 1.5},
+        {
+            "click_id": cid,
+            "txid": "j-2",
+            "ct": "lead",
+            "status": "rejected",
+            "rejection_reason": "fraud",
+        },
+        {"click_id": cid, "txid": "j-3", "status": "maybe"},
+        {
+            "clickid": cid,
+            "txid": "j-4",
+            "conversion_time": "2025-10-02T14:30:00Z",
+            "status": None,
+            "payout_currency": "USD",
+        },
+        {"click_id": cid, "txid": "j-1", "ct": "sale"},
+    ]
+    csv_text = (
+        "Transaction ID,Click ID,Revenue,Conversion Type,Status,Rejection Reason,Currency,"
+        "Conversion Time,param1,param20\n"
+        f"j-1,{cid},5,sale,,,eur,,p1,20\n"
+        f"j-2,{cid},1.5,lead,Pending,,,,,\n"
+        f"j-2,{cid},,lead,rejected,fraud,,,,\n"
+        f"j-3,{cid},,,maybe,,,,,\n"
+        f"j-4,{cid},,,,,USD,2025-10-02T14:30:00Z,,\n"
+        f"j-1,{cid},,sale,,,,,,\n"
+    )
+    json_rows, json_made = rows_and_conversions(
+        lambda: api.post(f"{URL}?wait=true", {"rows": rows}, format="json")
+    )
+    csv_rows, csv_made = rows_and_conversions(
+        lambda: post_file(api, csv_text.encode(), wait="true")
+    )
+    assert json_rows == csv_rows and json_made == csv_made
+    assert triples(json_rows) == [
+        (2, "accepted", ""),
+        (3, "accepted", ""),
+        (4, "status_changed", ""),
+        (5, "invalid", "invalid_status"),
+        (6, "accepted", ""),
+        (7, "duplicate", ""),
+    ]
+    assert json_rows[2]["detail"].startswith("Status changed pending → rejected")
+    assert json_rows[5]["detail"].startswith("Duplicate of row 2")
+    by_txid = {made[0]: made for made in json_made}
+    assert by_txid["j-1"][4:7] == (Decimal("5"), "EUR", {"param1": "p1", "param20": "20"})
+    assert by_txid["j-2"][2:4] == ("rejected", "fraud")
+    assert by_txid["j-4"][5] == "USD"
+    assert by_txid["j-4"][7] == datetime(2025, 10, 2, 14, 30, tzinfo=UTC)
+    assert by_txid["j-1"][7] is None
 
 
 def test_queued_by_default(api, click, monkeypatch, django_capture_on_commit_callbacks):
@@ -167,12 +269,21 @@ def test_a_missing_file_is_refused(api):
     [
         ({"rows": []}, "non-empty list"),
         ({}, "non-empty list"),
-        ({"rows": [{"click_id": "a", "status": "x"}]}, "unknown field(s) status"),
+        ({"rows": [{"click_id": "a", "colour": "x"}]}, "rows[0]: unknown field(s) colour; known:"),
+        (
+            {"rows": [{"click_id": "a"}, {"click_id": "b", "Status": "x", "zz": 1}]},
+            "rows[1]: unknown field(s) Status, zz",
+        ),
+        (
+            {"rows": [{"click_id": "a", "txid": "1", "transaction_id": "2"}]},
+            "rows[0]: txid and transaction_id are the same column",
+        ),
+        ({"rows": [{"click_id": "a", "currency": "EUR", "payout_currency": "USD"}]}, "same column"),
+        ({"rows": [{"click_id": "a", "status": True}]}, "rows[0].status must be a string"),
         ({"rows": ["a,1"]}, "rows[0] must be an object"),
         ({"rows": [{"click_id": "a\nb"}]}, "line break"),
         ({"rows": [{"click_id": {"a": 1}}]}, "string or a number"),
         ({"rows": [{"click_id": "a"}, {"payout": ""}]}, "rows[1] is empty"),
-        ({"rows": [{"click_id": "click_id"}]}, "header"),
     ],
 )
 def test_bad_json_rows_are_refused(api, body, message):

@@ -13,13 +13,14 @@ from postbacks import macros
 from postbacks.models import Attempt, Delivery, PostbackRule
 from postbacks.preview import (
     SAMPLE_DELIVERY_ID,
+    describe_click,
     render_preview,
     sample_context,
     send_test,
 )
 from postbacks.receiver import Reply
 from tests import factories
-from tracker.models import Conversion
+from tracker.models import Click, Conversion
 
 # Empty for an approved conversion that was just created, as they would be.
 EMPTY_BY_NATURE = {"status.previous", "rejection_reason", "rejection_reason.label"}
@@ -62,6 +63,63 @@ def test_sample_context_of_a_real_conversion():
     assert (context["externalid"], context["payout"], context["txid"]) == ("tbl-42", "3.1", "T-9")
     assert (context["campaign.name"], context["offer.name"]) == ("Campaign", "Offer")
     assert context["event.type"] == "conversion"
+
+
+@pytest.mark.django_db
+def test_sample_context_of_a_real_click_for_a_click_rule():
+    click = factories.click(external_id="tbl-43", var1="site-9")
+    rule = unsaved_rule(event_type="click")
+
+    context = sample_context(rule, click=Click(pk=click.pk))  # relations loaded for it
+
+    assert (context["externalid"], context["click.id"], context["var1"]) == (
+        "tbl-43", str(click.pk), "site-9",
+    )  # fmt: skip
+    assert (context["campaign.name"], context["offer.name"]) == ("Campaign", "Offer")
+    assert context["event.type"] == "click"
+    # No conversion behind a click rule: its macros render empty, as they are sent.
+    assert (context["payout"], context["txid"], context["status"]) == ("", "", "")
+    assert context["delivery.id"] == SAMPLE_DELIVERY_ID
+    assert (
+        describe_click(click, rule) == f"Click {click.pk}: campaign Campaign, external ID tbl-43."
+    )
+
+
+@pytest.mark.django_db
+def test_sample_context_of_a_real_click_for_a_conversion_rule():
+    click = factories.click(external_id="tbl-44")
+    rule = unsaved_rule(event_type="conversion")
+
+    context = sample_context(rule, click=click)
+
+    assert (context["externalid"], context["click.id"]) == ("tbl-44", str(click.pk))
+    assert (context["payout"], context["revenue"], context["txid"], context["status"]) == (
+        "2.5", "2.5", "TX-1001", "approved",
+    )  # fmt: skip
+    assert context["event.type"] == "conversion"
+    assert describe_click(click, rule).endswith(", with sample conversion values.")
+
+
+@pytest.mark.django_db
+def test_a_conversion_and_a_click_together_are_refused():
+    click = factories.click()
+    conversion = Conversion.objects.create(click=click, txid="T-2")
+    rule = unsaved_rule()
+    for call in (sample_context, render_preview, send_test):
+        with pytest.raises(ValueError, match="not both"):
+            call(rule, conversion, click=click)
+    assert not Delivery.objects.exists()
+
+
+@pytest.mark.django_db
+def test_preview_of_an_impression_rule_for_a_real_click():
+    click = factories.click(external_id="imp-1")
+    rule = unsaved_rule(
+        event_type="impression", url_template="https://pb.example/i?c={externalid}&p={payout}"
+    )
+    preview = render_preview(rule, click=click)
+    assert preview["url"] == "https://pb.example/i?c=imp-1&p="
+    assert preview["errors"] == []
 
 
 def test_preview_of_a_post_json_rule():
@@ -191,6 +249,21 @@ def test_send_test_uses_the_conversion_given(receiver):
     assert (delivery.conversion, delivery.click, attempt.outcome) == (
         conversion, click, "delivered",
     )  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_send_test_uses_the_click_given(receiver):
+    chosen = factories.click(external_id="chosen")
+    factories.click(chosen.campaign, external_id="newer")  # the most recent: not used
+    rule = factories.rule(receiver.url + "/pb?c={externalid}&id={click.id}", event_type="click")
+
+    delivery, attempt = send_test(rule, click=chosen)
+
+    assert receiver.received[0].query == {"c": "chosen", "id": str(chosen.pk)}
+    assert (delivery.click, delivery.conversion, delivery.traffic_source_id) == (
+        chosen, None, chosen.traffic_source_id,
+    )  # fmt: skip
+    assert (delivery.event_type, attempt.outcome) == ("click", "delivered")
 
 
 @pytest.mark.django_db

@@ -28,6 +28,7 @@ from postbacks import macros
 from tracker import currency as currencies
 from tracker import ingest, services, uploads
 from tracker.admin.base import ClickSearchMixin
+from tracker.admin.google_ads import export_google_ads
 from tracker.forms import PARAM_FIELDS, PAYOUT_LIMIT, PAYOUT_QUANTUM, validate_storable
 from tracker.models import (
     Conversion,
@@ -335,7 +336,7 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
     change_list_template = "admin/tracker/conversion/change_list.html"
     add_form_template = "admin/tracker/conversion/add.html"
     form = ConversionEditForm
-    actions = ["change_status"]
+    actions = ["change_status", export_google_ads]
     fieldsets = (
         (
             None,

@@ -103,3 +103,16 @@ class StrictModelSerializer(serializers.ModelSerializer):
     def clean_instance(self, instance: models.Model, attrs: dict[str, Any]) -> None:
         """Further checks on the unsaved ``instance`` (m2m values in ``attrs``); raise
         serializers.ValidationError. Nothing by default."""
+
+
+class StrictSerializer(serializers.Serializer):
+    """A plain serializer that refuses fields it does not know (400 naming them)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Unknown field."] for name in unknown[:20]}
+                )
+        return super().to_internal_value(data)

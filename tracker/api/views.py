@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import django_filters
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
 from django.http import RawPostDataException
 from django.http.request import RequestDataTooBig
 from django.urls import reverse
@@ -23,7 +23,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
     extend_schema_view,
 )
-from rest_framework import mixins, parsers, serializers, viewsets
+from rest_framework import exceptions, mixins, parsers, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
@@ -32,8 +32,13 @@ from rest_framework.routers import BaseRouter
 
 from campaigns.models import status_from_text
 from tracker import ingest, services, tasks, uploads
-from tracker.api.base import LogCursorPagination, ModelPermissions, TimeCursorPagination
-from tracker.api.errors import DomainError
+from tracker.api.base import (
+    LogCursorPagination,
+    ModelPermissions,
+    StrictSerializer,
+    TimeCursorPagination,
+)
+from tracker.api.errors import BodyTooLarge, DomainError
 from tracker.api.filters import UTCDateTimeFilter
 from tracker.forms import PARAM_FIELDS
 from tracker.models import (
@@ -104,19 +109,6 @@ def _errors(*codes: int, described: Mapping[int, str] | None = None) -> dict[int
         code: OpenApiResponse(TrackerErrorSerializer, description=described.get(code, ""))
         for code in codes
     }
-
-
-class StrictSerializer(serializers.Serializer):
-    """A plain serializer that refuses fields it does not know (400 naming them)."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if hasattr(data, "keys"):
-            unknown = sorted(set(data.keys()) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {name: ["Unknown field."] for name in unknown[:20]}
-                )
-        return super().to_internal_value(data)
 
 
 class ExactJSONParser(parsers.JSONParser):
@@ -390,9 +382,23 @@ def _ingest_fields(data: Any) -> dict[str, str]:
     return fields
 
 
+def _unreadable(exc: exceptions.APIException | SuspiciousOperation) -> exceptions.APIException:
+    """The API exception answering a body that could not be read: ``exc`` itself, 413
+    ``body_too_large`` for a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``, 400 ``parse_error``
+    for Django's other refusals of a form (too many fields or files: else an HTML 400)."""
+    if isinstance(exc, exceptions.APIException):
+        return exc
+    if isinstance(exc, RequestDataTooBig):
+        return BodyTooLarge()
+    return ParseError(f"Form parse error - {exc}")
+
+
 def conversion_via_api(request: Request) -> ingest.Result:
     """Register the conversion in ``request`` (channel api) through :func:`ingest.conversion
-    _ingest`; a body that is not an object of known fields is refused and logged too."""
+    _ingest`. A body that is not an object of known fields is refused (400
+    ``invalid_request``) and logged too; one that cannot be read (400 ``parse_error``, 415
+    ``unsupported_media_type``, 413 ``body_too_large``) is logged, then raised for the error
+    handler to answer (see :func:`_unreadable`)."""
     inbound = ingest.Inbound(
         channel=InboundRequest.Channel.API,
         endpoint=request.path,
@@ -404,9 +410,19 @@ def conversion_via_api(request: Request) -> ingest.Result:
         user=request.user,
     )
     try:
-        fields = _ingest_fields(request.data)
+        data = request.data
+    except (exceptions.APIException, SuspiciousOperation) as exc:
+        error = _unreadable(exc)
+        codes = error.get_codes()
+        code = codes if isinstance(codes, str) else getattr(error, "default_code", "error")
+        ingest.record(inbound, ingest.error_result(error.status_code, code, str(error.detail)))
+        if error is exc:
+            raise
+        raise error from None
+    try:
+        fields = _ingest_fields(data)
     except ValueError as exc:
-        sent = request.data.get("click_id", "") if isinstance(request.data, Mapping) else ""
+        sent = data.get("click_id", "") if isinstance(data, Mapping) else ""
         result = ingest.error_result(400, "invalid_request", str(exc))
         return ingest.record(inbound, result, click_id=str(sent).strip())
     return ingest.conversion_ingest(fields, inbound)
@@ -461,12 +477,18 @@ def status_change(conversion: Conversion, data: Mapping[str, str], user: Any) ->
                 401,
                 403,
                 404,
+                413,
+                415,
                 503,
                 described={
                     400: "invalid_payout, invalid_click_id, missing_click_id, invalid_status, "
                     "invalid_timestamp, invalid_characters, invalid_request (unknown field, "
-                    "a value not a string or number), parse_error...",
+                    "a value not a string or number), parse_error (not JSON, a form with too "
+                    "many fields)... Logged in the inbound log, as every answer but 401, "
+                    "403 and 429.",
                     404: "unknown_click_id",
+                    413: "body_too_large (logged, the body not kept)",
+                    415: "unsupported_media_type: send application/json or a form (logged)",
                     503: "unavailable (retry later)",
                 },
             ),
@@ -491,7 +513,9 @@ class ConversionViewSet(viewsets.ReadOnlyModelViewSet):
     ``payout_currency``, ``timestamp``, ``test``, ``param1``..``param20``; any other field
     is refused. Answers 201 ``{"status": "ok", "conversion_id": n}``, 200 ``duplicate`` or
     ``status_changed`` (with ``previous_status``, ``new_status``), 400/404/503 with the /cv
-    error codes. Needs ``tracker.add_conversion``.
+    error codes. Each call past authentication and permission is in the inbound log
+    (channel api), bodies that cannot be read included (400 ``parse_error``, 413
+    ``body_too_large``, 415 ``unsupported_media_type``). Needs ``tracker.add_conversion``.
 
     ``POST /conversions/{id}/status/`` changes the status (``tracker.change_conversion``),
     firing the rules that fire on a status change.
@@ -605,8 +629,20 @@ def register(router: BaseRouter) -> None:
 # (``wait``) at most UPLOAD_WAIT_MAX_ROWS (more are queued, answered 202).
 UPLOAD_JSON_MAX_ROWS = 10_000
 UPLOAD_WAIT_MAX_ROWS = 1_000
-# The keys of a JSON row, in the order of the file's positional columns.
-UPLOAD_JSON_KEYS = uploads.POSITIONAL
+# The keys a JSON row may have: the column names a CSV file's header may use (aliases
+# included) -> the ingest parameter each names.
+UPLOAD_JSON_KEYS: Mapping[str, str] = uploads.COLUMN_NAMES
+# The columns of the CSV file written for JSON rows, in this order (those the rows use).
+UPLOAD_COLUMNS = tuple(dict.fromkeys(UPLOAD_JSON_KEYS.values()))
+# The same, for messages: each column with its aliases.
+UPLOAD_KEYS_TEXT = (
+    "; ".join(
+        " / ".join(key for key, column in UPLOAD_JSON_KEYS.items() if column == name)
+        for name in UPLOAD_COLUMNS
+        if name not in PARAM_FIELDS
+    )
+    + f"; {PARAM_FIELDS[0]}..{PARAM_FIELDS[-1]}"
+)
 
 
 class ConversionUploadSerializer(serializers.ModelSerializer):
@@ -674,21 +710,47 @@ class UploadFileSerializer(serializers.Serializer):
     )
 
 
+UPLOAD_ROW_HELP = {
+    "click_id": "The click ID (UUID).",
+    "payout": "Decimal (string or number); default: the offer's payout rules.",
+    "txid": "Transaction ID.",
+    "ct": "Conversion type, e.g. sale.",
+    "timestamp": "Unix seconds or ISO 8601; default: the upload time.",
+    "status": "approved (default), pending, rejected, refunded (any case; aliases such as "
+    "chargeback). A repeat of a conversion with another status is a status change.",
+    "rejection_reason": "A code, e.g. fraud (kept for rejected).",
+    "payout_currency": "ISO 4217, e.g. EUR; default: the offer's currency.",
+}
+
+
 class UploadJSONRowSerializer(serializers.Serializer):
-    click_id = serializers.CharField(help_text="The click ID (UUID).")
-    payout = serializers.CharField(required=False, help_text="Decimal (string or number).")
-    txid = serializers.CharField(required=False, help_text="Transaction ID.")
-    ct = serializers.CharField(required=False, help_text="Conversion type, e.g. sale.")
-    timestamp = serializers.CharField(
-        required=False, help_text="Unix seconds or ISO 8601; default: the upload time."
-    )
+    """One row: the columns of a CSV file with a header, by the same names (aliases
+    included; two names of one column in a row are refused, and so is any other key).
+    Values are texts or numbers; null or missing is an empty cell."""
+
+    # Documentation only: the rows are checked by rows_csv().
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields: dict[str, serializers.Field] = {}
+        for key, column in UPLOAD_JSON_KEYS.items():
+            text = UPLOAD_ROW_HELP.get(column, "<= 1000 chars.")
+            if key != column:
+                text = f"Same as {column}."
+            fields[key] = serializers.CharField(
+                required=False, allow_blank=True, allow_null=True, help_text=text
+            )
+        fields["click_id"].required = True
+        return fields
 
 
 class UploadRowsSerializer(serializers.Serializer):
-    """JSON body of ``POST /conversion-uploads/``: the rows of a CSV file as objects."""
+    """JSON body of ``POST /conversion-uploads/``: the rows of a CSV file with a header, as
+    objects keyed by the header's column names."""
 
     rows = UploadJSONRowSerializer(
-        many=True, help_text=f"1 to {UPLOAD_JSON_MAX_ROWS:,} conversions."
+        many=True,
+        help_text=f"1 to {UPLOAD_JSON_MAX_ROWS:,} conversions; rows[i] is row i + 2 of the "
+        "upload (row 1: the header the rows are written with).",
     )
     wait = serializers.BooleanField(
         required=False, default=False, help_text="Process now (up to 1,000 rows)."
@@ -722,10 +784,44 @@ def _cell(value: Any, where: str) -> str:
     return text
 
 
+def _row_cells(index: int, row: Any) -> dict[str, str]:
+    """JSON row ``index`` as ``{column: text}`` (the CSV header's column names). Raises
+    ValidationError naming the row and the problem."""
+    if not isinstance(row, Mapping):
+        raise serializers.ValidationError({"rows": [f"rows[{index}] must be an object."]})
+    unknown = sorted(str(key)[:64] for key in row if key not in UPLOAD_JSON_KEYS)
+    if unknown:
+        raise serializers.ValidationError(
+            {
+                "rows": [
+                    f"rows[{index}]: unknown field(s) {', '.join(unknown[:20])}; known: "
+                    f"{UPLOAD_KEYS_TEXT}."
+                ]
+            }
+        )
+    cells: dict[str, str] = {}
+    named: dict[str, str] = {}
+    for key, value in row.items():
+        column = UPLOAD_JSON_KEYS[key]
+        if column in named:
+            raise serializers.ValidationError(
+                {"rows": [f"rows[{index}]: {named[column]} and {key} are the same column."]}
+            )
+        named[column] = key
+        cells[column] = _cell(value, f"rows[{index}].{key}")
+    if not any(cell.strip() for cell in cells.values()):
+        raise serializers.ValidationError({"rows": [f"rows[{index}] is empty."]})
+    return cells
+
+
 def rows_csv(rows: Any) -> bytes:
-    """The JSON ``rows`` as the text of a CSV file without header (positional columns), so
-    that ``rows[i]`` is row ``i + 1`` of the upload. Raises ValidationError (400
-    ``invalid``) naming the problem."""
+    """The JSON ``rows`` as the text of a CSV file with a header naming the columns the rows
+    use (``click_id`` always), so that they are read as that file would be and ``rows[i]``
+    is row ``i + 2`` of the upload (row 1 is the header). Each row's keys are the header's
+    column names (:data:`UPLOAD_JSON_KEYS`); a missing key is an empty cell. Raises
+    ValidationError (400 ``invalid``) naming the row and the problem: not a list of 1 to
+    10,000 objects, an unknown key, two keys for one column, a value not a string, number
+    or null, a line break in a value, an empty row."""
     if not isinstance(rows, list) or not rows:
         raise serializers.ValidationError({"rows": ["A non-empty list of objects is required."]})
     if len(rows) > UPLOAD_JSON_MAX_ROWS:
@@ -737,32 +833,14 @@ def rows_csv(rows: Any) -> bytes:
                 ]
             }
         )
+    table = [_row_cells(index, row) for index, row in enumerate(rows)]
+    used = {"click_id"}.union(*table)
+    columns = [column for column in UPLOAD_COLUMNS if column in used]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    for index, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise serializers.ValidationError({"rows": [f"rows[{index}] must be an object."]})
-        unknown = sorted(str(key)[:64] for key in set(row) - set(UPLOAD_JSON_KEYS))
-        if unknown:
-            raise serializers.ValidationError(
-                {
-                    "rows": [
-                        f"rows[{index}]: unknown field(s) {', '.join(unknown[:20])}; known: "
-                        f"{', '.join(UPLOAD_JSON_KEYS)}."
-                    ]
-                }
-            )
-        cells = [_cell(row.get(key), f"rows[{index}].{key}") for key in UPLOAD_JSON_KEYS]
-        if not any(cell.strip() for cell in cells):
-            raise serializers.ValidationError({"rows": [f"rows[{index}] is empty."]})
-        if index == 0 and any(
-            uploads.COLUMN_NAMES.get(re.sub(r"[\s\-]+", "_", c.strip().lower())) == "click_id"
-            for c in cells
-        ):
-            raise serializers.ValidationError(
-                {"rows": ["rows[0] would be read as a header row (a value such as click_id)."]}
-            )
-        writer.writerow(cells)
+    writer.writerow(columns)
+    for cells in table:
+        writer.writerow([cells.get(column, "") for column in columns])
     return out.getvalue().encode()
 
 
@@ -850,7 +928,8 @@ class ConversionUploadViewSet(
                 described={
                     400: "invalid_file (the file is refused: too large, not UTF-8 CSV, bad "
                     "header, no rows; detail says why; nothing stored), invalid (no file, "
-                    f"bad rows, more than {UPLOAD_JSON_MAX_ROWS:,} rows, bad wait)",
+                    f"bad rows: rows[i] and the key or value named, more than "
+                    f"{UPLOAD_JSON_MAX_ROWS:,} rows, bad wait)",
                 },
             ),
         },
@@ -858,8 +937,13 @@ class ConversionUploadViewSet(
     def create(self, request: Request) -> Response:
         """Upload conversions: a multipart ``file`` (the admin's CSV format:
         ``click_id,payout,transaction_id,conversion_type[,timestamp]``, header optional), or
-        a JSON body ``{"rows": [{"click_id", "payout", "txid", "ct", "timestamp"}, ...]}``
-        (at most 10,000; ``rows[i]`` is row ``i + 1``). Each row is registered as a /cv
+        a JSON body ``{"rows": [{"click_id": ..., "payout": ..., ...}, ...]}`` (at most
+        10,000), each row keyed by the column names a CSV header may use (``click_id``,
+        ``payout``, ``txid``, ``ct``, ``timestamp``, ``status``, ``rejection_reason``,
+        ``payout_currency``, ``param1``..``param20`` and their aliases such as
+        ``transaction_id`` or ``currency``; any other key is a 400 naming the row). The rows
+        are stored as the CSV file with a header they make, so each gives the result that
+        file's line would: ``rows[i]`` is row ``i + 2``. Each row is registered as a /cv
         postback would be (channel upload). With ``wait`` true and at most 1,000 rows the
         upload is processed before answering (201 with the counters and ``rows``);
         otherwise it is queued (202) and ``results`` gives the rows as they are done."""
@@ -900,7 +984,7 @@ class ConversionUploadViewSet(
     @action(detail=True, methods=["get"])
     def rows(self, request: Request, pk: str | None = None) -> Response:
         """The rows done so far, by row number (the file's line; ``rows[i]`` of a JSON
-        upload is row ``i + 1``), page-number pagination (``?page=``, ``?page_size=``)."""
+        upload is row ``i + 2``), page-number pagination (``?page=``, ``?page_size=``)."""
         upload = self.get_object()
         rows = InboundRequest.objects.filter(upload=upload).order_by("row_number", "pk")
         page = self.paginate_queryset(rows)

@@ -64,25 +64,57 @@
     if (node) node.hidden = !visible && !node.classList.contains("errors");
   }
 
+  /* Destination rows each kind uses (the others are hidden); keep in step with the
+   * transports in postbacks/transports/. */
+  const KIND_ROWS = {
+    s2s: ["http_method", "url_template", "body_format", "body_template", "headers_template",
+          "success_mode", "success_pattern"],
+    webhook: ["url_template", "field_mapping", "headers_template", "success_mode",
+              "success_pattern"],
+    meta_capi: ["account_id", "access_token", "clear_access_token", "api_version",
+                "test_event_code", "event_names", "url_template"],
+    tiktok: ["account_id", "access_token", "clear_access_token", "api_version",
+             "test_event_code", "event_names", "url_template"],
+    telegram: ["account_id", "access_token", "clear_access_token", "body_template"],
+  };
+  const KIND_FIELDS = [...new Set(Object.values(KIND_ROWS).flat())];
+  const SIGNED_KINDS = ["s2s", "webhook"];
+
   function setupDependentFields(form) {
+    const kind = form.elements.kind;
     const method = form.elements.http_method;
     const mode = form.elements.success_mode;
     const eventType = form.elements.event_type;
     const delay = form.elements.delay_seconds;
 
     function update() {
-      if (method) {
+      const rows = kind && KIND_ROWS[kind.value];
+      if (rows) {
+        KIND_FIELDS.forEach((name) => showRow(name, rows.includes(name)));
+        const signing = document.querySelector("fieldset.pb-signing");
+        if (signing) signing.hidden = !SIGNED_KINDS.includes(kind.value);
+      }
+      if (method && (!rows || rows.includes("http_method"))) {
         const post = method.value === "POST";
         showRow("body_format", post);
         showRow("body_template", post);
       }
-      if (mode) showRow("success_pattern", mode.value !== "status");
+      if (kind && kind.value === "telegram") showRow("body_template", true);
+      const urlLabel = document.querySelector("label[for=id_url_template]");
+      if (urlLabel && kind) {
+        urlLabel.dataset.original = urlLabel.dataset.original || urlLabel.textContent;
+        urlLabel.textContent = ["meta_capi", "tiktok"].includes(kind.value)
+          ? "Page URL (optional):" : urlLabel.dataset.original;
+      }
+      if (mode && (!rows || rows.includes("success_mode"))) {
+        showRow("success_pattern", mode.value !== "status");
+      }
       if (eventType) {
         const conversion = ["conversion", "event"].includes(eventType.value);
         CONVERSION_ROWS.forEach((name) => showRow(name, conversion));
       }
     }
-    [method, mode, eventType].forEach((node) => onChange(node, update));
+    [kind, method, mode, eventType].forEach((node) => onChange(node, update));
     update();
 
     if (delay) {

@@ -1,10 +1,5 @@
-"""Destination kinds: one transport class per kind, behind a tiny shared interface.
-
-A transport checks a rule's templates before it is saved (:meth:`Transport.validate`),
-renders them into a request when the event is written (:meth:`Transport.prepare`) and sends
-a planned request later (:meth:`Transport.send`), answering with a :class:`Result`. Adding a
-kind means one class and one ``REGISTRY`` line.
-"""
+"""HTTP transports: rendering a rule into a request, sending it under one deadline, and
+classifying the answer. Every destination kind builds on :class:`HttpTransport`."""
 
 from __future__ import annotations
 
@@ -13,22 +8,31 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+from dataclasses import replace
 from functools import lru_cache
 from re import _constants as sre_constants
 from re import _parser as sre_parser
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import requests
 import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
 from requests_hardened.ip_filter import InvalidIPAddress
 
-from postbacks import macros
+from postbacks import macros, signing
 from postbacks.http import Deadline, deadline, http_session
+from postbacks.transports.base import (
+    NO_SECRETS,
+    Outcome,
+    PreparedRequest,
+    Result,
+    Secrets,
+    Transport,
+    parse_headers,
+    parse_retry_after,
+)
 
 if TYPE_CHECKING:
     from postbacks.models import PostbackRule
@@ -43,111 +47,6 @@ HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 # searched in this many characters of the answer at most (a cubic pattern such as
 # ``.*a.*b`` then takes ~0.2 s at worst), and nested repetitions are refused.
 SUCCESS_REGEX_MAX_CHARS = 1024
-
-
-class Outcome(models.TextChoices):
-    """What one attempt came to; shared by transports, ``Attempt`` and the state machine."""
-
-    DELIVERED = "delivered", "Delivered"
-    RETRY = "retry", "Failed, will retry"
-    FAILED = "failed", "Failed"
-
-
-@dataclass
-class PreparedRequest:
-    """A request planned for a delivery: method, URL, body (text), headers, and what
-    counts as success (``success_mode``: ``status``, ``contains`` or ``regex``, the values
-    of ``postbacks.models.SuccessMode``, with ``success_pattern``)."""
-
-    method: str
-    url: str
-    body: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-    success_mode: str = "status"
-    success_pattern: str = ""
-
-
-@dataclass
-class Result:
-    """What one attempt got back.
-
-    ``outcome`` is ``delivered``, ``retry`` (timeout, connection error, 408, 429, 5xx, a 2xx
-    without the expected body) or ``failed`` (any other answer, 410 Gone included, a
-    refused destination or an unusable URL).
-    ``retry_after``: seconds the destination asked us to wait (429 only), else None.
-    """
-
-    outcome: Outcome
-    status_code: int | None = None
-    response_body: str = ""
-    error: str = ""
-    duration_ms: int = 0
-    retry_after: float | None = None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), None if unusable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-class Transport:
-    """Base class: a destination kind.
-
-    Contract:
-
-    - :meth:`validate` checks a rule (saved or not) before it is saved: it raises
-      ``ValidationError({field: [messages]})`` keyed by rule field names and returns the
-      warnings; it never sends anything nor queries the database.
-    - :meth:`prepare` runs when the event is written and renders the rule's templates with
-      the macro context, each value escaped for where it lands (URL-encoded in the URL and
-      a form body, JSON-escaped in a JSON body, control characters removed in headers); it
-      never raises for a template (unknown macros stay verbatim).
-    - :meth:`send` runs in a worker and **never raises**: whatever happens, it answers with
-      a :class:`Result` (an unexpected error is a retryable result).
-    """
-
-    kind: ClassVar[str]
-    label: ClassVar[str]
-
-    def validate(self, rule: PostbackRule, *, known_vars: set[str] | None = None) -> list[str]:
-        """Warnings about ``rule``; raises ValidationError keyed by field for errors.
-        ``known_vars``: the named parameters of its traffic sources (None: any)."""
-        raise NotImplementedError
-
-    def prepare(self, rule: PostbackRule, context: dict[str, str]) -> PreparedRequest:
-        """The request to plan for one event; ``context`` from ``macros.build_context``
-        plus ``delivery.id``."""
-        raise NotImplementedError
-
-    def send(self, request: PreparedRequest, timeout: float) -> Result:
-        """Send ``request`` within ``timeout`` seconds of wall time; never raises."""
-        raise NotImplementedError
-
-    def validate_template(self, template: str) -> None:
-        """Raise ValidationError when a URL template cannot be rendered into a request
-        (the URL part of :meth:`validate`, for callers that only have the URL)."""
-        raise NotImplementedError
-
-
-def parse_headers(template: str) -> list[tuple[int, str, str]]:
-    """``(line number, name, value template)`` of each "Name: value" line; blank lines are
-    skipped, a line without a colon gives an empty name (refused by :meth:`validate`)."""
-    lines = []
-    for number, line in enumerate(template.splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        lines.append((number, name.strip() if sep else "", value.strip()))
-    return lines
 
 
 class HttpTransport(Transport):
@@ -361,10 +260,35 @@ class HttpTransport(Transport):
 
     # --- send ----------------------------------------------------------------------------
 
-    def send(self, request: PreparedRequest, timeout: float) -> Result:
+    def authorize(self, request: PreparedRequest, secrets: Secrets) -> PreparedRequest:
+        """The request as it goes on the wire: ``request`` plus what is never stored in a
+        planned request. Here: Standard Webhooks signature headers when ``secrets.signing``
+        holds secrets (``webhook-id`` is the planned ``webhook-id`` or ``Idempotency-Key``:
+        the delivery ID); kinds that carry an access token add it in their override.
+        Raises ValueError for an unusable secret (the attempt then fails for good)."""
+        if not secrets.signing:
+            return request
+        headers = dict(request.headers)
+        msg_id = headers.get("webhook-id") or headers.get(IDEMPOTENCY_HEADER) or ""
+        if not msg_id or "." in msg_id:
+            raise ValueError("Cannot sign: the request has no delivery ID to send as webhook-id.")
+        headers.update(signing.sign_headers(msg_id, request.body, secrets.signing))
+        return replace(request, headers=headers)
+
+    def send(
+        self, request: PreparedRequest, timeout: float, secrets: Secrets = NO_SECRETS
+    ) -> Result:
+        """Send ``authorize(request, secrets)``; the access token, should an error text or
+        the answer quote it (a proxy echoing the URL), is replaced by ``***`` there (a token
+        of 8 characters or more: a shorter one is no real token, and replacing it would
+        garble the text)."""
         started = time.monotonic()
         try:
-            return self._send(request, timeout, started)
+            try:
+                request = self.authorize(request, secrets)
+            except ValueError as exc:
+                return self._failed(started, f"Not sent: {exc}")
+            return _scrubbed(self._send(request, timeout, started), secrets.access_token)
         except Exception as exc:  # the contract: never raise, whatever the destination did
             logger.exception("Unexpected error sending a postback")
             return Result(
@@ -524,6 +448,15 @@ def _nested_repeat(items: object, inside: bool = False) -> bool:
     return False
 
 
+def _scrubbed(result: Result, token: str) -> Result:
+    token = token.strip()
+    if len(token) >= 8:
+        for secret in {token, quote(token, safe="")}:
+            result.error = result.error.replace(secret, "***")
+            result.response_body = result.response_body.replace(secret, "***")
+    return result
+
+
 def _clip(text: str, length: int = 80) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
@@ -557,20 +490,3 @@ def _codec(encoding: str | None) -> str:
         return codecs.lookup(encoding or "utf-8").name
     except LookupError:
         return "utf-8"
-
-
-class S2SPostback(HttpTransport):
-    """Server-to-server postback: the traffic source's URL with macros filled in, as a GET,
-    or a POST with a form or JSON body; templated headers either way."""
-
-    kind = "s2s"
-    label = "S2S postback (HTTP GET or POST)"  # a choice label: changing it needs a migration
-
-
-REGISTRY: dict[str, type[Transport]] = {cls.kind: cls for cls in (S2SPostback,)}
-KIND_CHOICES = [(kind, cls.label) for kind, cls in REGISTRY.items()]
-
-
-def get_transport(kind: str) -> Transport:
-    """The transport for a destination kind; raises KeyError for an unknown kind."""
-    return REGISTRY[kind]()

@@ -1,0 +1,178 @@
+"""Telegram messages end to end: a conversion on the tracker, the real Celery worker, and a
+local receiver playing api.telegram.org (PostgreSQL, Redis)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections import deque
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from postbacks.models import Attempt, Delivery
+from postbacks.receiver import Receiver, Reply
+from tests import factories
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw-_"
+OK = json.dumps({"ok": True, "result": {"message_id": 1, "chat": {"id": -1001}, "text": "x"}})
+
+
+class BotApi:
+    """Plays api.telegram.org: a receiver answering the scripted replies, then ``default``.
+
+    One server for the whole module: the worker keeps its connections alive, so a new
+    server on the same port would not see requests sent on them."""
+
+    def __init__(self, port: int) -> None:
+        self.replies: deque[Reply] = deque()
+        self.default = Reply(200, body=OK)
+        self.server = Receiver(port, responder=self._reply).start()
+
+    def _reply(self, _request) -> Reply:
+        return self.replies.popleft() if self.replies else self.default
+
+    def reset(self) -> None:
+        self.replies.clear()
+        self.default = Reply(200, body=OK)
+        self.server.received.clear()
+
+
+@pytest.fixture(scope="module")
+def telegram_api(_worker_process):
+    """The fake Bot API, and the shared worker restarted to send there: the worker is a
+    separate process that reads POSTBACKS_TELEGRAM_BASE_URL from its environment.
+    Restored (the worker restarted without it) after this module."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    api = BotApi(port)
+    _worker_process.stop()
+    _worker_process.env_override["POSTBACKS_TELEGRAM_BASE_URL"] = api.server.url
+    yield api
+    _worker_process.stop()
+    del _worker_process.env_override["POSTBACKS_TELEGRAM_BASE_URL"]
+    api.server.stop()
+
+
+@pytest.fixture
+def bot_api(telegram_api, worker, settings):
+    """The fake Bot API, emptied, with the running worker sending to it."""
+    settings.POSTBACKS_TELEGRAM_BASE_URL = telegram_api.server.url
+    telegram_api.reset()
+    yield telegram_api
+    telegram_api.reset()
+
+
+def setup_campaign(**rule_fields):
+    source = factories.traffic_source()
+    offer = factories.offer(url="https://offer.example/?s2={cf_click_id}", payout=Decimal("1"))
+    campaign = factories.campaign(source, offer, name="Spring")
+    rule_fields.setdefault("body_template", "{conversion.type|lead} {payout} {payout_currency}")
+    rule_fields.setdefault("access_token", TOKEN)
+    rule_fields.setdefault("account_id", "-1001234567890")
+    rule = factories.rule("", sources=[source], kind="telegram", **rule_fields)
+    return campaign, rule
+
+
+def convert(client, campaign, external_id: str, txid: str) -> None:
+    click = client.get(f"/c/{campaign.key}", {"external_id": external_id})
+    click_id = parse_qs(urlsplit(click.headers["Location"]).query)["s2"][0]
+    answer = client.get("/cv", {"click_id": click_id, "payout": "2.35", "txid": txid, "ct": "sale"})
+    assert answer.status_code == 200, answer.content
+
+
+def finished():
+    rows = Delivery.objects.filter(rule__isnull=False)
+    return rows.exists() and not rows.filter(status__in=["scheduled", "sending"]).exists()
+
+
+def test_a_conversion_posts_the_message_and_the_log_shows_no_token(bot_api, client):
+    campaign, _rule = setup_campaign(
+        body_template="💰 {conversion.type} {payout} {payout_currency} — {campaign.name}, "
+        "click {externalid}"
+    )
+    convert(client, campaign, 'tbl "1" <b>', "T-1")
+
+    (got,) = bot_api.server.wait_for(1)
+    assert (got.method, got.path) == ("POST", f"/bot{TOKEN}/sendMessage")
+    assert got.headers["Content-Type"] == "application/json"
+    assert json.loads(got.body) == {
+        "chat_id": -1001234567890,
+        "text": '💰 sale 2.35 USD — Spring, click tbl "1" <b>',
+        "link_preview_options": {"is_disabled": True},
+    }
+    assert wait_until(finished)
+    delivery = Delivery.objects.get()
+    attempt = Attempt.objects.get()
+    assert (delivery.status, attempt.outcome, attempt.status_code) == (
+        "delivered",
+        "delivered",
+        200,
+    )
+    assert got.headers["Idempotency-Key"] == str(delivery.public_id)
+    assert attempt.url == delivery.url == f"{bot_api.server.url}/bot***/sendMessage"
+    secret = TOKEN.split(":")[1]
+    stored = [delivery.url, delivery.body, json.dumps(delivery.headers), delivery.last_error]
+    stored += [attempt.url, attempt.error, attempt.response_body]
+    assert not any(secret in text for text in stored)
+
+
+def test_flood_control_is_retried_after_retry_after(bot_api, client):
+    campaign, _rule = setup_campaign(retry_base_seconds=1, max_attempts=3)
+    flood = {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 2",
+        "parameters": {"retry_after": 2},
+    }
+    bot_api.replies.append(Reply(429, body=json.dumps(flood)))
+    convert(client, campaign, "a", "T-2")
+
+    first, second = bot_api.server.wait_for(2)
+    assert second.at - first.at >= 1.9, "retry_after was not honoured"
+    assert first.body == second.body
+    assert wait_until(finished)
+    attempts = list(
+        Attempt.objects.order_by("number").values_list("outcome", "status_code", "error")
+    )
+    assert attempts == [
+        ("retry", 429, "Telegram 429: Too Many Requests: retry after 2"),
+        ("delivered", 200, ""),
+    ]
+    assert Delivery.objects.get().status == "delivered"
+
+
+def test_a_blocked_bot_fails_for_good(bot_api, client):
+    campaign, _rule = setup_campaign(max_attempts=5, retry_base_seconds=1)
+    blocked = {
+        "ok": False,
+        "error_code": 403,
+        "description": "Forbidden: bot was blocked by the user",
+    }
+    bot_api.default = Reply(403, body=json.dumps(blocked))
+    convert(client, campaign, "b", "T-3")
+
+    assert len(bot_api.server.wait_for(1)) == 1
+    assert wait_until(finished)
+    delivery = Delivery.objects.get()
+    attempt = Attempt.objects.get()
+    assert (delivery.status, attempt.outcome, attempt.status_code) == ("failed", "failed", 403)
+    assert attempt.error.startswith("Telegram 403: Forbidden: bot was blocked by the user (")
+    assert delivery.last_error == attempt.error
+    assert len(bot_api.server.received) == 1
+
+
+def test_a_rule_without_a_token_sends_nothing(bot_api, client):
+    campaign, _rule = setup_campaign(access_token="")
+    convert(client, campaign, "c", "T-4")
+
+    assert wait_until(finished)
+    attempt = Attempt.objects.get()
+    assert (attempt.outcome, attempt.status_code) == ("failed", None)
+    assert attempt.error.startswith("Not sent: no bot token")
+    assert bot_api.server.received == []
