@@ -149,5 +149,7 @@ def make_handler(
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8002
-    handler = make_handler(os.environ["WEBHOOK_SECRET"].split(), lambda p: print(p["type"], p))
+    handler = make_handler(
+        os.environ["WEBHOOK_SECRET"].split(), lambda p: print(p.get("type", "event"), p, flush=True)
+    )
     ThreadingHTTPServer(("0.0.0.0", port), handler).serve_forever()

@@ -271,8 +271,7 @@ class PostbackRule(models.Model):
         max_length=16,
         blank=True,
         validators=[RegexValidator(r"^v\d+(\.\d+)?$", "A version such as v21.0.")],
-        help_text="Meta Graph API or TikTok API version, e.g. v21.0 / v1.3; blank: the "
-        "tested default.",
+        help_text="Meta Graph API or TikTok API version, e.g. v25.0 / v1.3; blank: those.",
     )
     test_event_code = models.CharField(
         "test event code",

@@ -35,7 +35,7 @@ class Migration(migrations.Migration):
             name="api_version",
             field=models.CharField(
                 blank=True,
-                help_text="Meta Graph API or TikTok API version, e.g. v21.0 / v1.3; blank: the tested default.",
+                help_text="Meta Graph API or TikTok API version, e.g. v25.0 / v1.3; blank: those.",
                 max_length=16,
                 validators=[
                     django.core.validators.RegexValidator(

@@ -217,8 +217,8 @@ def standard_payload(context: dict[str, str]) -> dict[str, Any]:
          "conversion": {"id": 42, "txid", "type", "status", "previous_status",
                         "rejection_reason", "rejection_reason_label", "payout": 2.35,
                         "currency", "params": {"param1": ...}} | null,
-         "click": {"id", "external_id", "ip", "user_agent", "referrer", "country",
-                   "country_name", "region", "city", "device", "os", "os_version",
+         "click": {"id", "time": 1767322445, "external_id", "ip", "user_agent", "referrer",
+                   "country", "country_name", "region", "city", "device", "os", "os_version",
                    "browser", "browser_version", "brand", "model", "language", "isp",
                    "asn": 3320, "carrier", "connection_type", "is_bot": false,
                    "lander_id": 7, "vars": {"var1": ...}, "parameters": {"site": ...}},
@@ -258,7 +258,9 @@ def standard_payload(context: dict[str, str]) -> dict[str, Any]:
             "currency": text("payout_currency"),
             "params": {name: value for name, value in params.items() if value},
         }
-    visit: dict[str, Any] = {} if kind == "impression" else {"id": text("click.id")}
+    visit: dict[str, Any] = (
+        {} if kind == "impression" else {"id": text("click.id"), "time": number("click.timestamp")}
+    )
     visit.update({
         "external_id": text("externalid"), "ip": text("ip"), "user_agent": text("user_agent"),
         "referrer": text("referrer"), "country": text("country"),

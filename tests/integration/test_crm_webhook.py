@@ -83,6 +83,7 @@ def test_a_conversion_fires_the_exact_signed_json(worker, receiver, client):
         },
         "click": {
             "id": str(click.pk),
+            "time": int(click.created_at.timestamp()),
             "external_id": "tbl-1",
             "ip": "127.0.0.1",
             "user_agent": None,

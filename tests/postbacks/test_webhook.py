@@ -131,6 +131,7 @@ def test_standard_payload_of_a_real_conversion_field_by_field():
         },
         "click": {
             "id": str(click.pk),
+            "time": int(click.created_at.timestamp()),
             "external_id": "00123",  # digits, still a string
             "ip": "198.51.100.4",
             "user_agent": None,
