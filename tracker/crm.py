@@ -49,7 +49,7 @@ from postbacks.macros import format_value
 from postbacks.models import PostbackRule
 from postbacks.services import scope_of
 from postbacks.transports import CrmWebhook
-from tracker import currency, ingest, services
+from tracker import ingest, services
 from tracker.forms import PAYOUT_LIMIT, PAYOUT_QUANTUM, PAYOUT_RANGE_ERROR
 from tracker.models import Conversion, ConversionStatusChange, InboundRequest
 
@@ -303,11 +303,8 @@ def _apply(
         notes = []
         if payout is not None and payout != locked.payout:
             notes.append(f"payout {format_value(locked.payout)} -> {format_value(payout)}")
-            conversion.payout = payout
-            conversion.display_payout, conversion.exchange_rate = currency.to_display(
-                payout, locked.currency
-            )
-            conversion.display_currency = currency.display_currency()
+            conversion.payout, conversion.currency = payout, locked.currency
+            conversion.refresh_display_payout()
             conversion.save(
                 update_fields=["payout", "display_payout", "exchange_rate", "display_currency"]
             )

@@ -545,10 +545,7 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
         type. Nothing is planned or sent (see NO_REFIRE)."""
         if change:
             if {"payout", "currency"} & set(form.changed_data):
-                obj.display_payout, obj.exchange_rate = currencies.to_display(
-                    obj.payout, obj.currency
-                )
-                obj.display_currency = currencies.display_currency()
+                obj.refresh_display_payout()
             obj.dedup_key = getattr(form, "dedup_key", obj.dedup_key)
         super().save_model(request, obj, form, change)
 
