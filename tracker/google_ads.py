@@ -34,11 +34,13 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import timedelta, tzinfo
-from zoneinfo import ZoneInfo
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db.models import QuerySet
+from django.utils import timezone as django_timezone
 
 from campaigns.models import TrafficSourceParameter
 from postbacks.macros import format_value
@@ -60,6 +62,9 @@ SKIP_NO_GCLID = "no gclid"
 SKIP_BAD_GCLID = "gclid not as Google issues it"
 SKIP_NO_NAME = "no conversion name for its type"
 SKIP_NEGATIVE = "negative payout"
+# A time zone given as a GMT offset: +0000, -0500, +05:30.
+OFFSET_RE = re.compile(r"([+-])(\d{2}):?(\d{2})")
+ZONE_MAX_LENGTH = 64
 
 
 def export_csv(
@@ -196,6 +201,156 @@ def summary(exported: int, skipped: Counter[str]) -> str:
         return text + "."
     reasons = ", ".join(f"{reason} {count}" for reason, count in skipped.most_common())
     return f"{text}; {skipped.total()} left out: {reasons}."
+
+
+# --- A period's export: the options of the command and of the API ------------------------
+
+
+class OptionsError(ValueError):
+    """Refused export options: ``errors`` maps each bad option (``since``, ``until``,
+    ``conversion_name``, ``time_zone``, ``status``) to a sentence saying why; ``str()`` is
+    the sentences joined."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        self.errors = dict(errors)
+        super().__init__(" ".join(self.errors.values()))
+
+
+@dataclass(frozen=True)
+class PeriodExport:
+    """The upload file of the conversions **received** (``created_at``) from ``since``
+    (included) to ``until`` (excluded), both aware datetimes in UTC; ``names``, ``zone``
+    and ``statuses`` as :func:`export_csv` takes them."""
+
+    since: datetime
+    until: datetime
+    names: dict[str, str]
+    zone: tzinfo
+    statuses: tuple[str, ...]
+
+    def lines(
+        self,
+        conversions: QuerySet[Conversion] | None = None,
+        *,
+        skipped: Counter[str] | None = None,
+    ) -> Iterator[str]:
+        """:func:`export_csv` of those of ``conversions`` (all by default) received in the
+        period, read in chunks as the lines are consumed."""
+        queryset = Conversion.objects.all() if conversions is None else conversions
+        received = queryset.filter(created_at__gte=self.since, created_at__lt=self.until)
+        return export_csv(received, self.names, self.zone, statuses=self.statuses, skipped=skipped)
+
+    def file_name(self) -> str:
+        """``google-ads-<since>-<until>.csv``, each bound as ``20260101`` (a midnight) or
+        ``20260101-063000`` in the export's time zone."""
+
+        def stamp(moment: datetime) -> str:
+            local = moment.astimezone(self.zone)
+            return local.strftime(
+                "%Y%m%d" if local.time() == datetime.min.time() else "%Y%m%d-%H%M%S"
+            )
+
+        return f"google-ads-{stamp(self.since)}-{stamp(self.until)}.csv"
+
+
+def parse_period_export(
+    *,
+    since: str | None,
+    until: str | None,
+    names: Iterable[str],
+    time_zone: str,
+    statuses: Iterable[str] = (),
+    label: Callable[[str], str] = str,
+    now: datetime | None = None,
+) -> PeriodExport:
+    """The export the command's options or the API's query parameters ask for, as texts:
+    ``since`` (required) and ``until`` (default ``now``, else the current time) as
+    :func:`parse_moment` reads them in ``time_zone`` (:func:`parse_zone`); ``names`` as
+    :func:`parse_names` (at least one); ``statuses`` conversion statuses (default:
+    approved). ``label`` names an option in messages (``"until"`` -> ``"--until"``).
+
+    Raises :class:`OptionsError` with one message per bad option: an unknown time zone, a
+    missing or unreadable ``since``, an unreadable ``until``, ``until`` not after ``since``,
+    no conversion name or a malformed one, an unknown status."""
+    errors: dict[str, str] = {}
+    zone: tzinfo | None = None
+    try:
+        zone = parse_zone(time_zone)
+    except ValueError as exc:
+        errors["time_zone"] = str(exc)
+    start = end = None
+    if zone is not None:
+        if not (since or "").strip():
+            errors["since"] = f"{label('since')} is required: a date (2026-01-01) or ISO time."
+        else:
+            try:
+                start = parse_moment(since or "", zone)
+            except ValueError as exc:
+                errors["since"] = f"{label('since')}: {exc}"
+        try:
+            end = parse_moment(until, zone) if until else (now or django_timezone.now())
+        except ValueError as exc:
+            errors["until"] = f"{label('until')}: {exc}"
+        if start is not None and end is not None and end <= start:
+            errors["until"] = f"{label('until')} must be after {label('since')}."
+    try:
+        parsed_names = parse_names(names)
+    except ValueError as exc:
+        errors["conversion_name"] = f"{label('conversion_name')}: {exc}"
+    else:
+        if not parsed_names:
+            errors["conversion_name"] = (
+                f"{label('conversion_name')} is required: the Google Ads conversion action "
+                "name (Purchase), or type=Name for one conversion type (sale=Purchase)."
+            )
+    wanted = tuple(dict.fromkeys(statuses)) or (Conversion.Status.APPROVED,)
+    unknown = [status for status in wanted if status not in Conversion.Status.values]
+    if unknown:
+        errors["status"] = (
+            f"Unknown status {unknown[0][:64]!r}: use {', '.join(Conversion.Status.values)}."
+        )
+    if errors:
+        raise OptionsError(errors)
+    assert start is not None and end is not None and zone is not None
+    return PeriodExport(start, end.astimezone(UTC), parsed_names, zone, wanted)
+
+
+def parse_zone(text: str) -> tzinfo:
+    """A time zone from its ID (``Europe/Berlin``, ``UTC``) or a GMT offset (``+0000``,
+    ``-05:00``), surrounding spaces ignored. ValueError saying what to write otherwise."""
+    text = text.strip()
+    offset = OFFSET_RE.fullmatch(text)
+    if offset:
+        sign, hours, minutes = offset.groups()
+        if int(hours) < 24 and int(minutes) < 60:
+            delta = timedelta(hours=int(hours), minutes=int(minutes))
+            return timezone(-delta if sign == "-" else delta)
+    elif text and len(text) <= ZONE_MAX_LENGTH:
+        try:
+            return ZoneInfo(text)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory
+            pass
+    raise ValueError(
+        f"Unknown time zone {text[:ZONE_MAX_LENGTH]!r}: give a time zone ID such as "
+        "Europe/Berlin or a GMT offset such as +0000."
+    )
+
+
+def parse_moment(text: str, zone: tzinfo) -> datetime:
+    """An aware datetime in UTC from ``2026-01-01`` (midnight) or an ISO 8601 moment
+    (``2026-01-01T06:00``, ``2026-01-01T06:00:00+02:00``); without an offset it is in
+    ``zone``. ValueError when unreadable or outside years 1..9999 once in UTC."""
+    text = text.strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text[:64]!r} is not a date (2026-01-01) or ISO time.") from None
+    if django_timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=zone)
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{text[:64]!r} is outside years 1 to 9999 in UTC.") from None
 
 
 class _Line:

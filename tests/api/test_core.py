@@ -147,3 +147,11 @@ def test_a_token_made_in_admin_is_shown_once_and_works(admin_client, admin_user)
     assert client_with(key).get("/api/v1/").status_code == 200
     again = admin_client.get(f"/admin/tracker/apitoken/{token.pk}/change/").content.decode()
     assert key not in again and token.prefix in again
+
+
+@pytest.mark.parametrize("path", ["conversions", "clicks", "deliveries", "attempts"])
+def test_an_id_filter_past_64_bits_is_a_400_not_a_500(api, path):
+    answer = api.get(f"/api/v1/{path}/", {"campaign": "1" + "0" * 30})
+    assert answer.status_code in (200, 400), answer.content
+    if answer.status_code == 400:
+        assert answer.json()["error"] == "invalid"

@@ -37,6 +37,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     if isinstance(exc, RequestDataTooBig):
         exc = BodyTooLarge()
+    if isinstance(exc, OverflowError):  # e.g. ?campaign=1e30 on SQLite (64-bit integers)
+        exc = exceptions.ValidationError("A number in the request is out of range.")
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response

@@ -13,9 +13,10 @@ from typing import Any
 import django_filters
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
-from django.http import RawPostDataException
+from django.http import RawPostDataException, StreamingHttpResponse
 from django.http.request import RequestDataTooBig
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -23,7 +24,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
     extend_schema_view,
 )
-from rest_framework import exceptions, mixins, parsers, serializers, viewsets
+from rest_framework import exceptions, mixins, parsers, renderers, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
@@ -31,7 +32,7 @@ from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
 
 from campaigns.models import status_from_text
-from tracker import ingest, services, tasks, uploads
+from tracker import google_ads, ingest, services, tasks, uploads
 from tracker.api.base import (
     LogCursorPagination,
     ModelPermissions,
@@ -347,6 +348,82 @@ class ConversionFilter(CreatedRangeFilterSet):
         fields: list[str] = []
 
 
+class GoogleAdsExportFilter(ConversionFilter):
+    """The conversion list's filters that make sense for a period's export: the period is
+    ``since``/``until``, the statuses ``status`` (repeatable), test conversions are always
+    left out."""
+
+    status = None
+    created_after = None
+    created_before = None
+    is_test = None
+
+    class Meta(ConversionFilter.Meta):
+        pass
+
+
+class CSVRenderer(renderers.BaseRenderer):
+    """``text/csv``, so that ``Accept: text/csv`` is accepted by the CSV export (which
+    answers a StreamingHttpResponse itself). Its errors are answered in JSON
+    (:meth:`ConversionViewSet.finalize_response`); were a body rendered here, it would be
+    JSON too."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        return renderers.JSONRenderer().render(data, renderer_context=renderer_context)
+
+
+GOOGLE_ADS_PARAMETERS = [
+    OpenApiParameter(
+        "since",
+        str,
+        required=True,
+        description="First day or moment of the period, included: 2026-01-01 (midnight in "
+        "time_zone) or ISO 8601 (2026-01-01T06:00, in time_zone without an offset). "
+        "Conversions are picked by when they were received.",
+    ),
+    OpenApiParameter(
+        "until",
+        str,
+        description="Day or moment after the period (excluded), as since; default: now.",
+    ),
+    OpenApiParameter(
+        "conversion_name",
+        str,
+        required=True,
+        many=True,
+        explode=True,
+        description="The Google Ads conversion action name, for every conversion type "
+        "(Purchase) or for one type (sale=Purchase; * = the other types). Repeatable.",
+    ),
+    OpenApiParameter(
+        "time_zone",
+        str,
+        default="UTC",
+        description="Time zone of the Conversion Times and of since/until: an ID "
+        "(Europe/Berlin) or a GMT offset (+0000).",
+    ),
+    OpenApiParameter(
+        "status",
+        str,
+        many=True,
+        explode=True,
+        enum=Conversion.Status.values,
+        description="Export conversions with this status; repeatable (default: approved).",
+    ),
+    # DRF's ?format= (json, csv) changes nothing here: the answer is the CSV file.
+    OpenApiParameter("format", exclude=True),
+]
+
+
 class ConversionChangePermission(ModelPermissions):
     """POST needs ``change_conversion`` (a status change), not ``add``."""
 
@@ -519,6 +596,9 @@ class ConversionViewSet(viewsets.ReadOnlyModelViewSet):
 
     ``POST /conversions/{id}/status/`` changes the status (``tracker.change_conversion``),
     firing the rules that fire on a status change.
+
+    ``GET /conversions/google-ads/`` streams the Google Ads click-conversion upload CSV of
+    the conversions received in a period, as ``manage.py export_google_ads`` writes it.
     """
 
     queryset = Conversion.objects.select_related("click")
@@ -531,6 +611,69 @@ class ConversionViewSet(viewsets.ReadOnlyModelViewSet):
         result = conversion_via_api(request)
         created = result.status == 200 and result.body.get("status") == "ok"
         return Response(result.body, status=201 if created else result.status)
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        """Errors of the CSV export in JSON too, when the client asked for text/csv."""
+        if isinstance(response, Response) and isinstance(
+            getattr(request, "accepted_renderer", None), CSVRenderer
+        ):
+            request.accepted_renderer = renderers.JSONRenderer()
+            request.accepted_media_type = renderers.JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    @extend_schema(
+        summary="Export for Google Ads (click-conversion upload CSV)",
+        parameters=GOOGLE_ADS_PARAMETERS,
+        filters=True,
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="The upload file, streamed: Parameters:TimeZone=..., the header, "
+                "one row per exported conversion (attachment google-ads-<since>-<until>.csv).",
+            ),
+            (400, "application/json"): OpenApiResponse(
+                TrackerErrorSerializer,
+                description="invalid: detail names the bad parameter (since, until, "
+                "conversion_name, time_zone, status, or a filter).",
+            ),
+        },
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path="google-ads",
+        url_name="google-ads",
+        filterset_class=GoogleAdsExportFilter,
+        renderer_classes=[renderers.JSONRenderer, CSVRenderer],
+        pagination_class=None,
+    )
+    def google_ads(self, request: Request) -> StreamingHttpResponse:
+        """The Google Ads "Conversions from clicks" upload file of the conversions received
+        (``created_at``) from ``since`` (included) to ``until`` (excluded, default now), as
+        ``manage.py export_google_ads`` writes it (``tracker.google_ads``): approved ones
+        unless ``status`` says otherwise; test conversions, those without a gclid, with a
+        type that has no ``conversion_name``, or a negative payout are left out. Filters:
+        ``campaign``, ``traffic_source``, ``offer``, ``conversion_type``, ``method``,
+        ``txid``, ``click_id``. Streamed as it is read, so the counts of exported and
+        left-out conversions are not given (the command and the admin action give them).
+        Needs ``tracker.view_conversion``. 400 ``invalid`` naming the bad parameter."""
+        params = request.query_params
+        try:
+            export = google_ads.parse_period_export(
+                since=params.get("since"),
+                until=params.get("until"),
+                names=params.getlist("conversion_name"),
+                time_zone=params.get("time_zone") or "UTC",
+                statuses=params.getlist("status"),
+            )
+        except google_ads.OptionsError as exc:
+            raise serializers.ValidationError({k: [v] for k, v in exc.errors.items()}) from None
+        conversions = self.filter_queryset(self.get_queryset())
+        response = StreamingHttpResponse(
+            export.lines(conversions), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{export.file_name()}"'
+        return response
 
     @extend_schema(
         summary="Change a conversion's status",
