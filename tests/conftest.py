@@ -128,10 +128,26 @@ def _worker_process(django_db_setup, tmp_path_factory):
 
 @pytest.fixture
 def worker(_worker_process, transactional_db):
-    """A running Celery worker (restarted if a previous test killed it)."""
+    """A running Celery worker (restarted if a previous test killed it).
+
+    After the test, waits (at most 15 s) until the worker writes nothing more: no delivery
+    is being sent and no upload is being imported. The database is emptied next, and a
+    TRUNCATE meeting the worker's write of a last attempt deadlocks, which leaves the rows
+    to the next test."""
     if not _worker_process.alive:
         _worker_process.start()
-    return _worker_process
+    yield _worker_process
+    if _worker_process.alive:
+        from postbacks.models import Delivery
+        from tracker.models import ConversionUpload
+
+        def quiet() -> bool:
+            return not (
+                Delivery.objects.filter(status=Delivery.Status.SENDING).exists()
+                or ConversionUpload.objects.filter(state=ConversionUpload.State.RUNNING).exists()
+            )
+
+        wait_until(quiet, timeout=15)
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):

@@ -140,3 +140,6 @@ def test_a_stalled_upload_is_picked_up_again_by_the_worker(worker, receiver):
     assert wait_until(finished, timeout=60), upload.state
     assert upload.accepted == 1
     assert receiver.wait_for(1)[0].path == "/pb?cid=tbl-lost&tx=LOST-1"
+    assert wait_until(
+        lambda: Delivery.objects.filter(status=Delivery.Status.DELIVERED).count() == 1
+    )
