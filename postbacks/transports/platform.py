@@ -8,13 +8,13 @@ context of the event (``macros.build_context``), so retries and replays send exa
 was planned. Each kind writes :meth:`ConversionAPI.url`, :meth:`ConversionAPI.body`,
 ``authorize`` (where its token goes) and ``classify`` (its error codes).
 
-Values the context does not hold yet, and where they come from meanwhile:
+Where the click's values come from:
 
 - the platform's click ID (``fbclid``, ``ttclid``): the external ID when the traffic
-  source's external-ID parameter is that name (``{trafficsource.externalid_param}``; while
-  that macro is missing, the external ID is taken as is), else the named parameter of that
-  name (``{var:fbclid}``);
-- the click's time (``{click.timestamp}``, Unix seconds): the event's time meanwhile.
+  source's external-ID parameter is that name (``{trafficsource.externalid_param}``; a
+  context without that macro, as a hand-made one, takes the external ID as is), else the
+  named parameter of that name (``{var:fbclid}``);
+- the click's time (``{click.timestamp}``, Unix seconds), else the event's time.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
 if TYPE_CHECKING:
     from postbacks.models import PostbackRule
 
-# The macros asked of ``postbacks.macros`` (see the module docstring); read when present.
+# Macros of ``postbacks.macros`` read here (see the module docstring).
 EXTERNAL_ID_PARAM = "trafficsource.externalid_param"
 CLICK_TIMESTAMP = "click.timestamp"
 EVENT_NAME_MAX_CHARS = 50
@@ -104,8 +104,8 @@ def event_id(context: dict[str, str]) -> str:
 
 def click_id(context: dict[str, str], param: str) -> str:
     """The platform's click ID (``param``: fbclid, ttclid) recorded with the click: the
-    external ID when the traffic source reads it from ``param`` (or, while the context has
-    no ``trafficsource.externalid_param``, in any case), else the named parameter ``param``
+    external ID when the traffic source reads it from ``param`` (or, in a context without
+    ``trafficsource.externalid_param``, in any case), else the named parameter ``param``
     (``{var:<param>}``); "" when neither has it."""
     source_param = context.get(EXTERNAL_ID_PARAM)
     external = context.get("externalid", "")
