@@ -21,6 +21,35 @@ from tracker.currency import rates_cache_clear
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _flush_retried_on_deadlock():
+    """Empty the database again when PostgreSQL picks the emptying as a deadlock's victim.
+
+    A transactional test ends with a TRUNCATE of every table, while the session's Celery
+    worker keeps writing (heartbeats, the sweeper, a last attempt): the two can lock the
+    tables in opposite orders, and PostgreSQL aborts the TRUNCATE. Left in place, the rows
+    would break the next test; tried again a moment later, the TRUNCATE goes through."""
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self: TransactionTestCase) -> None:
+        for attempt in range(5):
+            try:
+                return original(self)
+            except Exception as exc:
+                cause: BaseException | None = exc
+                while cause is not None and "deadlock detected" not in str(cause):
+                    cause = cause.__cause__
+                if cause is None or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    TransactionTestCase._fixture_teardown = teardown
+    yield
+    TransactionTestCase._fixture_teardown = original
+
+
 @pytest.fixture(autouse=True)
 def _fresh_rules_cache():
     """Rules and rates cached by an earlier test may have been rolled back with it."""
