@@ -18,6 +18,8 @@ from postbacks.receiver import Receiver
 from postbacks.services import rules_cache_clear
 from tracker.currency import rates_cache_clear
 
+RUNNING_WORKERS: set[WorkerProcess] = set()  # started and not stopped by the tests
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,6 +73,13 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def stop_running_workers() -> None:
+    """Stop every test worker process still running (the ``worker`` fixture starts the
+    session's again): a test that claims deliveries itself would race it for them."""
+    for process in list(RUNNING_WORKERS):
+        process.stop()
+
+
 class WorkerProcess:
     """``celery -A tracker worker -B`` as a real subprocess on the test database.
 
@@ -95,6 +104,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.starts += 1
+        RUNNING_WORKERS.add(self)
         self.log_path = self.log_dir / f"worker-{self.starts}.log"
         env = {
             **os.environ,
@@ -138,6 +148,7 @@ class WorkerProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        RUNNING_WORKERS.discard(self)
         if self.alive:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:

@@ -13,12 +13,15 @@ from postbacks.receiver import Reply
 from postbacks.services import deliveries_reclaim, next_state, rules_for
 from postbacks.transports import Outcome, PreparedRequest, Result
 from tests import factories
+from tests.conftest import stop_running_workers
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def dispatcher(settings):
+    # The integration tests' worker, left running, would claim these tests' deliveries too.
+    stop_running_workers()
     settings.POSTBACKS_HOST_CONCURRENCY = 3
     settings.POSTBACKS_DISPATCH_THREADS = 8
     item = Dispatcher()
