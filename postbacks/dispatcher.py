@@ -28,6 +28,7 @@ A heartbeat thread writes the process's :class:`~postbacks.models.Worker` row ev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,9 +43,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from postbacks.answers import storable
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, PostbackRule, Worker
 from postbacks.services import Transition, next_state, rule_secrets, rules_cache_clear, wake
@@ -141,7 +143,7 @@ GONE_REASON = "Deactivated: the destination answered 410 Gone"
 CLAIMED_COLUMNS = (
     "id", "due_at", "host", "kind", "method", "url", "body", "headers", "attempt_count",
     "max_attempts", "retry_base_seconds", "timeout_seconds", "success_mode",
-    "success_pattern", "rule_id", "is_test",
+    "success_pattern", "rule_id", "is_test", "public_id",
 )  # fmt: skip
 
 
@@ -169,6 +171,7 @@ class Claimed:
     success_pattern: str = ""
     rule_id: int | None = None
     is_test: bool = False
+    public_id: object = ""  # the delivery ID receivers see (Idempotency-Key): log lines name it
     secrets: Secrets = NO_SECRETS  # the rule's, loaded after the claim (never stored)
 
     @classmethod
@@ -389,7 +392,7 @@ class Dispatcher:
         try:
             result, started_at = send(delivery)
         except Exception as exc:  # send() never raises; should it, the attempt is retried
-            logger.exception("Postback %s: unexpected error", delivery.pk)
+            logger.exception("Postback %s: unexpected error", delivery.public_id)
             result = Result(Outcome.RETRY, error=f"Unexpected error: {type(exc).__name__}: {exc}")
             started_at = timezone.now()
         self.completed.put(Finished(delivery, result, started_at))
@@ -442,11 +445,11 @@ class Dispatcher:
     def record(self, finished: list[Finished]) -> int:
         """Write the attempts and new states of deliveries this worker still owns.
 
-        One transaction: one conditional ``UPDATE ... FROM (VALUES ...) RETURNING id`` moves
-        the deliveries still ``sending`` under this worker and attempt number, then one
-        ``bulk_create`` logs the attempts of exactly those, then one UPDATE counts the
-        rules' failures in a row (see :meth:`_auto_disable`). Late results of deliveries the
-        sweeper took back are dropped and logged. Returns how many were recorded.
+        One transaction per batch (see :meth:`_record`). Should the batch fail (a row the
+        database refuses, a dropped connection), each result is written alone, and one
+        that still fails is written once more without the answer's body: one bad row never
+        costs the others their result, and a result the worker holds is never dropped while
+        the database can take any row. Returns how many were recorded.
         """
         now = timezone.now()
         moves: dict[int, tuple[Finished, Transition]] = {}
@@ -461,20 +464,49 @@ class Dispatcher:
                     now=now,
                 ),
             )
+        try:
+            return self._record(moves, now)
+        except DatabaseError:
+            if len(moves) == 1 and not self._reconnect():
+                raise
+            logger.exception("Could not record %d attempt(s) together: one by one", len(moves))
+        recorded = 0
+        for pk, move in moves.items():
+            for attempt in (move, _without_answer(move)):
+                try:
+                    recorded += self._record({pk: attempt}, now)
+                    break
+                except DatabaseError:
+                    logger.exception("Postback %s: result not recorded", pk)
+                    self._reconnect()
+        return recorded
+
+    @staticmethod
+    def _reconnect() -> bool:
+        """Drop this thread's connection if it broke; True when it did (worth a retry)."""
+        if connection.is_usable():
+            return False
+        connection.close()
+        return True
+
+    def _record(self, moves: dict[int, tuple[Finished, Transition]], now) -> int:
+        """The batch's one transaction: one conditional ``UPDATE ... FROM (VALUES ...)
+        RETURNING id`` moves the deliveries still ``sending`` under this worker and attempt
+        number, one ``bulk_create`` logs the attempts of exactly those, one UPDATE counts
+        the rules' failures in a row (see :meth:`_auto_disable`). Late results of
+        deliveries the sweeper took back are dropped and logged."""
         with transaction.atomic():
             owned = self._write_states(moves, now)
             attempts = [
-                Attempt(
+                Attempt.logged(
                     delivery_id=pk,
                     number=item.delivery.attempt_count,
                     started_at=item.started_at,
                     method=item.delivery.method,
-                    url=mask_secrets(item.delivery.url),
-                    status_code=item.result.status_code,
-                    response_body=item.result.response_body,
-                    error=mask_secrets(move.error),
-                    duration_ms=item.result.duration_ms,
+                    url=item.delivery.url,
                     outcome=move.outcome,
+                    error=move.error,
+                    result=item.result,
                 )
                 for pk, (item, move) in moves.items()
                 if pk in owned
@@ -493,14 +525,16 @@ class Dispatcher:
         for pk in moves.keys() - owned:
             logger.warning(
                 "Postback %s attempt %d: late result dropped (taken back by the sweeper)",
-                pk, moves[pk][0].delivery.attempt_count,
+                moves[pk][0].delivery.public_id, moves[pk][0].delivery.attempt_count,
             )  # fmt: skip
         for rule_id, reason in disabled.items():
             logger.warning("Rule %s deactivated automatically: %s", rule_id, reason)
-        for attempt in attempts:
+        for (item, _move), attempt in zip(
+            (moves[a.delivery_id] for a in attempts), attempts, strict=True
+        ):
             logger.info(
                 "Postback %s attempt %d: %s %s -> %s in %d ms",
-                attempt.delivery_id, attempt.number, attempt.outcome, attempt.url,
+                item.delivery.public_id, attempt.number, attempt.outcome, attempt.url,
                 attempt.status_code or attempt.error, attempt.duration_ms,
             )  # fmt: skip
         return len(attempts)
@@ -519,7 +553,7 @@ class Dispatcher:
                 ops.adapt_datetimefield_value(move.due_at),
                 ops.adapt_datetimefield_value(move.delivered_at),
                 item.result.status_code,
-                mask_secrets(move.error),
+                storable(mask_secrets(move.error)),
             ]
         sql = RECORD_SQL.format(table=Delivery._meta.db_table, rows=", ".join([row] * len(moves)))
         with connection.cursor() as cursor:
@@ -609,6 +643,22 @@ class Dispatcher:
             except Exception:
                 logger.warning("Heartbeat not written", exc_info=True)
                 connection.close()  # a fresh connection for the next beat
+
+
+def _without_answer(move: tuple[Finished, Transition]) -> tuple[Finished, Transition]:
+    """``move`` with the answer's body and the error reduced to ASCII: the last try to
+    record a result whose row the database refused."""
+    item, transition = move
+    error = transition.error.encode("ascii", "backslashreplace").decode("ascii")
+    result = dataclasses.replace(
+        item.result,
+        response_body="[answer not stored: the database refused it]",
+        error=item.result.error.encode("ascii", "backslashreplace").decode("ascii"),
+    )
+    return (
+        dataclasses.replace(item, result=result),
+        dataclasses.replace(transition, error=error),
+    )
 
 
 def rule_deactivate_automatically(rule_id: int, reason: str, now) -> bool:

@@ -13,7 +13,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from campaigns.models import AffiliateNetwork, Campaign, Offer, TrafficSource
-from postbacks.transports import KIND_CHOICES, Outcome, Secrets, get_transport
+from postbacks.answers import storable
+from postbacks.masking import mask_secrets
+from postbacks.transports import KIND_CHOICES, Outcome, Result, Secrets, get_transport
 from tracker import currency
 from tracker.models import Conversion
 
@@ -594,6 +596,37 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id}#{self.number} {self.outcome}"
+
+    @classmethod
+    def logged(
+        cls,
+        *,
+        delivery_id: int,
+        number: int,
+        started_at: datetime,
+        method: str,
+        url: str,
+        outcome: str,
+        error: str = "",
+        result: Result | None = None,
+    ) -> Attempt:
+        """An unsaved log row for attempt ``number`` of a delivery: the URL and error with
+        secrets masked (:func:`~postbacks.masking.mask_secrets`), the status, answer and
+        duration of ``result`` (None: the attempt got no answer, e.g. its worker was lost),
+        every text made :func:`~postbacks.answers.storable` (no NUL byte can fail the
+        write). ``error`` defaults to the result's."""
+        return cls(
+            delivery_id=delivery_id,
+            number=number,
+            started_at=started_at,
+            method=method,
+            url=storable(mask_secrets(url)),
+            status_code=result.status_code if result else None,
+            response_body=storable(result.response_body) if result else "",
+            error=storable(mask_secrets(error or (result.error if result else ""))),
+            duration_ms=result.duration_ms if result else 0,
+            outcome=outcome,
+        )
 
 
 class Worker(models.Model):

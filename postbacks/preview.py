@@ -24,6 +24,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from postbacks import macros
+from postbacks.answers import storable
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, EventType, PostbackRule
 from postbacks.services import destination_host, payout_in, unconverted_note
@@ -324,23 +325,22 @@ def send_test(
         if result.outcome == Outcome.RETRY:
             error = f"{error} (a test is not retried)"
     delivery.last_status_code = result.status_code
-    delivery.last_error = mask_secrets(error)
+    delivery.last_error = storable(mask_secrets(error))
     # Written once the answer is in: a delivery "sending" under no worker would be taken
     # back by the sweeper mid-test and sent again.
     with transaction.atomic():
         delivery.save(force_insert=True)
-        attempt = Attempt.objects.create(
-            delivery=delivery,
+        attempt = Attempt.logged(
+            delivery_id=delivery.pk,
             number=1,
             started_at=now,
             method=request.method,
-            url=mask_secrets(request.url),
-            status_code=result.status_code,
-            response_body=result.response_body,
-            error=mask_secrets(error),
-            duration_ms=result.duration_ms,
+            url=request.url,
             outcome=outcome,
+            error=error,
+            result=result,
         )
+        attempt.save(force_insert=True)
     logger.info(
         "Test postback %s: %s %s -> %s in %d ms",
         delivery.public_id, outcome, attempt.url, result.status_code or error, result.duration_ms,

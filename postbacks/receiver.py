@@ -40,12 +40,13 @@ class Reply:
 
     Misbehaviours for tests: ``trickle`` sends the body one byte every ``trickle`` seconds;
     ``truncate`` announces the whole body but closes the connection half-way through it;
-    ``content_type`` replaces ``text/plain; charset=utf-8`` (e.g. a bogus charset).
+    ``content_type`` replaces ``text/plain; charset=utf-8`` (e.g. a bogus charset). ``body``
+    may be bytes (sent as they are: a GIF pixel, a gzip stream with ``Content-Encoding``).
     """
 
     status: int = 200
     delay: float = 0.0
-    body: str = "OK"
+    body: str | bytes = "OK"
     headers: dict[str, str] = field(default_factory=dict)
     trickle: float = 0.0
     truncate: bool = False
@@ -170,7 +171,7 @@ class Receiver:
                 self._send(reply, "text/plain")
 
             def _send(self, reply: Reply, content_type: str) -> None:
-                data = reply.body.encode()
+                data = reply.body if isinstance(reply.body, bytes) else reply.body.encode()
                 self.send_response(reply.status)
                 self.send_header(
                     "Content-Type", reply.content_type or f"{content_type}; charset=utf-8"

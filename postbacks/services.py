@@ -30,7 +30,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from postbacks.macros import CATALOGUE, build_context, format_value
-from postbacks.masking import mask_secrets
 from postbacks.models import (
     Attempt,
     Delivery,
@@ -470,15 +469,15 @@ def deliveries_reclaim(limit: int = 5000) -> int:
                 updated_at=now,
             )
             if updated:
-                Attempt.objects.create(
-                    delivery=delivery,
+                Attempt.logged(
+                    delivery_id=delivery.pk,
                     number=delivery.attempt_count,
                     started_at=delivery.updated_at,
                     method=delivery.method,
-                    url=mask_secrets(delivery.url),
-                    error=LOST_WORKER_ERROR,
+                    url=delivery.url,
                     outcome=Outcome.FAILED if exhausted else Outcome.RETRY,
-                )
+                    error=LOST_WORKER_ERROR,
+                ).save(force_insert=True)
                 reclaimed += 1
     if reclaimed:
         logger.warning("Reclaimed %d postback(s) from a lost worker.", reclaimed)

@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from requests_hardened.ip_filter import InvalidIPAddress
 
 from postbacks import macros, signing
+from postbacks.answers import shown_answer, storable
 from postbacks.http import Deadline, deadline, http_session
 from postbacks.transports.base import (
     NO_SECRETS,
@@ -288,7 +289,7 @@ class HttpTransport(Transport):
                 request = self.authorize(request, secrets)
             except ValueError as exc:
                 return self._failed(started, f"Not sent: {exc}")
-            return _scrubbed(self._send(request, timeout, started), secrets.access_token)
+            return _storable(_scrubbed(self._send(request, timeout, started), secrets.access_token))
         except Exception as exc:  # the contract: never raise, whatever the destination did
             logger.exception("Unexpected error sending a postback")
             return Result(
@@ -327,7 +328,12 @@ class HttpTransport(Transport):
             except OSError as exc:
                 return Result(Outcome.RETRY, error=_describe(exc), duration_ms=_ms(started))
         body = raw[:cap].decode(_codec(response.encoding), errors="replace")
-        return self.classify(response, body, _ms(started), request)
+        result = self.classify(response, body, _ms(started), request)
+        if result.response_body == body:  # as read: shown as text, or described if binary
+            result.response_body = shown_answer(
+                raw[:cap], body, response.headers.get("Content-Type", ""), truncated=len(raw) > cap
+            )
+        return result
 
     @staticmethod
     def _read_body(response: requests.Response, cap: int, limit: Deadline) -> bytes:
@@ -454,6 +460,14 @@ def _scrubbed(result: Result, token: str) -> Result:
         for secret in {token, quote(token, safe="")}:
             result.error = result.error.replace(secret, "***")
             result.response_body = result.response_body.replace(secret, "***")
+    return result
+
+
+def _storable(result: Result) -> Result:
+    """No NUL byte nor lone surrogate left in what the postback log stores of ``result``
+    (an error may quote a header or a URL the destination sent)."""
+    result.error = storable(result.error)
+    result.response_body = storable(result.response_body)
     return result
 
 

@@ -140,6 +140,18 @@ def test_test_postback_with_samples_reports_a_failure(api, receiver):
     assert got.query["c"] == "ts-click-123" and got.query["p"] == "2.5"
 
 
+def test_test_postback_to_a_receiver_answering_a_gif_pixel(api, receiver, conversion):
+    """A 1x1 GIF (NUL bytes inside) is logged as a binary answer, not a 500."""
+    gif = bytes.fromhex("4749463839610100010080000000000021f90401000000002c0000000001000100003b")
+    receiver.script(Reply(200, body=gif, content_type="image/gif"))
+    rule = rule_to(receiver)
+    response = api.post(f"{RULES}{rule.pk}/test/", {"conversion": conversion.pk}, format="json")
+    assert response.status_code == 200, response.content
+    [attempt] = response.json()["attempts"]
+    assert (attempt["outcome"], attempt["status_code"]) == ("delivered", 200)
+    assert attempt["response_body"].startswith(f"[binary answer: image/gif, {len(gif)} bytes: 47")
+
+
 def test_test_postback_of_an_unknown_conversion_is_404(api, receiver):
     rule = rule_to(receiver)
     response = api.post(f"{RULES}{rule.pk}/test/", {"conversion": 999999}, format="json")

@@ -369,3 +369,34 @@ def test_recorders_of_several_workers_do_not_deadlock_on_rules():
     # (1 to 6: the workers' last batches failed, after some worker's last reset).
     (count,) = set(PostbackRule.objects.values_list("consecutive_failures", flat=True))
     assert 1 <= count <= 6
+
+
+def test_a_row_the_database_refuses_costs_only_its_own_answer(dispatcher, monkeypatch):
+    """Should the database still refuse a row (here: a NUL that nothing escaped), the batch
+    is written row by row: the others keep their answer, the refused one is recorded
+    without it; none is left "sending" for the sweeper to send again."""
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL refuses NUL bytes in text")
+    monkeypatch.setattr("postbacks.models.storable", lambda text: text)
+    for _ in range(3):
+        factories.delivery("http://x.example/pb")
+    first, bad, last = dispatcher.claim(3)
+    now = timezone.now()
+    finished = [
+        Finished(first, Result(Outcome.DELIVERED, status_code=200, response_body="OK"), now),
+        Finished(bad, Result(Outcome.DELIVERED, status_code=200, response_body="GIF\x00"), now),
+        Finished(last, Result(Outcome.RETRY, status_code=500, response_body="down"), now),
+    ]
+
+    assert dispatcher.record(finished) == 3
+
+    states = dict(Delivery.objects.values_list("pk", "status"))
+    assert (states[first.pk], states[bad.pk], states[last.pk]) == (
+        "delivered", "delivered", "scheduled",
+    )  # fmt: skip
+    bodies = dict(Attempt.objects.values_list("delivery_id", "response_body"))
+    assert bodies == {
+        first.pk: "OK",
+        bad.pk: "[answer not stored: the database refused it]",
+        last.pk: "down",
+    }
