@@ -246,14 +246,18 @@ def deliveries_plan(
 
 
 def deliveries_cancel_obsolete(conversion: Conversion, *, is_first: bool) -> int:
-    """Cancel the waiting deliveries of ``conversion`` whose rule no longer fires for its new
-    status (or reason): a delay "awaiting fraud checks" ends here when the lead is rejected.
+    """Cancel the waiting deliveries of ``conversion`` whose *delayed* rule no longer fires
+    for its new status (or reason): a delay "awaiting fraud checks" ends here when the lead
+    is rejected.
 
+    A rule without a delay is not awaiting anything: its delivery matched the event it was
+    planned for and is sent (or retried) whatever the conversion becomes next, so that
+    whether a traffic source hears of a rejection never depends on how fast a worker was.
     Each cancelled delivery's ``last_error`` says why. Returns how many were cancelled.
     """
     waiting = list(
         Delivery.objects.waiting()
-        .filter(conversion=conversion, rule__isnull=False, is_test=False)
+        .filter(conversion=conversion, rule__delay_seconds__gt=0, is_test=False)
         .select_related("rule")
         .prefetch_related("rule__rejection_reasons")
     )

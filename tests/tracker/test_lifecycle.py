@@ -126,6 +126,25 @@ def test_delayed_delivery_is_cancelled_when_the_lead_is_rejected(client, click):
     assert "fires on approved" in delivery.last_error
 
 
+def test_a_quick_succession_of_changes_cancels_no_undelayed_postback(client, click):
+    """pending -> rejected (fraud) -> refunded within a second: the rejection rule has no
+    delay, so its delivery matched its event and is sent, however fast the refund follows.
+    Only a delayed rule's waiting delivery ("await fraud checks") is cancelled."""
+    rejected = factories.rule(URL, name="Rejections", statuses=["rejected"])
+    delayed = factories.rule(
+        URL, name="CRM after fraud checks", statuses=["rejected"], delay_seconds=600
+    )
+    cv(client, click, txid="Q", status="pending")
+    cv(client, click, txid="Q", status="rejected", rejection_reason="fraud")
+    cv(client, click, txid="Q", status="refunded")
+
+    (sent,) = fired(rejected)
+    assert (sent.status, sent.last_error) == ("scheduled", "")
+    (waiting,) = fired(delayed)
+    assert waiting.status == "cancelled"
+    assert "changed to refunded" in waiting.last_error
+
+
 def test_first_only_event_and_conversion_types(client, click):
     every = factories.rule(URL, name="every conversion")
     first = factories.rule(URL, name="first only", first_only=True)
