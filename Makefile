@@ -68,7 +68,8 @@ simulate: install $(DEMO_KEY)
 bench: install
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/inbound.py
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/latency.py --rate 200 --seconds 60
+	$(BIN)/python bench/latency.py --rate 400 --seconds 30
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -7,9 +7,11 @@ the dispatcher then loops until nothing is due:
    first, with one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
    (PostgreSQL; SQLite serialises writers and needs no row locks). Each claim sets a lease
    of timeout + ``POSTBACKS_LEASE_MARGIN_SECONDS`` and the process's worker name.
-2. **Send** each on a bounded thread pool (``POSTBACKS_DISPATCH_THREADS``) with keep-alive
-   sessions; at most ``POSTBACKS_HOST_CONCURRENCY`` requests per destination host at once,
-   so one slow traffic source cannot take every slot. Each attempt runs under one
+2. **Send** each on the process's event loop (:mod:`postbacks.http_async`, aiohttp) or,
+   with ``POSTBACKS_DISPATCH_CLIENT=requests`` or an egress proxy, on a thread pool with
+   keep-alive ``requests`` sessions: ``POSTBACKS_DISPATCH_THREADS`` in flight; at most
+   ``POSTBACKS_HOST_CONCURRENCY`` requests per destination host at once, so one slow
+   traffic source cannot take every slot. Each attempt runs under one
    wall-clock deadline (its timeout), shorter than its lease.
 3. **Record** finished attempts in one transaction: the rows still owned (status
    ``sending``, same attempt number, same worker) get their new states with one
@@ -46,12 +48,21 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from postbacks import http_async, wakeup
 from postbacks.answers import storable
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, PostbackRule, Worker
-from postbacks.services import Transition, next_state, rule_secrets, rules_cache_clear, wake
+from postbacks.services import (
+    Transition,
+    deliveries_sweep,
+    next_state,
+    rule_secrets,
+    rules_cache_clear,
+    wake,
+)
 from postbacks.transports import (
     NO_SECRETS,
+    HttpTransport,
     Outcome,
     PreparedRequest,
     Result,
@@ -290,12 +301,16 @@ class Dispatcher:
         self.threads = settings.POSTBACKS_DISPATCH_THREADS
         self.host_cap = settings.POSTBACKS_HOST_CONCURRENCY
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="postback")
+        self.use_loop = (
+            settings.POSTBACKS_DISPATCH_CLIENT == "aiohttp" and not settings.POSTBACKS_HTTP_PROXY
+        )
+        self.client: http_async.Client | None = None
         self.in_flight = 0
         self.completed: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self.per_host: Counter[str] = Counter()
         self._running = threading.Lock()
         self._poked = threading.Event()
-        self._heartbeat: threading.Thread | None = None
+        self._maintenance: threading.Thread | None = None
 
     @classmethod
     def for_process(cls) -> Dispatcher:
@@ -312,36 +327,21 @@ class Dispatcher:
 
         Claims stop after ``max_seconds`` (default ``POSTBACKS_DISPATCH_MAX_SECONDS``) so a
         Celery task ends and the process takes further wake-ups; what is in flight then is
-        still recorded. When another thread of this process is already dispatching, it is
-        poked to look again and this call returns at once.
+        still recorded, and a dispatcher stopped with deliveries still due wakes another.
+        When another thread of this process is already dispatching, it is poked to look
+        again and this call returns at once.
         """
         if not self._running.acquire(blocking=False):
             self._poked.set()
             return {"sent": 0, "recorded": 0}
         try:
-            self._beat_start()
-            self._drain_wakeups()
+            self.beat()  # the maintenance thread beats too; this row may have been removed
             return self._loop(max_seconds or settings.POSTBACKS_DISPATCH_MAX_SECONDS)
         finally:
             self._running.release()
             # Kept for the next wake-up (CELERY_DB_REUSE_MAX), unless it broke.
             if connection.errors_occurred and not connection.in_atomic_block:
                 connection.close_if_unusable_or_obsolete()
-
-    @staticmethod
-    def _drain_wakeups() -> None:
-        """Empty the wake-up queue before the first claim: that claim covers every delivery
-        the queued wake-ups announced (they were committed before being announced). Without
-        this, a backlog of N conversions costs N Celery tasks that find nothing to do.
-        Wake-ups published from now on, and countdown wake-ups (held by the worker), stay.
-        """
-        from tracker.celery import app
-
-        try:
-            with app.pool.acquire(block=True, timeout=2) as conn:
-                conn.default_channel.queue_purge(WAKE_QUEUE)
-        except Exception:
-            logger.warning("Wake-up queue not drained", exc_info=True)
 
     def _loop(self, max_seconds: float) -> dict[str, int]:
         """Claim while slots are free; a recorder thread writes the results meanwhile.
@@ -350,13 +350,24 @@ class Dispatcher:
         last claim got all it asked for, or every ``POSTBACKS_DISPATCH_POLL_SECONDS``.
         Finished attempts go to :class:`Recorder`, which writes them in batches on its own
         database connection, so claiming never waits for recording.
+
+        Sharing a backlog: after the first claim that leaves deliveries due, one wake-up is
+        published past the coalescing flag, so an idle dispatcher (another process, another
+        machine) joins; it does the same, until claims stop leaving work behind.
+
+        Going idle: with nothing in flight, the loop keeps claiming for
+        ``POSTBACKS_DISPATCH_LINGER_SECONDS`` (a steady stream costs no wake-ups), then
+        lowers the wake-up flag and claims once more (:mod:`postbacks.wakeup`).
         """
         stop_claiming = time.monotonic() + max_seconds
         poll = settings.POSTBACKS_DISPATCH_POLL_SECONDS
+        linger = settings.POSTBACKS_DISPATCH_LINGER_SECONDS
         batch = settings.POSTBACKS_DISPATCH_BATCH
         refill = max(1, self.threads // 10)
         next_claim = 0.0
+        idle_since: float | None = None
         starved = False
+        shared = False
         sent = 0
         recorder = Recorder(self, poll, batch)
         try:
@@ -371,21 +382,64 @@ class Dispatcher:
                     for delivery in self.claim(wanted):
                         self.per_host[delivery.host] += 1
                         self.in_flight += 1
-                        self.pool.submit(self._send, delivery)
+                        self._start(delivery)
                         claimed += 1
                     sent += claimed
                     starved = claimed < wanted  # nothing more due, or its hosts at their cap
                     next_claim = now + poll
-                if not self.in_flight:
-                    if claimed or self._poked.is_set():
+                    full = claimed == wanted or claimed >= self.host_cap
+                    if full and not shared and self._more_due():
+                        shared = wake(coalesce=False)
+                if self.in_flight or claimed:
+                    idle_since = None
+                elif now >= stop_claiming:
+                    if self._more_due():
+                        wake(coalesce=False)  # this task ends: another takes over
+                    break
+                elif self._poked.is_set():
+                    idle_since = None  # claims on the next turn
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= linger:
+                    wakeup.flag_lower()
+                    if self._more_due():
+                        idle_since = None
                         continue
                     break
+                if not self.in_flight:
+                    self._poked.wait(poll)
+                    continue
                 for item in self._collect(poll):
                     recorder.add(item)
                     starved = False  # a slot, and a slot of its host, is free again
         finally:
             recorded = recorder.close()
         return {"sent": sent, "recorded": recorded}
+
+    @staticmethod
+    def _more_due() -> bool:
+        """Whether any delivery is due now (one index probe of ``delivery_due_idx``)."""
+        return Delivery.objects.due(timezone.now()).exists()
+
+    def _start(self, delivery: Claimed) -> None:
+        """Send one claimed delivery: on the event loop (HTTP destinations, no egress
+        proxy, ``POSTBACKS_DISPATCH_CLIENT`` "aiohttp"), else on a pool thread."""
+        transport = get_transport(delivery.kind)
+        if self.use_loop and isinstance(transport, HttpTransport):
+            if self.client is None:
+                self.client = http_async.client(self.threads, self.host_cap)
+            self.client.submit(self._send_async(transport, delivery))
+        else:
+            self.pool.submit(self._send, delivery)
+
+    async def _send_async(self, transport: HttpTransport, delivery: Claimed) -> None:
+        """Event loop: send one delivery and hand the result to the dispatcher thread."""
+        started_at = timezone.now()
+        assert self.client is not None
+        result = await transport.send_async(
+            self.client, delivery.request(), delivery.timeout_seconds, delivery.secrets
+        )
+        self.completed.put(Finished(delivery, result, started_at))
 
     def _send(self, delivery: Claimed) -> None:
         """Pool thread: send one delivery and hand the result to the dispatcher thread."""
@@ -619,30 +673,44 @@ class Dispatcher:
                 del disabled[rule_id]
         return disabled
 
-    # --- heartbeat -----------------------------------------------------------------------
+    # --- heartbeat and sweeper ----------------------------------------------------------
 
     def beat(self) -> None:
         """Write this process's heartbeat (``Worker.heartbeat_at = now``)."""
         Worker.objects.update_or_create(name=self.name, defaults={"heartbeat_at": timezone.now()})
 
-    def _beat_start(self) -> None:
-        # Before every claim round, not only the first: the sweeper takes back the deliveries
-        # of a worker it does not see beating, and this process's row may have been removed
-        # since its last beat (a cleared table, the sweeper's cleanup of idle workers).
-        self.beat()
-        if self._heartbeat is not None and self._heartbeat.is_alive():
-            return
-        self._heartbeat = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
-        self._heartbeat.start()
+    def start_maintenance(self) -> None:
+        """Start this process's maintenance thread (once): it beats every
+        ``POSTBACKS_HEARTBEAT_SECONDS`` and sweeps every ``POSTBACKS_SWEEP_SECONDS``
+        (:func:`postbacks.services.deliveries_sweep`: reclaim the deliveries of lost
+        workers, wake a dispatcher when something is due). Being a thread of its own, the
+        sweep never waits for a free task slot, however long the dispatch runs are, and
+        needs no beat process."""
+        with self._instance_lock:
+            if self._maintenance is not None and self._maintenance.is_alive():
+                return
+            self._maintenance = threading.Thread(
+                target=self._maintain, name="maintenance", daemon=True
+            )
+            self._maintenance.start()
 
-    def _beat_loop(self) -> None:
+    def _maintain(self) -> None:
+        beat_every = settings.POSTBACKS_HEARTBEAT_SECONDS
+        sweep_every = settings.POSTBACKS_SWEEP_SECONDS
+        next_beat = next_sweep = time.monotonic()
         while True:
-            time.sleep(settings.POSTBACKS_HEARTBEAT_SECONDS)
+            now = time.monotonic()
             try:
-                self.beat()
+                if now >= next_beat:
+                    next_beat = now + beat_every
+                    self.beat()
+                if now >= next_sweep:
+                    next_sweep = now + sweep_every
+                    deliveries_sweep()
             except Exception:
-                logger.warning("Heartbeat not written", exc_info=True)
-                connection.close()  # a fresh connection for the next beat
+                logger.warning("Heartbeat or sweep not done", exc_info=True)
+                connection.close()  # a fresh connection for the next round
+            time.sleep(max(0.05, min(next_beat, next_sweep) - time.monotonic()))
 
 
 def _without_answer(move: tuple[Finished, Transition]) -> tuple[Finished, Transition]:

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from postbacks import wakeup
 from postbacks.macros import CATALOGUE, build_context, format_value
 from postbacks.models import (
     Attempt,
@@ -370,15 +371,20 @@ def destination_host(url: str) -> str:
         return ""
 
 
-def wake(countdown: float = 0) -> bool:
-    """Publish one dispatcher wake-up (after ``countdown`` seconds); True if published.
+def wake(countdown: float = 0, *, coalesce: bool = True) -> bool:
+    """Wake a dispatcher now, or after ``countdown`` seconds; True if one was or is woken.
 
-    The message carries no delivery: the dispatcher claims whatever is due. A broker
-    failure is logged, not raised: the deliveries wait in the database and the sweeper
-    wakes a dispatcher within ``POSTBACKS_SWEEP_SECONDS`` once the broker is back.
+    The message carries no delivery: the dispatcher claims whatever is due. An immediate
+    wake-up is coalesced (:mod:`postbacks.wakeup`): while a dispatcher is already woken,
+    nothing is published. ``coalesce=False`` publishes anyway (a busy dispatcher calling
+    an idle one to share a backlog). A broker failure is logged, not raised: the deliveries
+    wait in the database and the sweeper wakes a dispatcher within
+    ``POSTBACKS_SWEEP_SECONDS`` once the broker is back.
     """
     from postbacks.tasks import dispatch_task
 
+    if countdown <= 0 and coalesce and not wakeup.flag_raise():
+        return True
     try:
         dispatch_task.apply_async(
             countdown=countdown or None,

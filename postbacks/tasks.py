@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from celery import shared_task
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -34,8 +36,23 @@ def dispatch_task() -> dict[str, int]:
 
 @shared_task(name="postbacks.sweep", ignore_result=True)
 def sweep_task() -> dict[str, int]:
-    """Take back deliveries of lost workers; wake a dispatcher if any is due (Celery beat)."""
+    """Take back deliveries of lost workers; wake a dispatcher if any is due. Every worker
+    process sweeps on its own maintenance thread; this task is for a manual run."""
     return services.deliveries_sweep()
+
+
+@worker_process_init.connect
+def maintenance_in_pool_process(**kwargs: object) -> None:
+    """Each prefork process beats and sweeps on a thread of its own (started after the fork:
+    the main process keeps no thread that a fork could copy mid-lock)."""
+    Dispatcher.for_process().start_maintenance()
+
+
+@worker_ready.connect
+def maintenance_without_prefork(sender: object = None, **kwargs: object) -> None:
+    """With the threads or solo pool, tasks run in the main process: it beats and sweeps."""
+    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+        Dispatcher.for_process().start_maintenance()
 
 
 @dataclass

@@ -213,11 +213,25 @@ POSTBACKS_WORKER_DEAD_SECONDS = env.float("POSTBACKS_WORKER_DEAD_SECONDS", defau
 # Requests in flight per worker process, and at most this many to one destination host.
 POSTBACKS_DISPATCH_THREADS = env.int("POSTBACKS_DISPATCH_THREADS", default=100)
 POSTBACKS_HOST_CONCURRENCY = env.int("POSTBACKS_HOST_CONCURRENCY", default=50)
+# How the dispatcher sends: "aiohttp" (one event loop per worker process) or "requests" (a
+# thread per request in flight). With POSTBACKS_HTTP_PROXY set, always "requests".
+POSTBACKS_DISPATCH_CLIENT = env.str("POSTBACKS_DISPATCH_CLIENT", default="aiohttp")
 # Deliveries claimed per statement; seconds between claims while requests are in flight;
 # seconds one wake-up keeps claiming before the Celery task ends (in-flight ones finish).
 POSTBACKS_DISPATCH_BATCH = env.int("POSTBACKS_DISPATCH_BATCH", default=100)
 POSTBACKS_DISPATCH_POLL_SECONDS = env.float("POSTBACKS_DISPATCH_POLL_SECONDS", default=0.02)
 POSTBACKS_DISPATCH_MAX_SECONDS = env.float("POSTBACKS_DISPATCH_MAX_SECONDS", default=30.0)
+# A dispatcher with nothing left to send keeps looking this long (seconds) before it goes idle:
+# a steady stream of conversions is then claimed in small batches by one running dispatcher.
+POSTBACKS_DISPATCH_LINGER_SECONDS = env.float("POSTBACKS_DISPATCH_LINGER_SECONDS", default=0.1)
+# Wake-ups are coalesced through a flag in this Redis (default: REDIS_URL, else a redis://
+# broker; empty: every wake-up is published), which lapses after this many seconds.
+POSTBACKS_WAKE_REDIS_URL = env.str(
+    "POSTBACKS_WAKE_REDIS_URL",
+    default=env.str("REDIS_URL", default="")
+    or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""),
+)
+POSTBACKS_WAKE_COALESCE_SECONDS = env.float("POSTBACKS_WAKE_COALESCE_SECONDS", default=1.0)
 # A wake-up not consumed within this many seconds is dropped (the sweeper sends new ones).
 POSTBACKS_WAKE_EXPIRES_SECONDS = env.float("POSTBACKS_WAKE_EXPIRES_SECONDS", default=60.0)
 # Waits up to this long use a Celery countdown wake-up; longer ones wait for the sweeper.
@@ -257,12 +271,9 @@ POSTBACKS_TELEGRAM_BASE_URL = env.str(
 # by the hourly postbacks.retention task, in batches; 0 keeps everything.
 POSTBACKS_RETENTION_DAYS = env.int("POSTBACKS_RETENTION_DAYS", default=30)
 
+# The sweeper is not on this schedule: every worker process runs it on a thread of its own
+# (postbacks.dispatcher.Maintenance), so it never waits for a free task slot or for beat.
 CELERY_BEAT_SCHEDULE = {
-    "postbacks-sweep": {
-        "task": "postbacks.sweep",
-        "schedule": timedelta(seconds=POSTBACKS_SWEEP_SECONDS),
-        "options": {"expires": POSTBACKS_SWEEP_SECONDS * 2},
-    },
     "tracker-uploads-resume": {
         "task": "tracker.uploads_resume",
         "schedule": timedelta(seconds=60),

@@ -15,13 +15,14 @@ from re import _parser as sre_parser
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import aiohttp
 import requests
 import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from requests_hardened.ip_filter import InvalidIPAddress
 
-from postbacks import macros, signing
+from postbacks import http_async, macros, signing
 from postbacks.answers import shown_answer, storable
 from postbacks.http import Deadline, deadline, http_session
 from postbacks.transports.base import (
@@ -332,6 +333,66 @@ class HttpTransport(Transport):
         if result.response_body == body:  # as read: shown as text, or described if binary
             result.response_body = shown_answer(
                 raw[:cap], body, response.headers.get("Content-Type", ""), truncated=len(raw) > cap
+            )
+        return result
+
+    async def send_async(
+        self,
+        client: http_async.Client,
+        request: PreparedRequest,
+        timeout: float,
+        secrets: Secrets = NO_SECRETS,
+    ) -> Result:
+        """:meth:`send` on the dispatcher's event loop (:mod:`postbacks.http_async`): the
+        same request on the wire, classification, answer handling and masking, the same
+        error texts; never raises."""
+        started = time.monotonic()
+        try:
+            try:
+                request = self.authorize(request, secrets)
+            except ValueError as exc:
+                return self._failed(started, f"Not sent: {exc}")
+            result = await self._send_async(client, request, timeout, started)
+            return _storable(_scrubbed(result, secrets.access_token))
+        except Exception as exc:  # the contract: never raise, whatever the destination did
+            logger.exception("Unexpected error sending a postback")
+            return Result(
+                Outcome.RETRY, error=f"Unexpected error: {_describe(exc)}", duration_ms=_ms(started)
+            )
+
+    async def _send_async(
+        self, client: http_async.Client, request: PreparedRequest, timeout: float, started: float
+    ) -> Result:
+        cap = settings.POSTBACKS_RESPONSE_BODY_MAX_BYTES
+        try:
+            answer = await client.fetch(
+                request.method,
+                request.url,
+                body=request.body.encode("utf-8", "replace") if request.body else None,
+                headers=request.headers,
+                timeout=timeout,
+                cap=cap,
+            )
+        except http_async.PrivateAddressRefused as exc:
+            return self._failed(started, f"Destination refused (private network): {exc}")
+        except aiohttp.InvalidURL as exc:
+            return self._failed(started, f"Invalid URL: {exc}")
+        except TimeoutError as exc:
+            cause = f" ({_describe(exc)})" if str(exc) else ""
+            error = f"Timeout: no complete answer within {timeout:g} s{cause}"
+            return Result(Outcome.RETRY, error=error, duration_ms=_ms(started))
+        except (aiohttp.ClientError, OSError) as exc:
+            return Result(Outcome.RETRY, error=_describe(exc), duration_ms=_ms(started))
+        except ValueError as exc:  # a header or URL aiohttp will not write
+            return self._failed(started, f"Invalid request: {exc}")
+        body = answer.raw[:cap].decode(_codec(answer.encoding), errors="replace")
+        result = self.classify(answer, body, _ms(started), request)  # type: ignore[arg-type]
+        if result.response_body == body:
+            result.response_body = shown_answer(
+                answer.raw[:cap],
+                body,
+                answer.headers.get("Content-Type", ""),
+                truncated=len(answer.raw) > cap,
             )
         return result
 

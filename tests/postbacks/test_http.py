@@ -1,20 +1,48 @@
-"""The HTTP transport against a real local receiver: pooling, body cap, SSRF guard, deadline."""
+"""The HTTP transport against a real local receiver: pooling, body cap, SSRF guard, deadline.
+
+Each test runs twice: through ``requests`` (the test button, one-off sends, an egress proxy)
+and through the dispatcher's event loop (``postbacks.http_async``, aiohttp): both clients
+keep the same guarantees and give the same answers.
+"""
 
 import socket
 import threading
 import time
 
+import pytest
 from django.test import override_settings
 
+from postbacks import http_async
 from postbacks.receiver import Reply
 from postbacks.transports import PreparedRequest, S2SPostback
 
 
-def send(url: str, timeout: float = 5):
-    return S2SPostback().send(PreparedRequest("GET", url), timeout=timeout)
+@pytest.fixture(params=["requests", "aiohttp"])
+def client_kind(request):
+    return request.param
 
 
-def test_delivered_with_status_body_and_duration(receiver):
+@pytest.fixture
+def send(client_kind):
+    """``send(url, timeout=5)``: one GET through the client of ``client_kind``. The event
+    loop's client is made on the first send, inside the test's settings."""
+    made: list[http_async.Client] = []
+
+    def go(url: str, timeout: float = 5):
+        request = PreparedRequest("GET", url)
+        if client_kind == "requests":
+            return S2SPostback().send(request, timeout=timeout)
+        if not made:
+            made.append(http_async.Client(10, 10))
+        coroutine = S2SPostback().send_async(made[0], request, timeout)
+        return made[0].submit(coroutine).result(30)
+
+    yield go
+    for client in made:
+        client.close()
+
+
+def test_delivered_with_status_body_and_duration(receiver, send):
     receiver.script(Reply(201, body="accepted"))
     result = send(receiver.url + "/pb?c=1")
     assert (result.outcome, result.status_code, result.response_body) == (
@@ -25,42 +53,69 @@ def test_delivered_with_status_body_and_duration(receiver):
 
 
 @override_settings(POSTBACKS_RESPONSE_BODY_MAX_BYTES=10)
-def test_response_body_is_capped(receiver):
+def test_response_body_is_capped(receiver, send):
     receiver.script(Reply(200, body="x" * 5000))
     assert send(receiver.url).response_body == "x" * 10
 
 
-def test_timeout_is_retryable(receiver):
+def test_timeout_is_retryable(receiver, send):
     receiver.script(Reply(200, delay=2))
     result = send(receiver.url, timeout=0.5)
     assert result.outcome == "retry"
     assert result.error.startswith("Timeout")
 
 
-def test_connection_refused_is_retryable(receiver):
+def test_connection_refused_is_retryable(receiver, send):
     url = receiver.url
     receiver.stop()
     result = send(url)
     assert (result.outcome, result.status_code) == ("retry", None)
-    assert "ConnectionError" in result.error
+    assert "ConnectionError" in result.error or "ClientConnectorError" in result.error
 
 
-def test_redirects_are_not_followed(receiver):
+def test_redirects_are_not_followed(receiver, send):
     receiver.script(Reply(302, headers={"Location": receiver.url + "/elsewhere"}))
     result = send(receiver.url)
     assert result.outcome == "failed"
     assert len(receiver.received) == 1
 
 
+def test_a_nul_byte_in_an_answer_never_reaches_the_result(receiver, send, client_kind):
+    """A Location header with a NUL: requests reads it (escaped in the error), aiohttp
+    refuses the malformed answer (a retryable protocol error); a body with a NUL is binary."""
+    receiver.script(Reply(302, body="", headers={"Location": "http://evil.example/\x00x"}))
+    result = send(receiver.url)
+    assert "\x00" not in result.error
+    if client_kind == "requests":
+        assert result.outcome == "failed"
+        assert result.error == "HTTP 302: redirect to http://evil.example/\\x00x not followed"
+    else:
+        assert result.outcome == "retry"
+    receiver.script(Reply(500, body="a\x00b"))
+    result = send(receiver.url)
+    assert (result.outcome, result.response_body) == (
+        "retry", "[binary answer: text/plain, 3 bytes: 61 00 62]",
+    )  # fmt: skip
+
+
 @override_settings(POSTBACKS_ALLOW_PRIVATE_NETWORKS=False)
-def test_private_destinations_are_refused_unless_allowed(receiver):
+def test_private_destinations_are_refused_unless_allowed(receiver, send):
     result = send(receiver.url)
     assert result.outcome == "failed"
     assert "private network" in result.error
     assert receiver.received == []
 
 
-def test_trickling_body_is_cut_at_the_deadline(receiver):
+@override_settings(POSTBACKS_ALLOW_PRIVATE_NETWORKS=False)
+def test_a_name_resolving_to_a_private_address_is_refused(receiver, send):
+    port = receiver.url.rsplit(":", 1)[1]
+    result = send(f"http://localhost:{port}/pb")
+    assert result.outcome == "failed"
+    assert "private network" in result.error
+    assert receiver.received == []
+
+
+def test_trickling_body_is_cut_at_the_deadline(receiver, send):
     """One byte every 0.2 s for 100 bytes would take 20 s; the attempt ends at its 1 s."""
     receiver.script(Reply(200, body="x" * 100, trickle=0.2))
     started = time.monotonic()
@@ -70,7 +125,7 @@ def test_trickling_body_is_cut_at_the_deadline(receiver):
     assert result.error.startswith("Timeout: no complete answer within 1 s")
 
 
-def test_trickling_headers_are_cut_at_the_deadline():
+def test_trickling_headers_are_cut_at_the_deadline(send):
     """A server that sends its status line, then one header byte every 0.2 s."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
@@ -99,30 +154,39 @@ def test_trickling_headers_are_cut_at_the_deadline():
     assert result.error.startswith("Timeout")
 
 
-def test_body_cut_half_way_is_a_retry_not_an_exception(receiver):
-    receiver.script(Reply(200, body="y" * 5000, truncate=True))
+def test_body_cut_half_way_is_a_retry_not_an_exception(receiver, send):
+    receiver.script(Reply(200, body="y" * 1000, truncate=True))  # cut before the body cap
     result = send(receiver.url)
     assert result.outcome == "retry"
-    assert "ProtocolError" in result.error or "ChunkedEncodingError" in result.error
+    assert any(
+        name in result.error
+        for name in ("ProtocolError", "ChunkedEncodingError", "ClientPayloadError")
+    ), result.error
 
 
-def test_bogus_charset_is_read_as_utf8(receiver):
+def test_bogus_charset_is_read_as_utf8(receiver, send):
     receiver.script(Reply(200, body="ok ✓", content_type="text/plain; charset=bogus"))
     result = send(receiver.url)
     assert (result.outcome, result.response_body) == ("delivered", "ok ✓")
 
 
-def test_send_never_raises_on_unexpected_errors(receiver, monkeypatch):
+def test_send_never_raises_on_unexpected_errors(receiver, monkeypatch, send, client_kind):
     def explode(*args, **kwargs):
         raise LookupError("unknown encoding: bogus")
 
-    monkeypatch.setattr("postbacks.transports.HttpTransport._read_body", explode)
+    async def explode_async(*args, **kwargs):
+        explode()
+
+    if client_kind == "requests":
+        monkeypatch.setattr("postbacks.transports.HttpTransport._read_body", explode)
+    else:
+        monkeypatch.setattr("postbacks.http_async.Client.fetch", explode_async)
     result = send(receiver.url)
     assert result.outcome == "retry"
     assert result.error == "Unexpected error: LookupError: unknown encoding: bogus"
 
 
-def test_keep_alive_connection_is_reused_after_a_full_read(receiver):
+def test_keep_alive_connection_is_reused_after_a_full_read(receiver, send):
     send(receiver.url + "/a")
     send(receiver.url + "/b")
     first, second = receiver.received
