@@ -13,12 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 from psycopg_pool import PoolTimeout
 
 # What a dropped connection raises (psycopg's "server closed the connection unexpectedly",
 # "terminating connection due to administrator command", "the connection is closed").
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
+# SQLSTATEs of a connection the server ended: class 08 (connection exception), and
+# admin_shutdown (pg_terminate_backend, a fast shutdown), crash_shutdown, cannot_connect_now
+# (the server starting or stopping). psycopg's own errors (closed socket) have none.
+DROPPED_STATES = ("08", "57P01", "57P02", "57P03")
 
 
 class BrokeBeforeCommit(Exception):
@@ -32,21 +37,37 @@ class BrokeBeforeCommit(Exception):
 
 @contextmanager
 def atomic(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
-    """``transaction.atomic()`` whose block, when its connection is found closed by a
-    connection error (:data:`CONNECTION_ERRORS`), raises :class:`BrokeBeforeCommit`. Every
-    other error, and an error of COMMIT itself, comes out unchanged."""
+    """``transaction.atomic()`` whose block raises :class:`BrokeBeforeCommit` when its
+    connection was :func:`dropped`. Every other error, and an error of COMMIT itself, comes
+    out unchanged."""
     with transaction.atomic(using=using):
         try:
             yield
         except CONNECTION_ERRORS as exc:
-            if not closed(using):
+            if not dropped(exc):
                 raise
             raise BrokeBeforeCommit(exc) from exc
 
 
+def dropped(error: BaseException) -> bool:
+    """Whether ``error`` says the server ended the connection (or could not be reached).
+
+    False for the errors of a live connection (a lock or statement timeout, a deadlock, a
+    serialization failure), for a pool that had no connection to give within its timeout
+    (waiting again would double the wait) and for other databases than PostgreSQL.
+    """
+    if isinstance(error, BrokeBeforeCommit):
+        return True
+    cause = error.__cause__
+    if not isinstance(error, CONNECTION_ERRORS) or not isinstance(cause, psycopg.Error):
+        return False
+    if isinstance(cause, PoolTimeout):
+        return False
+    return cause.sqlstate is None or cause.sqlstate.startswith(DROPPED_STATES)
+
+
 def closed(using: str = DEFAULT_DB_ALIAS) -> bool:
-    """Whether the connection in use is closed (psycopg: the server dropped it). Without a
-    query: inside a failed transaction, a query would fail on a live connection too."""
+    """Whether the connection in use is closed (psycopg: the server dropped it)."""
     raw = connections[using].connection
     return raw is not None and bool(getattr(raw, "closed", False))
 
@@ -63,28 +84,16 @@ def release_closed(using: str = DEFAULT_DB_ALIAS) -> None:
         connections[using].close()
 
 
-def reconnect(error: Exception, using: str = DEFAULT_DB_ALIAS) -> bool:
-    """After ``error``: whether the work that raised it was cut by a dropped connection and
-    may run again. If so, a closed connection still held is let go (a pooled one goes back
-    to the pool, which discards it), so the next query takes a fresh one, checked by the
-    pool. (Leaving a transaction, Django may already have taken a fresh one itself.)
+def reconnect(error: BaseException, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """After ``error``: whether the work that raised it was cut by a :func:`dropped`
+    connection and may run again on a fresh one. If so, a closed connection still held is
+    let go, so that the next query takes a fresh one, checked by the pool (leaving a
+    transaction, Django may have taken a fresh one itself already).
 
-    True for :class:`BrokeBeforeCommit`, and for a connection error outside a transaction
-    that left the connection closed. False for other errors (a lock or statement timeout, a
-    deadlock: the connection is alive); when the pool had no connection to give within its
-    timeout (waiting again would double the wait); and inside a transaction the caller did
-    not open (``in_atomic_block``): its work is lost with the connection, and only its owner
-    may run it again.
+    False inside a transaction the caller did not open (``in_atomic_block``): its work is
+    lost with the connection, and only its owner may run it again.
     """
-    conn = connections[using]
-    if conn.in_atomic_block:
+    if in_transaction(using) or not dropped(error):
         return False
-    if isinstance(error, BrokeBeforeCommit):
-        lost = True
-    elif isinstance(error, CONNECTION_ERRORS) and not isinstance(error.__cause__, PoolTimeout):
-        lost = conn.connection is None or closed(using)
-    else:
-        lost = False
-    if lost:
-        release_closed(using)
-    return lost
+    release_closed(using)
+    return True

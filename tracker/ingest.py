@@ -236,7 +236,7 @@ def _write(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> 
         with db.atomic():
             written = _in_transaction(form, query, inbound)
     except db.CONNECTION_ERRORS as exc:
-        if written is None or written.log is None or db.in_transaction():
+        if written is None or written.log is None or db.in_transaction() or not db.dropped(exc):
             raise
         db.release_closed()
         if InboundRequest.objects.filter(pk=written.log.pk).exists():

@@ -1,5 +1,6 @@
 """PostgreSQL drops the web server's connections (``pg_terminate_backend``, as a failover or
-a restart does) while ``/cv`` postbacks arrive: no postback is refused, none goes unlogged.
+a restart does) while clicks and ``/cv`` postbacks arrive: none is refused or written twice,
+every postback is in the inbound log.
 
 The web server is gunicorn on the test database (threads sharing each process's psycopg
 connection pool, as in production), on port 18160.
@@ -13,7 +14,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import psycopg
 import pytest
@@ -23,9 +24,9 @@ from django.db import connection
 
 from tests import factories
 from tests.conftest import _database_url, wait_until
-from tracker import ingest
+from tracker import ingest, services
 from tracker.ingest import Inbound
-from tracker.models import Conversion, InboundRequest
+from tracker.models import Click, Conversion, InboundRequest
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +35,8 @@ PORT = 18160
 # The web server's connections carry this name (libpq's PGAPPNAME), so that the test drops
 # them, and only them: the test's own connection and any Celery worker's stay.
 APP_NAME = "pool-reconnect-web"
-REQUESTS = 300
-KILL_AFTER = (60, 140, 220)  # answers received before each round of terminations
+VISITORS = 300  # each sends /c, then /cv
+KILL_AFTER = (60, 140, 220)  # visitors done before each round of terminations
 
 
 @pytest.fixture
@@ -102,27 +103,36 @@ def terminate_web_backends() -> int:
         return cursor.fetchone()[0]
 
 
-def test_cv_survives_dropped_pool_connections(web):
+def test_clicks_and_conversions_survive_dropped_pool_connections(web):
     base, log = web
-    click = factories.click()
+    campaign = factories.campaign()
+    warm = factories.click(campaign, external_id="warm-up")
     InboundRequest.objects.all().delete()  # the readiness probes' rows
 
     # The pool keeps connections open between requests (without it, Django closes each
     # request's connection): those idle connections are the ones a failover leaves dead.
     for n in range(8):
-        requests.get(f"{base}/cv", params={"click_id": click.pk, "txid": f"warm-{n}"}, timeout=10)
+        requests.get(f"{base}/cv", params={"click_id": warm.pk, "txid": f"warm-{n}"}, timeout=10)
     assert web_backends() > 0
 
-    def send(n: int) -> tuple[int, dict]:
+    def visit_and_convert(n: int) -> tuple[int, int, dict]:
+        """A visitor's click on /c, then the network's postback for it on /cv."""
+        visit = requests.get(
+            f"{base}/c/{campaign.key}", params={"external_id": f"ext-{n}"},
+            allow_redirects=False, timeout=30,
+        )  # fmt: skip
+        if visit.status_code != 302:
+            return visit.status_code, 0, {}
+        click_id = parse_qs(urlsplit(visit.headers["Location"]).query)["s2"][0]
         answer = requests.get(
-            f"{base}/cv", params={"click_id": click.pk, "txid": f"T-{n}", "payout": "1.5"},
+            f"{base}/cv", params={"click_id": click_id, "txid": f"T-{n}", "payout": "1.5"},
             timeout=30,
         )  # fmt: skip
-        return answer.status_code, answer.json()
+        return visit.status_code, answer.status_code, answer.json()
 
     terminated = []
     with ThreadPoolExecutor(8) as clients:
-        futures = [clients.submit(send, n) for n in range(REQUESTS)]
+        futures = [clients.submit(visit_and_convert, n) for n in range(VISITORS)]
         for done, future in enumerate(futures, start=1):
             future.result()
             if done in KILL_AFTER:
@@ -130,12 +140,13 @@ def test_cv_survives_dropped_pool_connections(web):
         answers = [future.result() for future in futures]
 
     assert all(terminated), terminated  # each round dropped live connections
-    refused = [(status, body) for status, body in answers if status != 200]
+    refused = [answer for answer in answers if answer[:2] != (302, 200)]
     assert not refused, (len(refused), refused[:3], log.read_text()[-3000:])
-    assert all(body["status"] == "ok" for _, body in answers)
-    assert Conversion.objects.filter(txid__startswith="T-").count() == REQUESTS
+    assert all(body["status"] == "ok" for _, _, body in answers)
+    assert Click.objects.filter(external_id__startswith="ext-").count() == VISITORS
+    assert Conversion.objects.filter(txid__startswith="T-").count() == VISITORS
     logged = InboundRequest.objects.filter(query__contains="txid=T-")
-    assert logged.count() == REQUESTS
+    assert logged.count() == VISITORS
     assert set(logged.values_list("response_status", flat=True)) == {200}
 
 
@@ -219,3 +230,15 @@ def test_a_503_after_the_retry_is_logged(click, monkeypatch, caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert sum("retried on a fresh database connection" in m for m in messages) == 1
     assert any("503 unavailable" in m and str(click.pk) in m for m in messages)
+
+
+def test_a_click_whose_connection_was_dropped_is_saved_once(click):
+    campaign = services.campaign_for_click(click.campaign.key)  # loaded as /c loads it
+    offer = campaign.choose_offer()
+    drop_connection()
+
+    visit, _ = services.click_record(
+        campaign, offer, {"external_id": "ext-9"}, ip="127.0.0.1", user_agent="", referrer=""
+    )
+
+    assert Click.objects.get(external_id="ext-9").pk == visit.pk
