@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests import factories
+from tests.api.conftest import client_with, make_token
 from tests.conftest import _database_url, wait_until
 from tracker import ingest, services
 from tracker.ingest import Inbound
@@ -242,3 +243,26 @@ def test_a_click_whose_connection_was_dropped_is_saved_once(click):
     )
 
     assert Click.objects.get(external_id="ext-9").pk == visit.pk
+
+
+def test_an_api_conversion_whose_connection_was_dropped_is_registered_once(click, monkeypatch):
+    """The REST API's conversion create goes through the same retried transaction."""
+    client = client_with(make_token(superuser=True)[1])
+    original, drops = ingest.services.click_for_conversion, []
+
+    def dropped_once(*args, **kwargs):
+        if not drops:
+            drops.append(1)
+            drop_connection()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ingest.services, "click_for_conversion", dropped_once)
+
+    answer = client.post(
+        "/api/v1/conversions/", {"click_id": str(click.pk), "txid": "T-1"}, format="json"
+    )
+
+    assert drops and answer.status_code == 201, answer.content
+    conversion_id = answer.json()["conversion_id"]
+    assert Conversion.objects.get().pk == conversion_id
+    assert InboundRequest.objects.get().conversion_id == conversion_id
