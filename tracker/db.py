@@ -27,8 +27,8 @@ DROPPED_STATES = ("08", "57P01", "57P02", "57P03")
 
 
 class BrokeBeforeCommit(Exception):
-    """A connection error raised inside :func:`atomic`'s block, so before its COMMIT: the
-    transaction was rolled back. ``error``: the Django ``DatabaseError`` raised."""
+    """The connection was :func:`dropped` inside :func:`atomic`'s block, so before its
+    COMMIT: the server rolled the transaction back. ``error``: the Django error raised."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
