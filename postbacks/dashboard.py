@@ -8,7 +8,8 @@
 The figures come from one aggregate over the deliveries that finished (delivered or failed)
 in the last 7 days, grouped by source, status and hour, read from the partial index
 ``delivery_finished_idx`` (updated_at, traffic source, status) alone; test sends are left
-out. They are cached ``CACHE_SECONDS``; the banner is not (it is a query on the rules).
+out. They are cached ``CACHE_SECONDS`` (computed every time while the cache is unreachable);
+the banner is not cached (it is a query on the rules).
 Windows are whole hours: "24 hours" is the current hour and the 23 before it.
 """
 
@@ -18,13 +19,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.core.cache import cache
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from campaigns.models import TrafficSource
 from postbacks.models import Delivery, PostbackRule
+from tracker import cache
 
 CACHE_KEY = "postbacks:dashboard:v1"
 CACHE_SECONDS = 60
@@ -204,14 +205,11 @@ def compute(now: datetime | None = None) -> dict:
 
 
 def figures(now: datetime | None = None) -> dict:
-    """:func:`compute`, cached CACHE_SECONDS (``now`` given: not cached)."""
+    """:func:`compute`, cached CACHE_SECONDS (``now`` given: not cached). A cache that
+    cannot be reached (Redis down) is skipped with a warning: the page still shows."""
     if now is not None:
         return compute(now)
-    data = cache.get(CACHE_KEY)
-    if data is None:
-        data = compute()
-        cache.set(CACHE_KEY, data, CACHE_SECONDS)
-    return data
+    return cache.get_or_compute(CACHE_KEY, CACHE_SECONDS, compute)
 
 
 def clear_cache() -> None:

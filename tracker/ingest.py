@@ -8,7 +8,10 @@ cookie (pixel and script), the parameters are validated (:class:`ConversionPostb
 then in one transaction: the click is looked up, the network's IP allowlist and token are
 checked, the status is mapped, and the conversion is created, or its status changed, or it
 is answered as a duplicate; its postbacks are planned and the inbound-log row written. A
-failure anywhere rolls everything back: nothing is half-written.
+failure anywhere rolls everything back: nothing is half-written. A connection PostgreSQL
+dropped (failover, restart) is replaced and the transaction run once more when that cannot
+write anything twice (:func:`_write_retried`); a 503 that remains is still logged, on a
+fresh connection when the database takes it, and always in the process log.
 
 Answers (``Result.status`` and ``Result.body``): 200 ``{"status": "ok" | "status_changed" |
 "duplicate", "conversion_id": n, ...}``; 400 (the form's codes, ``invalid_status``,
@@ -25,12 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError
 from django.http import QueryDict
 from django.utils import timezone
 
 from campaigns.models import AffiliateNetwork, status_from_text
-from tracker import services
+from tracker import db, services
 from tracker.forms import ConversionPostbackForm
 from tracker.models import (
     Click,
@@ -178,100 +181,143 @@ def conversion_ingest(data: Mapping[str, str], inbound: Inbound) -> Result:
         result = error_result(400, form.error_code(), detail, network=network)
         return record(inbound, result, click_id=_sent_click_id(query))
     try:
-        try:
-            return _write(form, query, inbound)
-        except IntegrityError:
-            # A concurrent request inserted the same dedup key after our lookup: rolled
-            # back; the second run sees it (duplicate or status change).
-            return _write(form, query, inbound)
+        return _write_retried(form, query, inbound)
     except DataError as exc:
         result = error_result(400, "invalid_request", f"Refused: {exc}", network=network)
     except DatabaseError:
-        logger.exception("Conversion not recorded: database error.")
+        logger.exception(
+            "Conversion refused with 503 unavailable (database error): %s %s, click ID %r.",
+            inbound.channel,
+            inbound.endpoint,
+            _sent_click_id(query),
+        )
         detail = "The conversion could not be recorded; retry later."
         result = error_result(503, "unavailable", detail, network=network)
     return record(inbound, result, click_id=_sent_click_id(query))
 
 
+def _write_retried(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> Result:
+    """:func:`_write`, run once more when a second run cannot write anything twice:
+
+    - after an IntegrityError: a concurrent request inserted the same dedup key after our
+      lookup; rolled back, the second run sees it (duplicate or status change);
+    - after the connection was dropped (failover, restart, ``pg_terminate_backend``) inside
+      the transaction, or during its COMMIT when it was not written (see :func:`_write`):
+      nothing was written; the second run takes a fresh connection (see :mod:`tracker.db`).
+
+    Raises the last ``DatabaseError`` when a run fails and no further run is allowed.
+    """
+    retried: set[str] = set()
+    while True:
+        try:
+            return _write(form, query, inbound)
+        except IntegrityError:
+            if "integrity" in retried:
+                raise
+            retried.add("integrity")
+        except db.BrokeBeforeCommit as lost:
+            if "connection" in retried or not db.reconnect(lost):
+                raise lost.error from lost.error.__cause__
+            retried.add("connection")
+            logger.warning("Conversion retried on a fresh database connection: %s", lost.error)
+
+
 def _write(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> Result:
+    """:func:`_in_transaction` in one transaction.
+
+    Raises :class:`tracker.db.BrokeBeforeCommit` when the connection broke before COMMIT,
+    and also when it broke during COMMIT and the transaction was not written: its
+    inbound-log row, whose ID is known before COMMIT, exists exactly when it was. Written,
+    the result is returned as if nothing had happened (its Celery wake-up, an on-commit
+    hook, is not sent: the sweeper finds its deliveries).
+    """
+    written: Result | None = None
+    try:
+        with db.atomic():
+            written = _in_transaction(form, query, inbound)
+    except db.CONNECTION_ERRORS as exc:
+        if written is None or written.log is None or db.in_transaction() or not db.dropped(exc):
+            raise
+        db.release_closed()
+        if InboundRequest.objects.filter(pk=written.log.pk).exists():
+            logger.warning("Conversion written although COMMIT's answer was lost: %s", exc)
+            return written
+        raise db.BrokeBeforeCommit(exc) from exc
+    return written
+
+
+def _in_transaction(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> Result:
     """The transactional part: lookup, checks, create or change, deliveries, log row."""
-    with transaction.atomic():
+    data = form.cleaned_data
+    several = allows_several(data["ct"])
+    key = services.dedup_key(data["txid"], data["ct"], several=several)
+    click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, key)
+    click_text = str(form.click_uuid)
+    if click is None:
+        result = error_result(
+            404, "unknown_click_id", f"No click with ID {click_text}.", network=inbound.network
+        )
+        return record(inbound, result, click_id=click_text, strict=True)
+    offer_network = click.offer.affiliate_network if click.offer else None
+    network = inbound.network or offer_network
+    refusal = _check_network(inbound, network, offer_network, data["token"])
+    if refusal is not None:
+        refusal.network = network
+        return record(inbound, refusal, click=click, strict=True)
+    if inbound.network is None and offer_network is not None and offer_network.param_map:
+        # The network's own parameter names, now that the click names the network.
+        form = ConversionPostbackForm(offer_network.map_params(query))
+        if not form.is_valid():
+            detail = form.error_detail(offer_network.sent_as(query))
+            result = error_result(400, form.error_code(), detail, network=network)
+            return record(inbound, result, click=click, strict=True)
         data = form.cleaned_data
         several = allows_several(data["ct"])
-        key = services.dedup_key(data["txid"], data["ct"], several=several)
-        click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, key)
-        click_text = str(form.click_uuid)
-        if click is None:
-            result = error_result(
-                404, "unknown_click_id", f"No click with ID {click_text}.", network=inbound.network
-            )
-            return record(inbound, result, click_id=click_text, strict=True)
-        offer_network = click.offer.affiliate_network if click.offer else None
-        network = inbound.network or offer_network
-        refusal = _check_network(inbound, network, offer_network, data["token"])
-        if refusal is not None:
-            refusal.network = network
-            return record(inbound, refusal, click=click, strict=True)
-        if inbound.network is None and offer_network is not None and offer_network.param_map:
-            # The network's own parameter names, now that the click names the network.
-            form = ConversionPostbackForm(offer_network.map_params(query))
-            if not form.is_valid():
-                detail = form.error_detail(offer_network.sent_as(query))
-                result = error_result(400, form.error_code(), detail, network=network)
-                return record(inbound, result, click=click, strict=True)
-            data = form.cleaned_data
-            several = allows_several(data["ct"])
-            new_key = services.dedup_key(data["txid"], data["ct"], several=several)
-            if new_key != key:
-                key = new_key
-                click, existing_id, has_conversion = services.click_for_conversion(
-                    form.click_uuid, key
-                )
-        sent_status = data["status"]
-        if not sent_status and data["ct"].lower() in REFUND_TYPES:
-            sent_status = Conversion.Status.REFUNDED
-        status = status_from_text(sent_status or "approved", network and network.status_map)
-        if status is None:
-            return record(
-                inbound, _invalid_status(data["status"], network), click=click, strict=True
-            )
-        converted_at = data["timestamp"] or inbound.received_at or timezone.now()
-        if converted_at < click.created_at:
-            detail = (
-                f"The conversion time {converted_at.isoformat()} is before the click "
-                f"({click.created_at.isoformat()})."
-            )
-            result = error_result(400, "invalid_timestamp", detail, network=network)
-            return record(inbound, result, click=click, strict=True)
-        if existing_id is not None and not (
-            network is not None and network.accept_duplicates and not data["txid"]
-        ):
-            return _existing(
-                inbound, click, existing_id, status if sent_status else "", data, network
-            )
-        if existing_id is not None:
-            # The network accepts duplicates: a repeat without a txid is a new conversion.
-            key = services.dedup_key("", data["ct"], several=True)
-        conversion = services.conversion_create(
-            click,
-            payout=data["payout"],
-            currency=data["payout_currency"],
-            txid=data["txid"],
-            conversion_type=data["ct"],
-            status=status,
-            params=form.params(),
-            method=_METHOD_FOR_CHANNEL[inbound.channel],
-            rejection_reason=data["rejection_reason"] if status == "rejected" else "",
-            is_first=not has_conversion,
-            dedup=key,
-            is_test=data["test"],
-            converted_at=converted_at,
+        new_key = services.dedup_key(data["txid"], data["ct"], several=several)
+        if new_key != key:
+            key = new_key
+            click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, key)
+    sent_status = data["status"]
+    if not sent_status and data["ct"].lower() in REFUND_TYPES:
+        sent_status = Conversion.Status.REFUNDED
+    status = status_from_text(sent_status or "approved", network and network.status_map)
+    if status is None:
+        return record(inbound, _invalid_status(data["status"], network), click=click, strict=True)
+    converted_at = data["timestamp"] or inbound.received_at or timezone.now()
+    if converted_at < click.created_at:
+        detail = (
+            f"The conversion time {converted_at.isoformat()} is before the click "
+            f"({click.created_at.isoformat()})."
         )
-        body = {"status": "ok", "conversion_id": conversion.pk}
-        if conversion.is_test:
-            body["test"] = True
-        result = Result(200, body, conversion_id=conversion.pk, network=network)
-        return record(inbound, result, click=click, converted_at=converted_at, strict=True)
+        result = error_result(400, "invalid_timestamp", detail, network=network)
+        return record(inbound, result, click=click, strict=True)
+    if existing_id is not None and not (
+        network is not None and network.accept_duplicates and not data["txid"]
+    ):
+        return _existing(inbound, click, existing_id, status if sent_status else "", data, network)
+    if existing_id is not None:
+        # The network accepts duplicates: a repeat without a txid is a new conversion.
+        key = services.dedup_key("", data["ct"], several=True)
+    conversion = services.conversion_create(
+        click,
+        payout=data["payout"],
+        currency=data["payout_currency"],
+        txid=data["txid"],
+        conversion_type=data["ct"],
+        status=status,
+        params=form.params(),
+        method=_METHOD_FOR_CHANNEL[inbound.channel],
+        rejection_reason=data["rejection_reason"] if status == "rejected" else "",
+        is_first=not has_conversion,
+        dedup=key,
+        is_test=data["test"],
+        converted_at=converted_at,
+    )
+    body = {"status": "ok", "conversion_id": conversion.pk}
+    if conversion.is_test:
+        body["test"] = True
+    result = Result(200, body, conversion_id=conversion.pk, network=network)
+    return record(inbound, result, click=click, converted_at=converted_at, strict=True)
 
 
 def _check_network(
@@ -367,7 +413,8 @@ def record(
     """Write ``result`` for ``inbound`` to the inbound log; returns ``result`` with ``log``.
 
     ``strict`` (inside the conversion's transaction): a failure to write raises, so that
-    nothing is committed. Otherwise a failure is logged and the result returned anyway.
+    nothing is committed. Otherwise the row is written once more on a fresh connection when
+    the connection was dropped, and a failure is logged and the result returned anyway.
     """
     row = InboundRequest(
         channel=inbound.channel,
@@ -391,12 +438,29 @@ def record(
     )
     try:
         row.save(force_insert=True)
-    except DatabaseError:
+    except DatabaseError as exc:
         if strict:
             raise
-        logger.warning("Inbound request not logged: database error.", exc_info=True)
-        return result
+        # A refusal because the connection broke (a 503) is logged on a fresh one.
+        if not db.reconnect(exc):
+            return _not_logged(inbound, result)
+        try:
+            row.save(force_insert=True)
+        except DatabaseError:
+            return _not_logged(inbound, result)
     result.log = row
+    return result
+
+
+def _not_logged(inbound: Inbound, result: Result) -> Result:
+    logger.warning(
+        "Inbound request not logged (database error): %s %s answered %s %s.",
+        inbound.channel,
+        inbound.endpoint,
+        result.status,
+        result.body.get("error") or result.body.get("status"),
+        exc_info=True,
+    )
     return result
 
 

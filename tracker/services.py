@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -18,7 +19,7 @@ from postbacks import macros
 from postbacks.models import EventType, Trigger
 from postbacks.services import deliveries_cancel_obsolete, deliveries_plan, rules_for
 from tracker import currency as currencies
-from tracker import enrichment
+from tracker import db, enrichment
 from tracker.models import (
     EXTERNAL_ID_MAX,
     Click,
@@ -28,6 +29,7 @@ from tracker.models import (
     RejectionReason,
 )
 
+logger = logging.getLogger(__name__)
 VAR_MAX = 255
 
 
@@ -140,7 +142,8 @@ def click_record(
     read from it per the traffic source's parameter names. ``ip`` must be a valid IPv4/IPv6
     address or None. NUL bytes are dropped from every recorded text. Without click rules
     this is one autocommit INSERT; with them, the click and its deliveries are written in
-    one transaction.
+    one transaction. When PostgreSQL drops the connection meanwhile, the click is saved
+    once more on a fresh connection unless it was written (see :mod:`tracker.db`).
     """
     click = _visit(
         Click,
@@ -152,6 +155,24 @@ def click_record(
         accept_language=accept_language,
         offer=offer,
     )
+    try:
+        _click_save(click)
+    except db.CONNECTION_ERRORS as exc:
+        # The connection was dropped (failover, restart): the click ID, made here, is the
+        # row's key, so the database tells whether the click was written before it broke
+        # (even when COMMIT's answer was lost), and saving again cannot make two clicks.
+        if not db.reconnect(exc):
+            raise
+        if Click.objects.filter(pk=click.pk).exists():
+            logger.warning("Click %s written although the connection broke: %s", click.pk, exc)
+        else:
+            logger.warning("Click %s saved again on a fresh connection: %s", click.pk, exc)
+            _click_save(click)
+    offer_url = macros.render(offer.url, macros.build_context(click))
+    return click, offer_url
+
+
+def _click_save(click: Click) -> None:
     if rules_for(EventType.CLICK):
         with transaction.atomic():
             click.save(force_insert=True)
@@ -160,8 +181,6 @@ def click_record(
         # No click rule (the cached rules deliveries_plan would read): nothing to plan, and
         # an autocommit INSERT is one round trip instead of BEGIN, INSERT, COMMIT.
         click.save(force_insert=True)
-    offer_url = macros.render(offer.url, macros.build_context(click))
-    return click, offer_url
 
 
 def impression_record(

@@ -94,6 +94,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # One connection pool per web process. Celery workers drop it and keep one connection
     # per thread instead (see tracker.celery.no_database_pool_in_workers).
+    # Health checks: the pool checks a connection before handing it out
+    # (psycopg_pool.ConnectionPool.check_connection), so one PostgreSQL dropped while it sat
+    # in the pool (failover, restart, pg_terminate_backend) is replaced, not used.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"] = {
         "pool": {
             "min_size": 2,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pycountry
 from django.contrib import admin
-from django.core.cache import cache
 from rangefilter.filters import DateTimeRangeFilter
 
+from tracker import cache
 from tracker.admin.base import ClickSearchMixin, ReadOnlyAdminMixin
 from tracker.models import Click, Impression
 
@@ -42,9 +42,9 @@ class RecentValuesFilter(admin.SimpleListFilter):
 
     A DISTINCT over a table of millions of clicks would read all of it on every list page;
     this reads ``sample_rows`` values on the ``created_at`` index once per ``cache_seconds``
-    (per model and column, in the default cache). A value selected through the URL is
-    offered even when it is not among them. Subclasses set ``field``, ``title`` and
-    ``parameter_name``, and may override :meth:`label`.
+    (per model and column, in the default cache; every time while the cache is unreachable).
+    A value selected through the URL is offered even when it is not among them. Subclasses
+    set ``field``, ``title`` and ``parameter_name``, and may override :meth:`label`.
     """
 
     field = ""
@@ -55,13 +55,12 @@ class RecentValuesFilter(admin.SimpleListFilter):
         return value
 
     def recent_values(self, model) -> list[str]:
-        key = f"admin-recent-values:{model._meta.label_lower}:{self.field}"
-        values = cache.get(key)
-        if values is None:
+        def newest_values() -> list[str]:
             newest = model.objects.order_by("-created_at").values_list(self.field, flat=True)
-            values = sorted({value for value in newest[: self.sample_rows] if value})
-            cache.set(key, values, self.cache_seconds)
-        return values
+            return sorted({value for value in newest[: self.sample_rows] if value})
+
+        key = f"admin-recent-values:{model._meta.label_lower}:{self.field}"
+        return cache.get_or_compute(key, self.cache_seconds, newest_values)
 
     def lookups(self, request, model_admin):
         values = self.recent_values(model_admin.model)
