@@ -1,19 +1,26 @@
-"""Publish to, or consume from, the demo's embedded broker for a few seconds (a subprocess).
+"""Use the demo's embedded broker from a subprocess, as the demo's processes do.
 
-``python tests/integration/broker_stress.py publish|consume SECONDS``, with ``VAR_DIR`` set
-and neither ``REDIS_URL`` nor ``CELERY_BROKER_URL``: the Celery app then connects as the
-demo's web and worker processes do. Publishers send wake-up-sized messages to the
-``postbacks`` queue through its exchange (as ``postbacks.services.wake`` does) as fast as
-they can; a consumer takes them one by one. Each prints one JSON line of counts:
-``{"published": n}`` or ``{"received": n, "unreadable": n}``, where ``unreadable`` counts
-messages the transport could not decode (kombu's stock file-system transport hands out
-files still being written).
+Run as ``python -m tests.integration.broker_stress ROLE ARG``, with ``VAR_DIR`` set and neither
+``REDIS_URL`` nor ``CELERY_BROKER_URL``: the Celery app then connects to the embedded broker.
+Each role prints one JSON line last.
+
+- ``publish SECONDS``: wake-up-sized messages to the ``postbacks`` queue through its exchange
+  (as ``postbacks.services.wake`` does), as fast as it can: ``{"published": n}``.
+- ``consume SECONDS``: takes them one by one: ``{"received": n, "unreadable": n}``, where
+  ``unreadable`` counts messages the transport could not decode (kombu's stock file-system
+  transport hands out files still being written).
+- ``listen NODE``: consumes a broadcast queue (fanout exchange ``wake_all``) and the node's
+  own queue (Celery's ``worker_direct``), prints ``listening`` once both are declared, then
+  ``{"received": [...]}`` after two messages (or 20 s).
+- ``announce NODE,NODE``: one broadcast, then one message to each node's own queue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sys
 import time
 
@@ -56,8 +63,56 @@ def consume(seconds: float) -> dict[str, int]:
     return {"received": received, "unreadable": unreadable}
 
 
+def listen(node: str) -> dict[str, list[str]]:
+    from celery.utils import worker_direct
+    from kombu import Consumer
+    from kombu.common import Broadcast
+
+    from tracker.celery import app
+
+    got: list[str] = []
+
+    def on_message(body: dict, message) -> None:
+        got.append(body["to"])
+        message.ack()
+
+    with app.connection_for_read() as connection:
+        queues = [Broadcast("wake_all"), worker_direct(node)]
+        with Consumer(connection, queues, callbacks=[on_message], accept=["json"]):
+            print("listening", flush=True)
+            deadline = time.monotonic() + 20
+            while len(got) < 2 and time.monotonic() < deadline:
+                with contextlib.suppress(socket.timeout):
+                    connection.drain_events(timeout=0.5)
+    return {"received": sorted(got)}
+
+
+def announce(nodes: list[str]) -> dict[str, int]:
+    from celery.utils import worker_direct
+    from kombu import Producer
+    from kombu.common import Broadcast
+
+    from tracker.celery import app
+
+    with app.connection_for_write() as connection:
+        producer = Producer(connection.default_channel)
+        everyone = Broadcast("wake_all").exchange
+        producer.publish({"to": "all"}, exchange=everyone, routing_key="", declare=[everyone])
+        for node in nodes:
+            queue = worker_direct(node)
+            producer.publish(
+                {"to": node}, exchange=queue.exchange, routing_key=node, declare=[queue.exchange]
+            )
+    return {"published": 1 + len(nodes)}
+
+
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracker.settings")
-    role, seconds = sys.argv[1], float(sys.argv[2])
-    counts = publish(seconds) if role == "publish" else consume(seconds)
-    print(json.dumps(counts), flush=True)
+    role, arg = sys.argv[1], sys.argv[2]
+    if role == "listen":
+        result = listen(arg)
+    elif role == "announce":
+        result = announce(arg.split(","))
+    else:
+        result = publish(float(arg)) if role == "publish" else consume(float(arg))
+    print(json.dumps(result), flush=True)

@@ -220,6 +220,25 @@ def test_embedded_broker_hands_out_whole_messages_only(tmp_path):
     assert left == {"received": totals["published"] - totals["received"], "unreadable": 0}
 
 
+def test_embedded_broker_routes_broadcasts_and_per_worker_queues(tmp_path):
+    """What remote control and per-worker wake-ups need: a broadcast reaches every listening
+    process, a message to one node's own queue (worker_direct) reaches that node only."""
+    env = demo_env(tmp_path)
+    command = [sys.executable, "-m", "tests.integration.broker_stress"]
+    listeners = {
+        node: subprocess.Popen(
+            [*command, "listen", node], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for node in ("w1@demo", "w2@demo")
+    }
+    for listener in listeners.values():
+        assert listener.stdout.readline().strip() == "listening"
+    subprocess.run([*command, "announce", ",".join(listeners)], cwd=ROOT, env=env, check=True)
+    for node, listener in listeners.items():
+        out, _ = listener.communicate(timeout=30)
+        assert json.loads(out) == {"received": sorted(["all", node])}
+
+
 def make_upload(demo: Demo, rows: int) -> Path:
     """``rows`` clicks on the demo campaign and a CSV file converting each of them."""
     path = demo.var_dir / "conversions.csv"
