@@ -313,3 +313,20 @@ def campaign_key(demo: Demo) -> str:
     return demo.query("SELECT key FROM campaigns_campaign WHERE name = 'Taboola demo campaign'")[0][
         0
     ]
+
+
+def test_respawn_restarts_a_command_and_gives_up_on_one_that_cannot_start(tmp_path):
+    """bin/respawn runs a command again after each exit; after 5 exits in a row within 10 s
+    of their start it stops with status 1 (honcho then ends the demo, error on screen)."""
+    runs = tmp_path / "runs"
+    done = subprocess.run(
+        [str(ROOT / "bin" / "respawn"), "sh", "-c", f"echo run >> {runs}; exit 3"],
+        env={**os.environ, "RESPAWN_PAUSE": "0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert runs.read_text().count("run") == 5
+    assert done.stderr.count("respawn: sh exited with status 3; starting it again") == 4
+    assert "giving up" in done.stderr.splitlines()[-1]
