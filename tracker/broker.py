@@ -104,7 +104,7 @@ class Channel(filesystem.Channel):
             try:
                 os.link(temp, file)  # unlike a rename, never replaces a table made meanwhile
                 return
-            except FileExistsError:
+            except OSError:  # made meanwhile (or no hard links here): kombu's way below
                 pass
             finally:
                 os.unlink(temp)
