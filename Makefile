@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 VAR_DIR ?= var
 WEB_PORT ?= 8000
+RECEIVER_PORT ?= 8001
 # Local demo settings; each can be overridden in the environment. DEBUG stays off (its error
 # pages show settings, database and broker passwords included): WhiteNoise serves the static
 # files, the secret key is generated once for this checkout, cookies go over plain http, and
@@ -15,7 +16,8 @@ DEMO_ENV := SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_KEY))}" \
 	CSRF_COOKIE_SECURE=$${CSRF_COOKIE_SECURE:-false} \
 	POSTBACKS_ALLOW_PRIVATE_NETWORKS=$${POSTBACKS_ALLOW_PRIVATE_NETWORKS:-true} \
 	TRACKER_PROXY_COUNT=$${TRACKER_PROXY_COUNT:-1} \
-	TRACKER_BASE_URL=$${TRACKER_BASE_URL:-http://127.0.0.1:$(WEB_PORT)} WEB_PORT=$(WEB_PORT)
+	TRACKER_BASE_URL=$${TRACKER_BASE_URL:-http://127.0.0.1:$(WEB_PORT)} WEB_PORT=$(WEB_PORT) \
+	RECEIVER_PORT=$(RECEIVER_PORT)
 
 .PHONY: install run migrate demo test lint format ci simulate bench clean
 
@@ -38,9 +40,10 @@ migrate: install $(DEMO_KEY)
 
 demo: migrate
 	$(DEMO_ENV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(DEMO_ENV) $(BIN)/python manage.py demo_setup --demo
+	$(DEMO_ENV) $(BIN)/python manage.py demo_setup --demo --receiver-url http://127.0.0.1:$(RECEIVER_PORT)
 
-## run: install, migrate, load demo data, then start web (gunicorn) + worker + beat + receiver
+## run: install, migrate, load demo data, then start web (gunicorn) + worker + beat + receiver;
+## each comes back by itself when it crashes (bin/respawn), Ctrl-C stops them all
 run: demo
 	$(DEMO_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 

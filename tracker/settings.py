@@ -158,10 +158,13 @@ LOGGING = {
 _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=env.str("REDIS_URL", default=""))
 if not CELERY_BROKER_URL:
-    # Embedded broker: messages are files under var/broker, no server needed.
-    for sub in ("queue", "processed"):
+    # Embedded broker: messages are files under var/broker, no server needed; kombu's
+    # file-system transport with files written whole (tracker.broker: kombu's own lets a
+    # worker read a half-written message and die of it).
+    for sub in ("queue", "processed", "control"):
         (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT = "tracker.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
