@@ -367,6 +367,7 @@ class Dispatcher:
         next_claim = 0.0
         idle_since: float | None = None
         starved = False
+        freed = 0
         shared = False
         sent = 0
         recorder = Recorder(self, poll, batch)
@@ -386,6 +387,7 @@ class Dispatcher:
                         claimed += 1
                     sent += claimed
                     starved = claimed < wanted  # nothing more due, or its hosts at their cap
+                    freed = 0
                     next_claim = now + poll
                     full = claimed == wanted or claimed >= self.host_cap
                     if full and not shared and self._more_due():
@@ -409,9 +411,15 @@ class Dispatcher:
                 if not self.in_flight:
                     self._poked.wait(poll)
                     continue
-                for item in self._collect(poll):
+                returned = self._collect(poll)
+                for item in returned:
                     recorder.add(item)
-                    starved = False  # a slot, and a slot of its host, is free again
+                # Slots came back, some of them perhaps of the hosts at their cap: after a
+                # starved claim, claim again once a tenth of the slots did (or on the poll),
+                # not for every single one (at 50 in flight to one host, a claim per result).
+                freed += len(returned)
+                if freed >= refill:
+                    starved = False
         finally:
             recorded = recorder.close()
         return {"sent": sent, "recorded": recorded}
