@@ -328,13 +328,7 @@ class HttpTransport(Transport):
                 return Result(Outcome.RETRY, error=error, duration_ms=_ms(started))
             except OSError as exc:
                 return Result(Outcome.RETRY, error=_describe(exc), duration_ms=_ms(started))
-        body = raw[:cap].decode(_codec(response.encoding), errors="replace")
-        result = self.classify(response, body, _ms(started), request)
-        if result.response_body == body:  # as read: shown as text, or described if binary
-            result.response_body = shown_answer(
-                raw[:cap], body, response.headers.get("Content-Type", ""), truncated=len(raw) > cap
-            )
-        return result
+        return self._answered(response, raw, response.encoding, cap, started, request)
 
     async def send_async(
         self,
@@ -385,14 +379,25 @@ class HttpTransport(Transport):
             return Result(Outcome.RETRY, error=_describe(exc), duration_ms=_ms(started))
         except ValueError as exc:  # a header or URL aiohttp will not write
             return self._failed(started, f"Invalid request: {exc}")
-        body = answer.raw[:cap].decode(_codec(answer.encoding), errors="replace")
-        result = self.classify(answer, body, _ms(started), request)  # type: ignore[arg-type]
+        return self._answered(answer, answer.raw, answer.encoding, cap, started, request)
+
+    def _answered(
+        self,
+        response: requests.Response | http_async.Answer,
+        raw: bytes,
+        encoding: str | None,
+        cap: int,
+        started: float,
+        request: PreparedRequest,
+    ) -> Result:
+        """The result of an answer read up to ``cap + 1`` bytes (``raw``): classified on its
+        decoded text, whose log form is that text or, for a binary answer, a description."""
+        body = raw[:cap].decode(_codec(encoding), errors="replace")
+        result = self.classify(response, body, _ms(started), request)  # type: ignore[arg-type]
         if result.response_body == body:
+            content_type = response.headers.get("Content-Type", "")
             result.response_body = shown_answer(
-                answer.raw[:cap],
-                body,
-                answer.headers.get("Content-Type", ""),
-                truncated=len(answer.raw) > cap,
+                raw[:cap], body, content_type, truncated=len(raw) > cap
             )
         return result
 
