@@ -20,6 +20,8 @@ With ``POSTBACKS_HTTP_PROXY`` set, the dispatcher keeps the ``requests`` path.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import ipaddress
 import os
 import socket
@@ -94,11 +96,15 @@ class Client:
         self._thread = threading.Thread(target=self.loop.run_forever, name="postbacks-io")
         self._thread.daemon = True
         self._thread.start()
+        atexit.register(self.close)
 
     def close(self) -> None:
-        """Close the session and stop the loop (tests; a worker process just exits)."""
+        """Close the session and stop the loop (at exit, and in tests); idempotent."""
+        if not self._thread.is_alive():
+            return
         if self._session is not None:
-            self.submit(self._session.close()).result(10)
+            with contextlib.suppress(Exception):
+                self.submit(self._session.close()).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
@@ -172,6 +178,14 @@ def _is_literal(host: str) -> bool:
 
 _clients: dict[int, Client] = {}
 _lock = threading.Lock()
+
+
+def client_close() -> None:
+    """Close this process's client, if it has one (the next :func:`client` makes another)."""
+    with _lock:
+        for item in _clients.values():
+            item.close()
+        _clients.clear()
 
 
 def client(limit: int, limit_per_host: int) -> Client:

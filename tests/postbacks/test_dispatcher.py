@@ -7,6 +7,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from postbacks import http_async
 from postbacks.dispatcher import Claimed, Dispatcher, Finished
 from postbacks.models import Attempt, Delivery, PostbackRule, Worker
 from postbacks.receiver import Reply
@@ -28,6 +29,7 @@ def dispatcher(settings):
     item.beat()
     yield item
     item.pool.shutdown(wait=True)
+    http_async.client_close()  # made with this test's limits
 
 
 def test_claim_takes_the_oldest_due_first_within_the_host_cap(dispatcher):
