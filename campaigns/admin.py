@@ -32,6 +32,7 @@ from campaigns.models import (
     param_name_validator,
 )
 from postbacks import macros
+from postbacks.masking import MASK
 from postbacks.models import PostbackRule
 
 RULE_PERMISSION = "postbacks.add_postbackrule"
@@ -490,7 +491,17 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
     )
     search_fields = ("name", "key")
     actions = ["generate_token"]
-    readonly_fields = ("postback_url_field", "preset_info")
+    readonly_fields = (
+        "postback_url_field",
+        "preset_info",
+        "postback_url_masked",
+        "postback_token_masked",
+    )
+    # The read-only page (no change permission) never shows the security token.
+    MASKED_DISPLAY = {
+        "postback_url_field": "postback_url_masked",
+        "postback_token": "postback_token_masked",
+    }
     fieldsets = (
         (None, {"fields": ("name", "notes")}),
         (
@@ -522,6 +533,25 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
             },
         ),
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj: AffiliateNetwork | None = None) -> list:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and not self.has_change_permission(request, obj):
+            fieldsets = [
+                (name, {**opts, "fields": [self.MASKED_DISPLAY.get(f, f) for f in opts["fields"]]})
+                for name, opts in fieldsets
+            ]
+        return fieldsets
+
+    @admin.display(description="postback URL for this network")
+    def postback_url_masked(self, obj: AffiliateNetwork) -> str:
+        return format_html(
+            '<code class="postback-url">{}</code>', obj.postback_url(show_token=False)
+        )
+
+    @admin.display(description="postback token")
+    def postback_token_masked(self, obj: AffiliateNetwork) -> str:
+        return MASK if obj.postback_token else "-"
 
     @admin.display(description="preset", ordering="preset")
     def preset_name(self, obj: AffiliateNetwork) -> str:

@@ -343,7 +343,8 @@ def send_test(
         )
     logger.info(
         "Test postback %s: %s %s -> %s in %d ms",
-        delivery.public_id, outcome, attempt.url, result.status_code or error, result.duration_ms,
+        delivery.public_id, outcome, attempt.url, result.status_code or attempt.error,
+        result.duration_ms,
     )  # fmt: skip
     return delivery, attempt
 

@@ -32,6 +32,7 @@ from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
 
 from campaigns.models import status_from_text
+from postbacks.masking import mask_secrets
 from tracker import google_ads, ingest, permissions, services, tasks, uploads
 from tracker.api.base import (
     LogCursorPagination,
@@ -480,8 +481,8 @@ def conversion_via_api(request: Request) -> ingest.Result:
         channel=InboundRequest.Channel.API,
         endpoint=request.path,
         http_method=request.method or "",
-        query=request.META.get("QUERY_STRING", ""),
-        body=_request_body(request),
+        query=mask_secrets(request.META.get("QUERY_STRING", "")),
+        body=mask_secrets(_request_body(request)),
         ip=client_ip(request._request),
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
         user=request.user,
@@ -728,6 +729,12 @@ class InboundRequestSerializer(serializers.ModelSerializer):
             "conversion",
         )
         read_only_fields = fields
+
+    def to_representation(self, instance: InboundRequest) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        for name in ("query", "body"):
+            data[name] = mask_secrets(data[name])
+        return data
 
 
 class InboundRequestFilter(CreatedRangeFilterSet):
