@@ -369,8 +369,10 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
     # Documented by ``extend_schema_view`` below, once the delivery serializers exist.
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action in ("test", "signing_secret"):
+        if self.action == "test":
             return [ChangeRulePermission()]
+        if self.action == "signing_secret":
+            return [SigningSecretPermission()]
         return super().get_permissions()
 
     @extend_schema(
@@ -478,14 +480,28 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
         )
 
 
-class ChangeRulePermission(permissions.BasePermission):
-    """Sending a test postback: ``postbacks.change_postbackrule``."""
+class HasPermissions(permissions.BasePermission):
+    """All of ``perms`` (``app_label.codename``), for an action a model permission does not
+    cover; subclasses name them."""
+
+    perms: tuple[str, ...] = ()
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
-        return bool(
-            user and user.is_authenticated and user.has_perm("postbacks.change_postbackrule")
-        )
+        return bool(user and user.is_authenticated and user.has_perms(self.perms))
+
+
+class ChangeRulePermission(HasPermissions):
+    """Sending a test postback: ``postbacks.change_postbackrule``; the answer is the test
+    delivery and its attempt, so ``postbacks.view_delivery`` and ``view_attempt`` too."""
+
+    perms = ("postbacks.change_postbackrule", "postbacks.view_delivery", "postbacks.view_attempt")
+
+
+class SigningSecretPermission(HasPermissions):
+    """Setting or removing the signing secret: ``postbacks.change_postbackrule``."""
+
+    perms = ("postbacks.change_postbackrule",)
 
 
 class RuleActionSerializer(serializers.Serializer):
@@ -791,12 +807,17 @@ class AttemptFilter(LogFilter):
         return queryset.filter(duration_ms__lte=SLOW_MS)
 
 
-class ChangeDeliveryPermission(permissions.BasePermission):
-    """Replay and cancel: ``postbacks.change_delivery``."""
+class ChangeDeliveryPermission(HasPermissions):
+    """Replay and cancel of many: ``postbacks.change_delivery`` (the answer is ids)."""
 
-    def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.has_perm("postbacks.change_delivery"))
+    perms = ("postbacks.change_delivery",)
+
+
+class ChangeAndViewDeliveryPermission(HasPermissions):
+    """Replay and cancel of one: ``postbacks.change_delivery``, and ``view_delivery`` since
+    the answer is the delivery."""
+
+    perms = ("postbacks.change_delivery", "postbacks.view_delivery")
 
 
 class DeliveryIdsSerializer(serializers.Serializer):
@@ -848,7 +869,8 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     and errors are masked, and so are the values of secret headers (Authorization,
     Cookie, names with auth, token, secret, key, signature, password).
 
-    Operations (need ``postbacks.change_delivery``): ``POST {id}/replay/`` schedules a
+    Operations (need ``postbacks.change_delivery``; those answering the delivery,
+    ``replay`` and ``cancel`` of one, ``view_delivery`` too): ``POST {id}/replay/`` schedules a
     failed, cancelled or waiting delivery for an attempt now, ``POST {id}/cancel/``
     cancels a waiting one (409 ``not_replayable`` / ``not_cancellable`` otherwise);
     ``POST replay/`` and ``POST cancel/`` take ``{"ids": [...]}`` (at most 1000)."""
@@ -859,7 +881,9 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = DeliveryFilter
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action in ("replay", "cancel", "replay_many", "cancel_many"):
+        if self.action in ("replay", "cancel"):
+            return [ChangeAndViewDeliveryPermission()]
+        if self.action in ("replay_many", "cancel_many"):
             return [ChangeDeliveryPermission()]
         return super().get_permissions()
 
@@ -1023,7 +1047,9 @@ PostbackRuleViewSet = extend_schema_view(
         'Body ``{"conversion": <id>}`` for a conversion\'s real values, ``{"click": "<click '
         "ID>\"}`` for a click's (click and impression rules; a conversion rule gets sample "
         "conversion values), or ``{}``. Secret header values are shown ``***``. Needs "
-        "``postbacks.change_postbackrule``. Errors: 404 ``unknown_conversion`` / "
+        "``postbacks.change_postbackrule``, ``postbacks.view_delivery`` and "
+        "``postbacks.view_attempt`` (the answer is the delivery). Errors: 404 "
+        "``unknown_conversion`` / "
         "``unknown_click``, 400 ``invalid`` (malformed id or UUID, conversion and click "
         "both given), 400 ``invalid_rule`` (template errors: nothing sent), 400 "
         "``untestable_kind``.",

@@ -450,7 +450,7 @@ def test_log_permissions(api_for, world):
 
 
 def test_replay_and_cancel_one(api_for, world):
-    client = api_for("change_delivery")
+    client = api_for("change_delivery", "view_delivery")
     answer = client.post(f"{DELIVERIES}{world.da.pk}/replay/")
     assert answer.status_code == 200, answer.content
     assert answer.json()["status"] == "scheduled"
