@@ -563,6 +563,10 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         return ExportChangeList if getattr(request, "_log_export", False) else LogChangeList
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        if queryset.model is not self.model:  # the history page pages LogEntry rows
+            return super().get_paginator(
+                request, queryset, per_page, orphans, allow_empty_first_page
+            )
         return LogPaginator(queryset, per_page, rows=self.list_rows)
 
     def list_rows(self, queryset: QuerySet) -> QuerySet:
