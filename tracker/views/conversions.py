@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, RawPostDataException
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
@@ -78,7 +78,13 @@ def _postback_data(request: HttpRequest) -> QueryDict:
                     data[key] = value
             else:
                 data.update(request.POST)
-    except (SuspiciousOperation, MultiPartParserError) as exc:
+    except (
+        SuspiciousOperation,
+        MultiPartParserError,
+        BadRequest,
+        UnicodeDecodeError,
+        LookupError,
+    ) as exc:
         raise _django_refusal(exc) from None
     data.setdefault("token", "")
     if not data["token"]:
@@ -150,6 +156,7 @@ def conversion_postback(request: HttpRequest, network_key: str = "") -> HttpResp
     return response
 
 
+@csrf_exempt
 def conversion_pixel(request: HttpRequest) -> HttpResponse:
     """``GET /cv.gif``: the image pixel of a thank-you page. The same parameters as ``/cv``;
     the click ID is read from the click-ID cookie when not sent. Always answers the 1x1
@@ -160,6 +167,7 @@ def conversion_pixel(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@csrf_exempt
 def conversion_script(request: HttpRequest) -> HttpResponse:
     """``GET /cv.js``: the conversion script of a thank-you page (``<script src=...>``). As
     ``/cv.gif``, but answers JavaScript that pushes the outcome to
