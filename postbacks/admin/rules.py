@@ -247,6 +247,21 @@ class PostbackRuleForm(forms.ModelForm):
             warnings = []
         self.validation_warnings = list(dict.fromkeys(warnings or []))
 
+    def _update_errors(self, errors: ValidationError) -> None:
+        """The model's errors (``full_clean``), less those of a field already in error: its
+        value was left out of the instance, so they judge the saved (or empty) value, e.g.
+        "Enter the destination URL." after "Unknown macro {extrenalid}"."""
+        if hasattr(errors, "error_dict"):
+            kept = {
+                field: messages
+                for field, messages in errors.error_dict.items()
+                if field == NON_FIELD_ERRORS or field not in self.errors
+            }
+            if not kept:
+                return
+            errors = ValidationError(kept)
+        super()._update_errors(errors)
+
     def _add_errors(self, exc: ValidationError) -> None:
         """Add a ValidationError keyed by model field; keys the form lacks go on top."""
         if not hasattr(exc, "error_dict"):
