@@ -222,11 +222,17 @@ class PostbackRuleForm(forms.ModelForm):
         return cleaned
 
     def known_vars(self) -> set[str] | None:
-        """``{var:name}`` names of the chosen traffic sources; None (any) for all sources."""
+        """``{var:name}`` names of the traffic sources the rule can fire for: the chosen
+        ones, else those of the chosen campaigns (a campaign has one source); None (any)
+        when neither limits the sources."""
         sources = self.cleaned_data.get("traffic_sources")
-        if not sources:
-            return None
-        ids = [s.pk for s in sources]
+        if sources:
+            ids = [s.pk for s in sources]
+        else:
+            campaigns = self.cleaned_data.get("campaigns")
+            if not campaigns:
+                return None
+            ids = sorted({c.traffic_source_id for c in campaigns})
         return {name for entry in source_vars(ids).values() for name in entry["vars"]}
 
     def rule_from_data(self) -> PostbackRule:
