@@ -48,6 +48,7 @@ from campaigns.models import Campaign, Offer, TrafficSource
 from postbacks import services
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, PostbackRule, Worker
+from postbacks.preview import UNSAVED_RULE_TEST
 from tracker.admin import ReadOnlyAdminMixin
 from tracker.models import Click
 
@@ -681,6 +682,16 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
 # --- Model admins --------------------------------------------------------------------------------
 
 
+def rule_label(delivery: Delivery) -> str:
+    """The delivery's rule name; "(unsaved rule)" for a test sent from a rule form before
+    saving, "(deleted rule)" when its rule was deleted since."""
+    if delivery.rule is not None:
+        return delivery.rule.name
+    if (delivery.event_detail or "").startswith(UNSAVED_RULE_TEST):
+        return "(unsaved rule)"
+    return "(deleted rule)"
+
+
 def compact_time(value) -> str:
     """``MM-DD HH:MM:SS`` in the current time zone (list columns must fit 1400 px); the
     year only when it is not this one."""
@@ -893,6 +904,7 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
         "duration_ms",
         "number",
         "delivery__rule__name",
+        "delivery__event_detail",
         "delivery__traffic_source__name",
         "delivery__click__external_id",
         "delivery__conversion__txid",
@@ -926,7 +938,7 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="rule")
     def rule_name(self, obj: Attempt) -> str:
-        return obj.delivery.rule.name if obj.delivery.rule else "(deleted rule)"
+        return rule_label(obj.delivery)
 
     @admin.display(description="traffic source")
     def source_name(self, obj: Attempt) -> str:
