@@ -32,6 +32,7 @@ from campaigns.models import (
     param_name_validator,
 )
 from postbacks import macros
+from postbacks.masking import MASK
 from postbacks.models import PostbackRule
 
 RULE_PERMISSION = "postbacks.add_postbackrule"
@@ -490,7 +491,17 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
     )
     search_fields = ("name", "key")
     actions = ["generate_token"]
-    readonly_fields = ("postback_url_field", "preset_info")
+    readonly_fields = (
+        "postback_url_field",
+        "preset_info",
+        "postback_url_masked",
+        "postback_token_masked",
+    )
+    # The read-only page (no change permission) never shows the security token.
+    MASKED_DISPLAY = {
+        "postback_url_field": "postback_url_masked",
+        "postback_token": "postback_token_masked",
+    }
     fieldsets = (
         (None, {"fields": ("name", "notes")}),
         (
@@ -522,6 +533,25 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
             },
         ),
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj: AffiliateNetwork | None = None) -> list:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and not self.has_change_permission(request, obj):
+            fieldsets = [
+                (name, {**opts, "fields": [self.MASKED_DISPLAY.get(f, f) for f in opts["fields"]]})
+                for name, opts in fieldsets
+            ]
+        return fieldsets
+
+    @admin.display(description="postback URL for this network")
+    def postback_url_masked(self, obj: AffiliateNetwork) -> str:
+        return format_html(
+            '<code class="postback-url">{}</code>', obj.postback_url(show_token=False)
+        )
+
+    @admin.display(description="postback token")
+    def postback_token_masked(self, obj: AffiliateNetwork) -> str:
+        return MASK if obj.postback_token else "-"
 
     @admin.display(description="preset", ordering="preset")
     def preset_name(self, obj: AffiliateNetwork) -> str:
@@ -661,6 +691,8 @@ class LanderForm(forms.ModelForm):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        if "url" not in self.fields:  # a read-only page (view permission only)
+            return
         self.fields["url"].help_text = format_html(
             "Where visitors land first, with <code>{{click_id}}</code> where the page expects "
             "our click ID, e.g. <code>https://lander.example/?cid={{click_id}}</code>; other "
@@ -719,23 +751,33 @@ class CampaignForm(forms.ModelForm):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["lander"].help_text = format_html(
-            "Optional. With a lander, the tracking URL records the click (offer chosen as "
-            "usual) and sends the visitor to the lander with the click ID filled in; the "
-            "lander's call-to-action links to <code>{}</code>, which sends the visitor on to "
-            "the click's offer. An inactive lander is skipped: visitors go straight to the "
-            "offer.",
-            _lp_click_url(),
+        # A read-only page (view permission only) builds the form without its fields.
+        self.set_help_text(
+            "lander",
+            format_html(
+                "Optional. With a lander, the tracking URL records the click (offer chosen as "
+                "usual) and sends the visitor to the lander with the click ID filled in; the "
+                "lander's call-to-action links to <code>{}</code>, which sends the visitor on to "
+                "the click's offer. An inactive lander is skipped: visitors go straight to the "
+                "offer.",
+                _lp_click_url(),
+            ),
         )
-        self.fields["is_active"].help_text = (
+        self.set_help_text(
+            "is_active",
             "Untick to pause: clicks are no longer recorded, visitors go to the fallback URL "
-            "(or get 404 unknown_campaign without one)."
+            "(or get 404 unknown_campaign without one).",
         )
-        self.fields["fallback_url"].help_text = (
+        self.set_help_text(
+            "fallback_url",
             "Where visitors go while the campaign is paused or has no active offer (and from "
             "a lander whose click cannot be found), e.g. your own site. Blank: 404 while "
-            "paused, 503 no_offer without an active offer."
+            "paused, 503 no_offer without an active offer.",
         )
+
+    def set_help_text(self, name: str, text: str) -> None:
+        if name in self.fields:
+            self.fields[name].help_text = text
 
 
 @admin.register(Campaign)

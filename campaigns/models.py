@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import random
+import re
 from decimal import Decimal
 from functools import lru_cache
 from urllib.parse import quote, urlencode
@@ -65,15 +66,21 @@ def status_from_text(sent: str, status_map: dict | None = None) -> str | None:
 
 
 def validate_template_url(value: str) -> None:
-    """Accept an http(s) URL that may still contain ``{macro}`` placeholders.
+    """Accept an http(s) URL that may still contain ``{macro}`` placeholders after its host.
 
-    Raises ValidationError when the scheme is not http or https or the host is missing.
+    Raises ValidationError when the scheme is not http or https, the host is missing, or
+    the host part (with any user or port) holds a macro or a backslash: visitors are
+    redirected to this URL, and a host filled from the click's parameters would send
+    them anywhere (an open redirect).
     """
     scheme, sep, rest = value.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):
         raise ValidationError("Enter an http:// or https:// URL.")
     if not rest or rest[0] in "/?#":
         raise ValidationError("The URL has no host.")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if any(char in authority for char in "{}\\"):
+        raise ValidationError("The host must be written out, not a macro.")
 
 
 class TrafficSource(models.Model):

@@ -3,7 +3,8 @@
 - ``postback-rules``: CRUD of rules, validated by the admin's rule form (same checks,
   same messages) on top of the model's ``full_clean``; ``{id}/preview/`` and ``{id}/test/``
   are the rule form's preview and test button (``postbacks.preview``), for a conversion,
-  a click or samples. Secret header values are write-only (:func:`mask_headers_template`).
+  a click or samples. Secrets in the templates (header values, URL parameter values such as
+  ``token=``) are write-only (:mod:`postbacks.masking`).
 - ``deliveries`` and ``attempts``: the delivery log, read-only, newest first (by time, then id) with
   cursor pagination, filtered like the admin log; replay and cancel of deliveries.
 - ``macros``: the macro catalogue.
@@ -11,7 +12,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -42,14 +42,20 @@ from postbacks.admin.rules import (
     _describe_conversion,
     _form_messages,
 )
-from postbacks.masking import mask_secrets
+from postbacks.masking import (
+    MASK,
+    MaskedValueMissing,
+    mask_header_lines,
+    mask_headers,
+    mask_secrets,
+    unmask_header_lines,
+    unmask_secrets,
+)
 from postbacks.models import Attempt, Delivery, EventType, PostbackRule
 from postbacks.transports import (
-    IDEMPOTENCY_HEADER,
     KIND_CHOICES,
     Outcome,
     get_transport,
-    parse_headers,
 )
 from tracker import currency
 from tracker.api.base import StrictModelSerializer, StrictSerializer, TimeCursorPagination
@@ -60,80 +66,6 @@ from tracker.models import Click, Conversion
 SCOPE_FIELDS = ("campaigns", "offers", "traffic_sources", "affiliate_networks", "rejection_reasons")
 BULK_MAX = 1000
 HTTP_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
-# Header names whose values are secrets: never shown by the API (write-only).
-SECRET_HEADER_RE = re.compile(r"(?i)^(?:cookie|.*(?:auth|token|secret|key|signature|password).*)$")
-HEADER_MASK = "***"
-
-
-def is_secret_header(name: str) -> bool:
-    """Whether a header's value is a secret the API never shows: Authorization,
-    Proxy-Authorization, Cookie, and any name containing auth, token, secret, key,
-    signature or password, in any case; ``Idempotency-Key`` (the delivery ID) is not."""
-    name = name.strip()
-    return bool(SECRET_HEADER_RE.match(name)) and name.lower() != IDEMPOTENCY_HEADER.lower()
-
-
-def mask_headers(headers: dict[str, str] | None) -> dict[str, str]:
-    """``{name: value}`` with the value of each :func:`is_secret_header` name (a non-empty
-    one) replaced by ``***``; other headers unchanged."""
-    return {
-        name: HEADER_MASK if value and is_secret_header(name) else value
-        for name, value in (headers or {}).items()
-    }
-
-
-def mask_headers_template(template: str) -> str:
-    """A rule's ``headers_template`` ("Name: value" lines) with each secret header's value
-    (:func:`is_secret_header`, non-empty) written ``***``: ``"Authorization: Bearer x\nX-A:
-    1"`` -> ``"Authorization: ***\nX-A: 1"``. Other lines, blank lines and line ends are
-    kept as they are."""
-    if not template:
-        return template
-    lines = template.splitlines(keepends=True)
-    for index, line in enumerate(lines):
-        name, sep, value = line.strip().partition(":")
-        if sep and value.strip() and is_secret_header(name):
-            end = line[len(line.rstrip("\r\n")) :]
-            lines[index] = f"{name.strip()}: {HEADER_MASK}{end}"
-    return "".join(lines)
-
-
-def unmask_headers_template(template: str, stored: str) -> str:
-    """``template`` as a client sent it, with each header line whose value is exactly
-    ``***`` given back the value ``stored`` (the rule's saved ``headers_template``) has for
-    that header name (case-insensitive; the n-th such line gets the n-th stored value), so
-    what :func:`mask_headers_template` showed can be written back unchanged.
-
-    Raises serializers.ValidationError (a list of messages) for a ``***`` line whose header
-    has no stored value."""
-    if HEADER_MASK not in (template or ""):
-        return template
-    saved: dict[str, list[str]] = {}
-    for _number, name, value in parse_headers(stored or ""):
-        if name:
-            saved.setdefault(name.lower(), []).append(value)
-    used: dict[str, int] = {}
-    errors: list[str] = []
-    lines = template.splitlines(keepends=True)
-    for number, line in enumerate(lines, start=1):
-        name, sep, value = line.strip().partition(":")
-        name = name.strip()
-        if not sep or not name or value.strip() != HEADER_MASK:
-            continue
-        nth = used.get(name.lower(), 0)
-        values = saved.get(name.lower(), [])
-        if nth >= len(values):
-            errors.append(
-                f"Line {number} ({name}): {HEADER_MASK} keeps the saved value of this header, "
-                "but the rule has none to keep; send the value itself."
-            )
-            continue
-        used[name.lower()] = nth + 1
-        end = line[len(line.rstrip("\r\n")) :]
-        lines[number - 1] = f"{name}: {values[nth]}{end}"
-    if errors:
-        raise serializers.ValidationError(errors)
-    return "".join(lines)
 
 
 def inline_enum(field: serializers.Field) -> serializers.Field:
@@ -180,9 +112,11 @@ class SigningSecretSerializer(serializers.Serializer):
 
 
 class PostbackRuleSerializer(StrictModelSerializer):
-    """A rule; every field the admin form edits, scope lists as ids. Secret header values
-    in ``headers_template`` are answered ``***`` (:func:`mask_headers_template`); a ``***``
-    sent back keeps the saved value (:func:`unmask_headers_template`)."""
+    """A rule; every field the admin form edits, scope lists as ids. Secrets are
+    write-only: secret header values in ``headers_template`` and the values of secret
+    parameters or keys in ``url_template`` and ``body_template`` (``token=``, ``api_key=``,
+    ``sig=``, ``password=``...; :mod:`postbacks.masking`) are answered ``***``; a ``***``
+    sent back keeps the saved value."""
 
     payout_currency = CurrencyCodeField(
         max_length=3,
@@ -286,20 +220,46 @@ class PostbackRuleSerializer(StrictModelSerializer):
             "Extra request headers, one Name: value per line (macros allowed in values). "
             "Write-only secrets: the value of Authorization, Proxy-Authorization, Cookie and "
             "any header whose name contains auth, token, secret, key, signature or password "
-            f"is answered {HEADER_MASK}; a line Name: {HEADER_MASK} sent back keeps the saved "
+            f"is answered {MASK}; a line Name: {MASK} sent back keeps the saved "
             "value (400 when the rule has no such header)."
         )
+        for name in ("url_template", "body_template"):
+            fields[name].help_text = (
+                f"{fields[name].help_text} Write-only secrets: the value of a parameter or "
+                "JSON key named like a secret (token, key, secret, sig, password, pw, auth...) "
+                f"is answered {MASK}; {MASK} sent back keeps the saved value."
+            ).strip()
         return fields
 
     def to_representation(self, instance: PostbackRule) -> dict[str, Any]:
         data = super().to_representation(instance)
         if data.get("headers_template"):
-            data["headers_template"] = mask_headers_template(data["headers_template"])
+            data["headers_template"] = mask_header_lines(data["headers_template"])
+        for name in ("url_template", "body_template"):
+            if data.get(name):
+                data[name] = mask_secrets(data[name])
         return data
 
+    def _stored(self, name: str) -> str:
+        return getattr(self.instance, name, "") if self.instance is not None else ""
+
     def validate_headers_template(self, value: str) -> str:
-        stored = self.instance.headers_template if self.instance is not None else ""
-        return unmask_headers_template(value, stored)
+        try:
+            return unmask_header_lines(value, self._stored("headers_template"))
+        except MaskedValueMissing as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    def validate_url_template(self, value: str) -> str:
+        try:
+            return unmask_secrets(value, self._stored("url_template"))
+        except MaskedValueMissing as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    def validate_body_template(self, value: str) -> str:
+        try:
+            return unmask_secrets(value, self._stored("body_template"))
+        except MaskedValueMissing as exc:
+            raise serializers.ValidationError(exc.messages) from None
 
     def validate_conversion_types(self, value: list[str]) -> list[str]:
         if any("," in item for item in value):
@@ -409,8 +369,10 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
     # Documented by ``extend_schema_view`` below, once the delivery serializers exist.
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action in ("test", "signing_secret"):
+        if self.action == "test":
             return [ChangeRulePermission()]
+        if self.action == "signing_secret":
+            return [SigningSecretPermission()]
         return super().get_permissions()
 
     @extend_schema(
@@ -447,8 +409,13 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
         data = PostbackRuleSerializer(instance=rule)._form_data({})
         form = PostbackRuleForm(data, instance=PostbackRuleSerializer(instance=rule)._copy())
         form.is_valid()
+        # Rendered from the templates as the API shows them: their secrets stay ***.
+        shown = PostbackRuleSerializer(instance=rule)._copy()
+        shown.url_template = mask_secrets(rule.url_template)
+        shown.body_template = mask_secrets(rule.body_template)
+        shown.headers_template = mask_header_lines(rule.headers_template)
         rendered = preview.render_preview(
-            rule, conversion, click=click, known_vars=form.known_vars()
+            shown, conversion, click=click, known_vars=form.known_vars()
         )
         rendered["headers"] = mask_headers(rendered["headers"])
         context = preview.sample_context(rule, conversion, click=click, notes=[])
@@ -513,14 +480,28 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
         )
 
 
-class ChangeRulePermission(permissions.BasePermission):
-    """Sending a test postback: ``postbacks.change_postbackrule``."""
+class HasPermissions(permissions.BasePermission):
+    """All of ``perms`` (``app_label.codename``), for an action a model permission does not
+    cover; subclasses name them."""
+
+    perms: tuple[str, ...] = ()
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
-        return bool(
-            user and user.is_authenticated and user.has_perm("postbacks.change_postbackrule")
-        )
+        return bool(user and user.is_authenticated and user.has_perms(self.perms))
+
+
+class ChangeRulePermission(HasPermissions):
+    """Sending a test postback: ``postbacks.change_postbackrule``; the answer is the test
+    delivery and its attempt, so ``postbacks.view_delivery`` and ``view_attempt`` too."""
+
+    perms = ("postbacks.change_postbackrule", "postbacks.view_delivery", "postbacks.view_attempt")
+
+
+class SigningSecretPermission(HasPermissions):
+    """Setting or removing the signing secret: ``postbacks.change_postbackrule``."""
+
+    perms = ("postbacks.change_postbackrule",)
 
 
 class RuleActionSerializer(serializers.Serializer):
@@ -598,7 +579,7 @@ class DeliverySerializer(serializers.ModelSerializer):
     headers = serializers.SerializerMethodField(
         help_text="The request's headers as rendered; the value of Authorization, Cookie "
         "and any header named like a secret (auth, token, secret, key, signature, "
-        f"password) is {HEADER_MASK}."
+        f"password) is {MASK}."
     )
     last_error = serializers.SerializerMethodField()
     external_id = serializers.SerializerMethodField(help_text="The click's external ID.")
@@ -826,12 +807,17 @@ class AttemptFilter(LogFilter):
         return queryset.filter(duration_ms__lte=SLOW_MS)
 
 
-class ChangeDeliveryPermission(permissions.BasePermission):
-    """Replay and cancel: ``postbacks.change_delivery``."""
+class ChangeDeliveryPermission(HasPermissions):
+    """Replay and cancel of many: ``postbacks.change_delivery`` (the answer is ids)."""
 
-    def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.has_perm("postbacks.change_delivery"))
+    perms = ("postbacks.change_delivery",)
+
+
+class ChangeAndViewDeliveryPermission(HasPermissions):
+    """Replay and cancel of one: ``postbacks.change_delivery``, and ``view_delivery`` since
+    the answer is the delivery."""
+
+    perms = ("postbacks.change_delivery", "postbacks.view_delivery")
 
 
 class DeliveryIdsSerializer(serializers.Serializer):
@@ -883,7 +869,8 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     and errors are masked, and so are the values of secret headers (Authorization,
     Cookie, names with auth, token, secret, key, signature, password).
 
-    Operations (need ``postbacks.change_delivery``): ``POST {id}/replay/`` schedules a
+    Operations (need ``postbacks.change_delivery``; those answering the delivery,
+    ``replay`` and ``cancel`` of one, ``view_delivery`` too): ``POST {id}/replay/`` schedules a
     failed, cancelled or waiting delivery for an attempt now, ``POST {id}/cancel/``
     cancels a waiting one (409 ``not_replayable`` / ``not_cancellable`` otherwise);
     ``POST replay/`` and ``POST cancel/`` take ``{"ids": [...]}`` (at most 1000)."""
@@ -894,7 +881,9 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = DeliveryFilter
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action in ("replay", "cancel", "replay_many", "cancel_many"):
+        if self.action in ("replay", "cancel"):
+            return [ChangeAndViewDeliveryPermission()]
+        if self.action in ("replay_many", "cancel_many"):
             return [ChangeDeliveryPermission()]
         return super().get_permissions()
 
@@ -1058,7 +1047,9 @@ PostbackRuleViewSet = extend_schema_view(
         'Body ``{"conversion": <id>}`` for a conversion\'s real values, ``{"click": "<click '
         "ID>\"}`` for a click's (click and impression rules; a conversion rule gets sample "
         "conversion values), or ``{}``. Secret header values are shown ``***``. Needs "
-        "``postbacks.change_postbackrule``. Errors: 404 ``unknown_conversion`` / "
+        "``postbacks.change_postbackrule``, ``postbacks.view_delivery`` and "
+        "``postbacks.view_attempt`` (the answer is the delivery). Errors: 404 "
+        "``unknown_conversion`` / "
         "``unknown_click``, 400 ``invalid`` (malformed id or UUID, conversion and click "
         "both given), 400 ``invalid_rule`` (template errors: nothing sent), 400 "
         "``untestable_kind``.",

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 SAMPLE_CLICK_ID = "3f1c9b2e-7d4a-4e8b-9c61-2a5d8e0f4b17"
 SAMPLE_DELIVERY_ID = "0b7e4c2a-91d3-4f5e-8a6b-c2d4e6f80a13"
 SAMPLE_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+# How a test delivery of a rule not saved yet starts its event_detail (the log says so).
+UNSAVED_RULE_TEST = "test of the unsaved rule"
 # Canonical macro name -> sample value. Macros not recorded yet stay empty, as they render.
 SAMPLE_VALUES: dict[str, str] = {
     "externalid": "ts-click-123",
@@ -297,7 +299,7 @@ def send_test(
         event_type=rule.event_type,
         click=click,
         conversion=conversion,
-        event_detail=f"test sent by {who}"[:200] if who else "test",
+        event_detail=_test_detail(rule, who),
         is_test=True,
         traffic_source_id=click.traffic_source_id if click is not None else None,
         idempotency_key=f"test:{public_id}",
@@ -343,9 +345,17 @@ def send_test(
         attempt.save(force_insert=True)
     logger.info(
         "Test postback %s: %s %s -> %s in %d ms",
-        delivery.public_id, outcome, attempt.url, result.status_code or error, result.duration_ms,
+        delivery.public_id, outcome, attempt.url, result.status_code or attempt.error,
+        result.duration_ms,
     )  # fmt: skip
     return delivery, attempt
+
+
+def _test_detail(rule: PostbackRule, who: str) -> str:
+    """The test delivery's ``event_detail``: who sent it, and for an unsaved rule (which
+    the delivery cannot point to) its name, so that the log does not call it deleted."""
+    detail = "test" if rule.pk else f"{UNSAVED_RULE_TEST} {rule.name!r}"
+    return f"{detail} sent by {who}"[:200] if who else detail[:200]
 
 
 def _load(conversion: Conversion) -> Conversion:

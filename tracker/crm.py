@@ -23,10 +23,12 @@ Answers: 200 ``{"status": "ok", "conversion_id": n, "changed": true | false}``; 
 ``invalid_conversion_id``, ``invalid_click_id``, ``missing_conversion``,
 ``ambiguous_conversion``, ``invalid_payout``, ``invalid_characters``; 401
 ``invalid_signature`` | ``stale_timestamp``; 403 ``signing_not_configured``; 404
-``unknown_rule`` | ``unknown_conversion``; 405; 413 ``body_too_large``; 503
-``unavailable``. A request carrying a ``webhook-id`` already answered 200 for this rule is
-answered the same again and changes nothing (the CRM retries safely). Every call is in
-the inbound log (channel ``crm``, the query column holding ``rule=<id>&webhook-id=<id>``).
+``unknown_rule`` | ``unknown_conversion``; 405; 409 ``webhook_id_reused``; 413
+``body_too_large``; 503 ``unavailable``. A request carrying a ``webhook-id`` already
+answered 200 for this rule is answered the same again and changes nothing (the CRM
+retries safely); with another body it is a 409 ``webhook_id_reused`` (nothing changed).
+Every call is in the inbound log (channel ``crm``, the query column holding
+``rule=<id>&webhook-id=<id>``).
 """
 
 from __future__ import annotations
@@ -154,7 +156,9 @@ def _authenticate(rule: PostbackRule, body: bytes, headers: Mapping[str, str]) -
 
 
 def _replay(inbound: ingest.Inbound) -> CrmResult | None:
-    """The answer already given to this rule's ``webhook-id`` (a 200), else None."""
+    """The answer already given to this rule's ``webhook-id`` (a 200), else None; 409
+    ``webhook_id_reused`` when that ``webhook-id`` came with another body (as the log
+    keeps it: its first 4,000 characters), which is not a retry and changes nothing."""
     first = (
         InboundRequest.objects.filter(
             channel=CHANNEL,
@@ -163,11 +167,17 @@ def _replay(inbound: ingest.Inbound) -> CrmResult | None:
             response_status=200,
         )
         .order_by("created_at", "id")
-        .only("id", "conversion_id", "outcome", "created_at")
+        .only("id", "conversion_id", "outcome", "created_at", "body")
         .first()
     )
     if first is None:
         return None
+    if first.body != services.storable(inbound.body)[: ingest.LOG_TEXT_MAX]:
+        detail = (
+            f"webhook-id already applied with another body (inbound log #{first.pk}): "
+            "nothing changed. Send a new webhook-id for a new update."
+        )
+        return CrmResult(409, {"error": "webhook_id_reused", "detail": detail}, conversion_id=None)
     answer = {
         "status": "ok",
         "conversion_id": first.conversion_id,

@@ -48,6 +48,7 @@ from campaigns.models import Campaign, Offer, TrafficSource
 from postbacks import services
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, PostbackRule, Worker
+from postbacks.preview import UNSAVED_RULE_TEST
 from tracker.admin import ReadOnlyAdminMixin
 from tracker.models import Click
 
@@ -563,6 +564,10 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         return ExportChangeList if getattr(request, "_log_export", False) else LogChangeList
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        if queryset.model is not self.model:  # the history page pages LogEntry rows
+            return super().get_paginator(
+                request, queryset, per_page, orphans, allow_empty_first_page
+            )
         return LogPaginator(queryset, per_page, rows=self.list_rows)
 
     def list_rows(self, queryset: QuerySet) -> QuerySet:
@@ -675,6 +680,16 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
 
 
 # --- Model admins --------------------------------------------------------------------------------
+
+
+def rule_label(delivery: Delivery) -> str:
+    """The delivery's rule name; "(unsaved rule)" for a test sent from a rule form before
+    saving, "(deleted rule)" when its rule was deleted since."""
+    if delivery.rule is not None:
+        return delivery.rule.name
+    if (delivery.event_detail or "").startswith(UNSAVED_RULE_TEST):
+        return "(unsaved rule)"
+    return "(deleted rule)"
 
 
 def compact_time(value) -> str:
@@ -889,6 +904,7 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
         "duration_ms",
         "number",
         "delivery__rule__name",
+        "delivery__event_detail",
         "delivery__traffic_source__name",
         "delivery__click__external_id",
         "delivery__conversion__txid",
@@ -922,7 +938,7 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="rule")
     def rule_name(self, obj: Attempt) -> str:
-        return obj.delivery.rule.name if obj.delivery.rule else "(deleted rule)"
+        return rule_label(obj.delivery)
 
     @admin.display(description="traffic source")
     def source_name(self, obj: Attempt) -> str:

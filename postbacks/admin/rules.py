@@ -10,7 +10,6 @@ rule, from the list or the form, and deleting one cancel its scheduled deliverie
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +29,7 @@ from django.utils.translation import ngettext
 
 from campaigns.models import TrafficSource
 from postbacks import macros, preview, services
-from postbacks.masking import mask_secrets
+from postbacks.masking import mask_header_lines, mask_headers, mask_secrets
 from postbacks.models import EventType, PostbackRule, Trigger
 from postbacks.transports import get_transport
 from tracker import currency
@@ -40,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_FIELDS = ("url_template", "body_template", "headers_template")
 RESPONSE_EXCERPT_CHARS = 2000
-SECRET_HEADER_RE = re.compile(r"(?i)authorization|token|secret|signature|api[-_]?key|password")
 
 
 def human_seconds(seconds: int | None) -> str:
@@ -224,11 +222,17 @@ class PostbackRuleForm(forms.ModelForm):
         return cleaned
 
     def known_vars(self) -> set[str] | None:
-        """``{var:name}`` names of the chosen traffic sources; None (any) for all sources."""
+        """``{var:name}`` names of the traffic sources the rule can fire for: the chosen
+        ones, else those of the chosen campaigns (a campaign has one source); None (any)
+        when neither limits the sources."""
         sources = self.cleaned_data.get("traffic_sources")
-        if not sources:
-            return None
-        ids = [s.pk for s in sources]
+        if sources:
+            ids = [s.pk for s in sources]
+        else:
+            campaigns = self.cleaned_data.get("campaigns")
+            if not campaigns:
+                return None
+            ids = sorted({c.traffic_source_id for c in campaigns})
         return {name for entry in source_vars(ids).values() for name in entry["vars"]}
 
     def rule_from_data(self) -> PostbackRule:
@@ -248,6 +252,21 @@ class PostbackRuleForm(forms.ModelForm):
             self._add_errors(exc)
             warnings = []
         self.validation_warnings = list(dict.fromkeys(warnings or []))
+
+    def _update_errors(self, errors: ValidationError) -> None:
+        """The model's errors (``full_clean``), less those of a field already in error: its
+        value was left out of the instance, so they judge the saved (or empty) value, e.g.
+        "Enter the destination URL." after "Unknown macro {extrenalid}"."""
+        if hasattr(errors, "error_dict"):
+            kept = {
+                field: messages
+                for field, messages in errors.error_dict.items()
+                if field == NON_FIELD_ERRORS or field not in self.errors
+            }
+            if not kept:
+                return
+            errors = ValidationError(kept)
+        super()._update_errors(errors)
 
     def _add_errors(self, exc: ValidationError) -> None:
         """Add a ValidationError keyed by model field; keys the form lacks go on top."""
@@ -314,6 +333,12 @@ class StateFilter(admin.SimpleListFilter):
         return queryset
 
 
+# The template fields, as the read-only page shows them (secrets masked), by field name.
+MASKED_DISPLAY = {
+    "url_template": "url_template_masked",
+    "body_template": "body_template_masked",
+    "headers_template": "headers_template_masked",
+}
 TRIGGER_SHORT = {Trigger.CREATED: "on create", Trigger.CHANGED: "on change", Trigger.BOTH: "both"}
 CONVERSION_TYPES = (EventType.CONVERSION, EventType.EVENT)
 
@@ -350,7 +375,13 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     search_help_text = "Rule name or postback URL."
     autocomplete_fields = ("campaigns", "offers", "traffic_sources", "affiliate_networks")
     filter_horizontal = ("rejection_reasons",)
-    readonly_fields = ("disabled_reason", "disabled_at", "consecutive_failures", "signing_state")
+    readonly_fields = (
+        "disabled_reason",
+        "disabled_at",
+        "consecutive_failures",
+        "signing_state",
+        *MASKED_DISPLAY.values(),
+    )
     actions = ["enable", "disable", "acknowledge", "delete_selected"]
     save_on_top = False
     fieldsets = (
@@ -445,7 +476,25 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         fieldsets = list(super().get_fieldsets(request, obj))
         if obj is not None and not obj.is_active and obj.disabled_at is not None:
             fieldsets.insert(1, self.status_fieldset)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Read-only page: the templates are shown with their secrets masked.
+            fieldsets = [
+                (name, {**opts, "fields": [MASKED_DISPLAY.get(f, f) for f in opts["fields"]]})
+                for name, opts in fieldsets
+            ]
         return fieldsets
+
+    @admin.display(description="URL template")
+    def url_template_masked(self, obj: PostbackRule) -> str:
+        return mask_secrets(obj.url_template)
+
+    @admin.display(description="body template")
+    def body_template_masked(self, obj: PostbackRule) -> str:
+        return mask_secrets(obj.body_template)
+
+    @admin.display(description="headers template")
+    def headers_template_masked(self, obj: PostbackRule) -> str:
+        return mask_header_lines(obj.headers_template)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         opts = self.opts
@@ -745,7 +794,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
             request={
                 "method": delivery.method,
                 "url": attempt.url,  # as logged: secrets masked
-                "headers": _masked_headers(delivery.headers),
+                "headers": mask_headers(delivery.headers),
                 "body": mask_secrets(delivery.body),
             },
             response={
@@ -818,10 +867,3 @@ def _describe_conversion(conversion: Conversion | None) -> str:
         f"Conversion #{conversion.pk}: {kind}, {conversion.status}, "
         f"{macros.format_value(conversion.payout)} {conversion.currency}{txid}."
     )
-
-
-def _masked_headers(headers: dict[str, str] | None) -> dict[str, str]:
-    return {
-        name: "***" if SECRET_HEADER_RE.search(name) and name != "Idempotency-Key" else value
-        for name, value in (headers or {}).items()
-    }

@@ -10,7 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from postbacks.api import mask_headers_template, unmask_headers_template
+from postbacks.masking import mask_header_lines as mask_headers_template
+from postbacks.masking import unmask_header_lines as unmask_headers_template
 from postbacks.models import Attempt, Delivery, PostbackRule
 from tests import factories
 from tracker.models import Conversion, RejectionReason
@@ -449,7 +450,7 @@ def test_log_permissions(api_for, world):
 
 
 def test_replay_and_cancel_one(api_for, world):
-    client = api_for("change_delivery")
+    client = api_for("change_delivery", "view_delivery")
     answer = client.post(f"{DELIVERIES}{world.da.pk}/replay/")
     assert answer.status_code == 200, answer.content
     assert answer.json()["status"] == "scheduled"

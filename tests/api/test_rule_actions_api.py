@@ -207,9 +207,9 @@ def test_a_viewer_can_preview_but_not_test(api_for, receiver):
     assert receiver.received == [] and not Delivery.objects.exists()
 
 
-def test_change_permission_is_enough_to_test(api_for, receiver):
+def test_change_permission_and_the_logs_view_permissions_are_enough_to_test(api_for, receiver):
     rule = rule_to(receiver)
-    editor = api_for("view_postbackrule", "change_postbackrule")
+    editor = api_for("view_postbackrule", "change_postbackrule", "view_delivery", "view_attempt")
     response = editor.post(f"{RULES}{rule.pk}/test/", {}, format="json")
     assert response.status_code == 200, response.content
     assert len(receiver.received) == 1

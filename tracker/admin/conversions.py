@@ -26,7 +26,7 @@ from django.utils.translation import ngettext
 
 from postbacks import macros
 from tracker import currency as currencies
-from tracker import ingest, services, uploads
+from tracker import ingest, permissions, services, uploads
 from tracker.admin.base import ClickSearchMixin
 from tracker.admin.google_ads import export_google_ads
 from tracker.forms import PARAM_FIELDS, PAYOUT_LIMIT, PAYOUT_QUANTUM, validate_storable
@@ -503,7 +503,7 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
             user_agent=request.headers.get("User-Agent", ""),
             user=request.user,
         )
-        result = ingest.conversion_ingest(data, inbound)
+        result = permissions.conversion_ingest_as(request.user, data, inbound)
         if not result.accepted:
             form.add_refusal(result)
             return None
@@ -690,7 +690,10 @@ class ConversionUploadAdmin(admin.ModelAdmin):
         if form.is_bound and form.is_valid():
             file = form.cleaned_data["file"]
             data = file.read(settings.TRACKER_UPLOAD_MAX_BYTES + 1)
+            refusal = permissions.upload_refusal(request.user, data)
             try:
+                if refusal:
+                    raise uploads.UploadError(refusal)
                 upload = uploads.upload_create(file.name, data, user=request.user)
             except uploads.UploadError as exc:
                 form.add_error("file", str(exc))

@@ -176,6 +176,10 @@ class InboundRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         from postbacks.admin.log import LogPaginator  # imports this package: load it late
 
+        if queryset.model is not self.model:  # the history page pages LogEntry rows
+            return super().get_paginator(
+                request, queryset, per_page, orphans, allow_empty_first_page
+            )
         return LogPaginator(queryset, per_page, rows=lambda rows: rows.only(*self.list_only))
 
     def get_changelist(self, request, **kwargs):

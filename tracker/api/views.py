@@ -32,7 +32,8 @@ from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
 
 from campaigns.models import status_from_text
-from tracker import google_ads, ingest, services, tasks, uploads
+from postbacks.masking import mask_secrets
+from tracker import google_ads, ingest, permissions, services, tasks, uploads
 from tracker.api.base import (
     LogCursorPagination,
     ModelPermissions,
@@ -480,8 +481,8 @@ def conversion_via_api(request: Request) -> ingest.Result:
         channel=InboundRequest.Channel.API,
         endpoint=request.path,
         http_method=request.method or "",
-        query=request.META.get("QUERY_STRING", ""),
-        body=_request_body(request),
+        query=mask_secrets(request.META.get("QUERY_STRING", "")),
+        body=mask_secrets(_request_body(request)),
         ip=client_ip(request._request),
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
         user=request.user,
@@ -502,7 +503,7 @@ def conversion_via_api(request: Request) -> ingest.Result:
         sent = data.get("click_id", "") if isinstance(data, Mapping) else ""
         result = ingest.error_result(400, "invalid_request", str(exc))
         return ingest.record(inbound, result, click_id=str(sent).strip())
-    return ingest.conversion_ingest(fields, inbound)
+    return permissions.conversion_ingest_as(request.user, fields, inbound)
 
 
 def status_change(conversion: Conversion, data: Mapping[str, str], user: Any) -> dict:
@@ -592,7 +593,9 @@ class ConversionViewSet(viewsets.ReadOnlyModelViewSet):
     ``status_changed`` (with ``previous_status``, ``new_status``), 400/404/503 with the /cv
     error codes. Each call past authentication and permission is in the inbound log
     (channel api), bodies that cannot be read included (400 ``parse_error``, 413
-    ``body_too_large``, 415 ``unsupported_media_type``). Needs ``tracker.add_conversion``.
+    ``body_too_large``, 415 ``unsupported_media_type``). Needs ``tracker.add_conversion``;
+    a repeat that would change an existing conversion's status also needs
+    ``tracker.change_conversion`` (else 403 ``permission_denied``, nothing changed, logged).
 
     ``POST /conversions/{id}/status/`` changes the status (``tracker.change_conversion``),
     firing the rules that fire on a status change.
@@ -726,6 +729,12 @@ class InboundRequestSerializer(serializers.ModelSerializer):
             "conversion",
         )
         read_only_fields = fields
+
+    def to_representation(self, instance: InboundRequest) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        for name in ("query", "body"):
+            data[name] = mask_secrets(data[name])
+        return data
 
 
 class InboundRequestFilter(CreatedRangeFilterSet):
@@ -1026,7 +1035,9 @@ class ConversionUploadViewSet(
 
     ``GET /conversion-uploads/{id}/rows/``: the per-row results, by row number.
     Needs ``tracker.view_conversionupload`` to read; ``tracker.add_conversionupload`` and
-    ``tracker.add_conversion`` to upload.
+    ``tracker.add_conversion`` to upload, and ``tracker.change_conversion`` for a file with
+    a row sending a status for a click that already has a conversion (else 403
+    ``permission_denied`` naming the rows; nothing stored).
     """
 
     queryset = ConversionUpload.objects.defer("content").select_related("uploaded_by")
@@ -1104,6 +1115,9 @@ class ConversionUploadViewSet(
             if unknown:
                 raise serializers.ValidationError({k: ["Unknown field."] for k in unknown[:20]})
             name, data = "rows.json.csv", rows_csv(request.data.get("rows"))
+        refusal = permissions.upload_refusal(request.user, data)
+        if refusal:
+            raise DomainError(403, permissions.PERMISSION_DENIED, refusal)
         try:
             upload = uploads.upload_create(name, data, user=request.user, enqueue=False)
         except uploads.UploadError as exc:

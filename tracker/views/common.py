@@ -7,7 +7,7 @@ import base64
 import ipaddress
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import BadRequest, RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 
@@ -59,7 +59,8 @@ def _django_refusal(exc: Exception) -> InboundError:
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return InboundError(413, "body_too_large", f"The body is over {limit} bytes.")
-    if isinstance(exc, MultiPartParserError):
+    if isinstance(exc, MultiPartParserError | BadRequest | UnicodeDecodeError | LookupError):
+        # BadRequest: a form not in UTF-8 (charset=utf-16); LookupError: an unknown charset.
         return InboundError(400, "invalid_body", f"The body cannot be parsed: {exc}")
     # TooManyFieldsSent, TooManyFilesSent and other SuspiciousOperation subclasses.
     return InboundError(400, "too_many_fields", str(exc) or "The request was refused.")

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, RawPostDataException
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
 from campaigns.models import AffiliateNetwork
+from postbacks.masking import mask_secrets
 from tracker import ingest, services
 from tracker.forms import PARAM_FIELDS, ConversionPostbackForm
 from tracker.ingest import Channel, Inbound, Result
@@ -38,9 +38,6 @@ from tracker.views.common import (
 logger = logging.getLogger(__name__)
 LOG_TEXT_MAX = 4000
 TOKEN_HEADER = "X-Postback-Token"
-# The security token is masked in the inbound log (query strings, form and JSON bodies).
-_TOKEN_IN_QUERY = re.compile(r"(?<![^&;])(token=)[^&;]*")
-_TOKEN_IN_JSON = re.compile(r'("token"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\s]*)')
 
 
 def _json_fields(body: bytes) -> dict[str, str]:
@@ -81,7 +78,13 @@ def _postback_data(request: HttpRequest) -> QueryDict:
                     data[key] = value
             else:
                 data.update(request.POST)
-    except (SuspiciousOperation, MultiPartParserError) as exc:
+    except (
+        SuspiciousOperation,
+        MultiPartParserError,
+        BadRequest,
+        UnicodeDecodeError,
+        LookupError,
+    ) as exc:
         raise _django_refusal(exc) from None
     data.setdefault("token", "")
     if not data["token"]:
@@ -153,6 +156,7 @@ def conversion_postback(request: HttpRequest, network_key: str = "") -> HttpResp
     return response
 
 
+@csrf_exempt
 def conversion_pixel(request: HttpRequest) -> HttpResponse:
     """``GET /cv.gif``: the image pixel of a thank-you page. The same parameters as ``/cv``;
     the click ID is read from the click-ID cookie when not sent. Always answers the 1x1
@@ -163,6 +167,7 @@ def conversion_pixel(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@csrf_exempt
 def conversion_script(request: HttpRequest) -> HttpResponse:
     """``GET /cv.js``: the conversion script of a thank-you page (``<script src=...>``). As
     ``/cv.gif``, but answers JavaScript that pushes the outcome to
@@ -181,11 +186,9 @@ def _error_body(code: str, detail: str) -> dict[str, str]:
 
 
 def _masked(text: str, content_type: str = "") -> str:
-    if "token" not in text:
-        return text
-    if content_type == "application/json":
-        return _TOKEN_IN_JSON.sub(r'\1"***"', text)
-    return _TOKEN_IN_QUERY.sub(r"\1***", text)
+    """``text`` (query string or body) with every secret masked (:mod:`postbacks.masking`:
+    the network's token in any case, and any other parameter or JSON key named a secret)."""
+    return mask_secrets(text)
 
 
 def _logged_body(request: HttpRequest) -> str:

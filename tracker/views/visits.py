@@ -133,6 +133,7 @@ def _click(request: HttpRequest, campaign_key: str, query: Mapping[str, str]) ->
     return response
 
 
+@csrf_exempt
 def impression(request: HttpRequest, campaign_key: str) -> HttpResponse:
     """``GET /i/<campaign_key>``: record an impression, answer a 1x1 transparent GIF.
 
