@@ -173,7 +173,7 @@ _PRESETS: tuple[Preset, ...] = (
         category=PUSH_POP,
         external_id_param="subid",
         external_id_placeholder="${SUBID}",
-        parameters=_params(("zone", "zoneid", "{zoneid}")),
+        parameters=_params(("zoneid", "zoneid", "{zoneid}")),
         postback_url="http://ad.propellerads.com/conversion.php?aid=REPLACE_WITH_AID&pid="
         "&tid=REPLACE_WITH_TID&visitor_id={externalid}",
         docs_url="https://help.bemob.com/docs/postback-settings-of-a-traffic-source",
@@ -264,7 +264,7 @@ _PRESETS: tuple[Preset, ...] = (
         external_id_param="subid",
         external_id_placeholder="${SUBID}",
         parameters=_params(
-            ("zone", "zoneid", "{zoneid}"),
+            ("zoneid", "zoneid", "{zoneid}"),
             ("campaign", "campaignid", "{campaignid}"),
             ("cost", "cost", "{cost}"),
         ),
