@@ -30,7 +30,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from campaigns.models import AffiliateNetwork, status_from_text
-from tracker import services
+from tracker import rows, services
 from tracker.forms import ConversionPostbackForm
 from tracker.models import (
     Click,
@@ -390,7 +390,7 @@ def record(
         conversion_id=result.conversion_id,
     )
     try:
-        row.save(force_insert=True)
+        rows.insert([row])
     except DatabaseError:
         if strict:
             raise
