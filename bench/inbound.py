@@ -39,6 +39,7 @@ before and after; ``REDIS_URL`` overrides).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import re
@@ -130,6 +131,51 @@ class Figures:
     p99_ms: float
     bad: int
     socket_errors: str
+    web_cpu_ms: float = 0.0  # CPU of the gunicorn workers per answered request
+    db_cpu_ms: float = 0.0  # CPU of the database's PostgreSQL backends per answered request
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.web_cpu_ms + self.db_cpu_ms
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+# Who measures the CPU of the runs: the gunicorn master (set by main) and the database name.
+measured: dict[str, object] = {}
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def cpu_snapshot() -> tuple[dict[int, float], dict[int, float]]:
+    """CPU seconds so far of each gunicorn worker and of each PostgreSQL backend connected to
+    the bench's database, by pid (Linux ``/proc``; empty elsewhere)."""
+    master = measured.get("server")
+    web: dict[int, float] = {}
+    if master is not None:
+        children = Path(f"/proc/{master}/task/{master}/children")
+        with contextlib.suppress(OSError):
+            web = {int(pid): _cpu(int(pid)) for pid in children.read_text().split()}
+    db: dict[int, float] = {}
+    marker = f" {measured.get('database')} ".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                title = (entry / "cmdline").read_bytes()
+                if title.startswith(b"postgres: ") and marker in title:
+                    db[int(entry.name)] = _cpu(int(entry.name))
+    return web, db
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two snapshots (processes started meanwhile count whole)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -341,17 +387,22 @@ def wrk(
             capture_output=True,
             check=True,
         )
+    web_before, db_before = cpu_snapshot()
     out = subprocess.run(
         [*base, "-d", f"{args.duration}s", *run], capture_output=True, text=True, check=True
     ).stdout
+    web_after, db_after = cpu_snapshot()
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     if "50" not in latency:
         raise SystemExit(f"wrk printed no latency for {name}:\n{out}")
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)$", out, re.MULTILINE)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     return Figures(
         name=name,
-        requests=int(re.search(r"(\d+) requests in", out).group(1)),
+        requests=requests,
+        web_cpu_ms=cpu_used(web_before, web_after) * 1000 / max(requests, 1),
+        db_cpu_ms=cpu_used(db_before, db_after) * 1000 / max(requests, 1),
         per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         p50_ms=to_ms(latency["50"]),
         p99_ms=to_ms(latency["99"]),
@@ -439,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         f"wake-up publish: {'off' if args.no_wake else 'on'}"
     )
     server = start_server(args, env)
+    from django.conf import settings
+
+    measured.update(server=server.pid, database=settings.DATABASES["default"]["NAME"])
     results: list[Figures] = []
     clicks_run = not args.cv_only
     cv_pairs: list[tuple[Figures, Figures]] = []
@@ -484,16 +538,20 @@ def main(argv: list[str] | None = None) -> int:
     naive = results[1] if clicks_run else None
     reference = {id(cv): naive_cv for naive_cv, cv in cv_pairs}
     print(f"\n{'endpoint':24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx/3xx':>12} "
-          f"{'vs naive':>9}")  # fmt: skip
+          f"{'vs naive':>9} {'web CPU':>8} {'db CPU':>7} {'CPU: naive/it':>14}")  # fmt: skip
     for row in results:
         base = reference.get(id(row), naive)
-        ratio = f"{row.per_second / base.per_second:8.0%}" if base is not None else ""
+        ratio = f"{row.per_second / base.per_second:9.0%}" if base is not None else " " * 9
+        cpu = f"{base.cpu_ms / row.cpu_ms:14.0%}" if base is not None and row.cpu_ms else ""
         print(
             f"{row.name:24} {row.per_second:8.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f} "
-            f"{row.bad:12d} {ratio}"
+            f"{row.bad:12d} {ratio} {row.web_cpu_ms:8.2f} {row.db_cpu_ms:7.2f} {cpu}"
         )
     print("\n(vs naive: /cv against the naive /cv view of its round, the rest against the "
-          "naive click)")  # fmt: skip
+          "naive click. web CPU: the gunicorn workers', db CPU: the database's PostgreSQL "
+          "backends', in ms per answered request; CPU naive/it: the naive view's CPU per "
+          "request over this one's, the throughput ratio the CPU alone predicts on a machine "
+          "shared with other work)")  # fmt: skip
     print("socket errors: " + "; ".join(f"{r.name}: {r.socket_errors}" for r in results))
     targets = []
     if clicks_run:
@@ -522,11 +580,13 @@ def main(argv: list[str] | None = None) -> int:
         print("/cv inbound-log outcomes (warm-up and all runs): "
               + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))  # fmt: skip
         ratios = [cv.per_second / naive_cv.per_second for naive_cv, cv in cv_pairs]
+        cpu_ratios = [naive_cv.cpu_ms / cv.cpu_ms for naive_cv, cv in cv_pairs if cv.cpu_ms]
         best = max(cv.per_second for _, cv in cv_pairs)
         targets.append(
             f"/cv >= {CONVERSION_TARGET_NAIVE:.0%} of naive /cv: "
             f"{min(ratios) >= CONVERSION_TARGET_NAIVE} "
-            f"({', '.join(f'{r:.0%}' for r in ratios)})"
+            f"({', '.join(f'{r:.0%}' for r in ratios)}; by CPU per request: "
+            f"{', '.join(f'{r:.0%}' for r in cpu_ratios)})"
         )
         targets.append(
             f"/cv >= {CONVERSION_TARGET_RPS:.0f} req/s: {best >= CONVERSION_TARGET_RPS} "
