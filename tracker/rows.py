@@ -56,7 +56,8 @@ def _insert_statement(model: type[Model], using: str) -> Insert | None:
 
 def insert(objs: Sequence[Model], using: str = DEFAULT_DB_ALIAS) -> None:
     """INSERT ``objs`` (new instances of one model with an auto-increment primary key) in one
-    statement and set their primary keys, as ``bulk_create`` would.
+    statement (batched at the database's parameter limit, as ``bulk_create`` does) and set
+    their primary keys.
 
     ``auto_now_add`` fields and defaults are applied as by ``save()``. Raises Django's
     ``IntegrityError`` / ``DataError`` / ``DatabaseError``; inside an atomic block a failure
@@ -71,19 +72,22 @@ def insert(objs: Sequence[Model], using: str = DEFAULT_DB_ALIAS) -> None:
         return
     head, row, returning, fields = statement
     connection = connections[using]
-    params = [
-        field.get_db_prep_save(field.pre_save(obj, True), connection)
-        for obj in objs
-        for field in fields
-    ]
-    sql = f"{head}{', '.join([row] * len(objs))} {returning}"
-    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        ids = cursor.fetchall()
-    for obj, (pk,) in zip(objs, ids, strict=True):
-        obj.pk = pk
-        obj._state.adding = False
-        obj._state.db = using
+    size = max(1, connection.ops.bulk_batch_size(fields, objs))  # SQLite's parameter limit
+    for start in range(0, len(objs), size):
+        batch = objs[start : start + size]
+        params = [
+            field.get_db_prep_save(field.pre_save(obj, True), connection)
+            for obj in batch
+            for field in fields
+        ]
+        sql = f"{head}{', '.join([row] * len(batch))} {returning}"
+        with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            ids = cursor.fetchall()
+        for obj, (pk,) in zip(batch, ids, strict=True):
+            obj.pk = pk
+            obj._state.adding = False
+            obj._state.db = using
 
 
 def columns(model: type[Model], alias: str, using: str = DEFAULT_DB_ALIAS) -> str:
