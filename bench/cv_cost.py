@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-cv-cost-"))
     files = [workdir / "cv.txt", workdir / "naive.txt"]
     clicks = args.requests * (args.rounds + 1)
-    _, _, naive_path = inbound.seed(2 * clicks, files)
-    ids = {path: iter(files[n].read_text().split()) for n, path in enumerate(("/cv", naive_path))}
+    try:
+        _, _, naive_path = inbound.seed(2 * clicks, files)
+        paths = ("/cv", naive_path)
+        ids = {path: iter(files[n].read_text().split()) for n, path in enumerate(paths)}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     client = Client(HTTP_HOST="127.0.0.1")
     query = "&payout=1.50&txid=T&status=approved"
 
