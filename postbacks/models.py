@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -335,26 +336,30 @@ class PostbackRule(models.Model):
             keys.append(self.previous_signing_secret)
         return Secrets(signing=tuple(keys), access_token=self.access_token)
 
+    def _chosen(self, relation: str) -> Iterable[models.Model]:
+        """The objects of M2M ``relation``: the prefetched ones when they are (without
+        building a related manager: the planner checks every rule on every event), else
+        ``.all()``. The same objects either way; ``add``/``set``/``clear`` drop the prefetch."""
+        prefetched = getattr(self, "_prefetched_objects_cache", None)
+        if prefetched is not None and relation in prefetched:
+            return prefetched[relation]
+        return getattr(self, relation).all()
+
     @property
     def is_global(self) -> bool:
         """No campaign, offer, traffic source or network chosen (needs the M2M prefetched)."""
         return not any(
-            objects.all()
-            for objects in (
-                self.campaigns,
-                self.offers,
-                self.traffic_sources,
-                self.affiliate_networks,
-            )
+            self._chosen(relation)
+            for relation in ("campaigns", "offers", "traffic_sources", "affiliate_networks")
         )
 
     def in_scope(self, scope: Scope) -> bool:
         """Whether the event belongs to this rule's scope (query-free with M2M prefetched)."""
         chosen = (
-            (self.campaigns.all(), scope.campaign_id),
-            (self.offers.all(), scope.offer_id),
-            (self.traffic_sources.all(), scope.traffic_source_id),
-            (self.affiliate_networks.all(), scope.affiliate_network_id),
+            (self._chosen("campaigns"), scope.campaign_id),
+            (self._chosen("offers"), scope.offer_id),
+            (self._chosen("traffic_sources"), scope.traffic_source_id),
+            (self._chosen("affiliate_networks"), scope.affiliate_network_id),
         )
         for objects, object_id in chosen:
             ids = {o.pk for o in objects}
@@ -382,7 +387,7 @@ class PostbackRule(models.Model):
         types = {t.lower() for t in self.conversion_types or []}
         if types and conversion_type.lower() not in types:
             return False
-        reasons = {r.code for r in self.rejection_reasons.all()}
+        reasons = {r.code for r in self._chosen("rejection_reasons")}
         if reasons and (status != "rejected" or rejection_reason.lower() not in reasons):
             return False
         return not (self.first_only and not is_first)
@@ -490,7 +495,9 @@ class Delivery(models.Model):
     traffic_source = models.ForeignKey(
         TrafficSource, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    # Unique by a constraint rather than unique=True: no varchar_pattern_ops twin index,
+    # which no query would use (the key is only ever written).
+    idempotency_key = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED)
     kind = models.CharField("destination", max_length=32, choices=KIND_CHOICES)
     method = models.CharField(max_length=8, default="GET")
@@ -516,7 +523,7 @@ class Delivery(models.Model):
     last_status_code = models.PositiveSmallIntegerField("last HTTP status", null=True, blank=True)
     last_error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)  # delivery_created_idx serves it
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = DeliveryQuerySet.as_manager()
@@ -524,6 +531,12 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "deliveries"
+        constraints = [
+            # The name PostgreSQL gave the column's UNIQUE when the table was created.
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="postbacks_delivery_idempotency_key_key"
+            )
+        ]
         indexes = [
             models.Index(fields=["status", "due_at"], name="delivery_status_due_idx"),
             # The rows still to send or in flight: few, whatever the size of the table.

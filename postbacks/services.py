@@ -41,7 +41,7 @@ from postbacks.models import (
     Worker,
 )
 from postbacks.transports import NO_SECRETS, Outcome, Result, Secrets, get_transport
-from tracker import currency
+from tracker import currency, rows
 from tracker.models import Click, Conversion, Impression
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def deliveries_plan(
                 timeout_seconds=rule.timeout_seconds,
             )
         )
-    Delivery.objects.bulk_create(deliveries)
+    rows.insert(deliveries)  # one INSERT built once per process: no ORM compiling
     first_delay = min(rule.delay_seconds for rule in rules)
     if first_delay <= settings.POSTBACKS_COUNTDOWN_MAX_SECONDS:
         transaction.on_commit(lambda: wake(first_delay))

@@ -33,7 +33,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from campaigns.models import AffiliateNetwork, status_from_text
-from tracker import db, services
+from tracker import db, rows, services
 from tracker.forms import ConversionPostbackForm
 from tracker.models import (
     Click,
@@ -437,7 +437,7 @@ def record(
         conversion_id=result.conversion_id,
     )
     try:
-        row.save(force_insert=True)
+        rows.insert([row])
     except DatabaseError as exc:
         if strict:
             raise

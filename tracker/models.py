@@ -131,7 +131,10 @@ class Conversion(models.Model):
         API = "api", "API"
         ADMIN = "admin", "Added in admin"
 
-    click = models.ForeignKey(Click, on_delete=models.PROTECT, related_name="conversions")
+    # No index of its own: uniq_conversion_click_dedup (click_id first) serves every lookup.
+    click = models.ForeignKey(
+        Click, on_delete=models.PROTECT, related_name="conversions", db_index=False
+    )
     txid = models.CharField(
         "transaction ID",
         max_length=255,
@@ -187,7 +190,6 @@ class Conversion(models.Model):
         max_length=10,
         choices=Method.choices,
         default=Method.S2S,
-        db_index=True,
         help_text="How the conversion arrived.",
     )
     is_test = models.BooleanField(
@@ -216,7 +218,11 @@ class Conversion(models.Model):
                 fields=["click", "dedup_key"], name="uniq_conversion_click_dedup"
             )
         ]
-        indexes = [models.Index(fields=["txid"], name="conversion_txid_idx")]
+        indexes = [
+            models.Index(fields=["txid"], name="conversion_txid_idx"),
+            # The method filter (admin, API). A plain index: no query matches a pattern.
+            models.Index(fields=["method"], name="conversion_method_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.conversion_type or 'conversion'} {self.txid or self.pk}"
@@ -438,9 +444,7 @@ class InboundRequest(models.Model):
         CRM = "crm", "CRM status sync"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    channel = models.CharField(
-        "method", max_length=8, choices=Channel.choices, default=Channel.S2S, db_index=True
-    )
+    channel = models.CharField("method", max_length=8, choices=Channel.choices, default=Channel.S2S)
     network = models.ForeignKey(
         AffiliateNetwork,
         null=True,
@@ -449,13 +453,14 @@ class InboundRequest(models.Model):
         related_name="+",
         help_text="From the network's postback URL, or from the click's offer.",
     )
-    click_id = models.CharField("click ID", max_length=64, blank=True, db_index=True)
+    click_id = models.CharField("click ID", max_length=64, blank=True)
     upload = models.ForeignKey(
         ConversionUpload,
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="rows",
+        db_index=False,  # inbound_upload_row_idx (upload_id first) serves it
     )
     row_number = models.PositiveIntegerField(null=True, blank=True)
     visit_at = models.DateTimeField("visit time", null=True, blank=True)
@@ -481,6 +486,10 @@ class InboundRequest(models.Model):
         indexes = [
             models.Index(fields=["outcome", "-created_at"], name="inbound_outcome_idx"),
             models.Index(fields=["upload", "row_number"], name="inbound_upload_row_idx"),
+            # The method filter and the click ID search (admin, API): exact values only, so
+            # plain indexes (no varchar_pattern_ops twin).
+            models.Index(fields=["channel"], name="inbound_channel_idx"),
+            models.Index(fields=["click_id"], name="inbound_click_id_idx"),
             models.Index(
                 fields=["error_code", "-created_at"],
                 name="inbound_error_code_idx",

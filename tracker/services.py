@@ -9,8 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Subquery
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from campaigns import services as campaign_cache
@@ -19,7 +18,7 @@ from postbacks import macros
 from postbacks.models import EventType, Trigger
 from postbacks.services import deliveries_cancel_obsolete, deliveries_plan, rules_for
 from tracker import currency as currencies
-from tracker import db, enrichment
+from tracker import db, enrichment, rows
 from tracker.models import (
     EXTERNAL_ID_MAX,
     Click,
@@ -226,30 +225,45 @@ def dedup_key(txid: str, conversion_type: str = "", *, several: bool = False) ->
     return f"c:{conversion_type.strip().lower()}"
 
 
+_CLICK_LOOKUP: dict[str, str] = {}
+
+
+def _click_lookup_sql(using: str) -> str:
+    """The click's columns, the id of its conversion with a dedup key, and whether it has
+    any conversion: one SELECT with two index probes of the conversion table (its unique
+    ``(click_id, dedup_key)``). Parameters: the dedup key, the click ID."""
+    if using not in _CLICK_LOOKUP:
+        click, conversion = Click._meta.db_table, Conversion._meta.db_table
+        _CLICK_LOOKUP[using] = (
+            f"SELECT {rows.columns(Click, 'c', using)}, "
+            f"(SELECT v.id FROM {conversion} v WHERE v.click_id = c.id AND v.dedup_key = %s "
+            "LIMIT 1), "
+            f"EXISTS(SELECT 1 FROM {conversion} v WHERE v.click_id = c.id) "
+            f"FROM {click} c WHERE c.id = %s"
+        )
+    return _CLICK_LOOKUP[using]
+
+
 def click_for_conversion(click_id: uuid.UUID, key: str) -> tuple[Click | None, int | None, bool]:
     """The click with its offer and the offer's network, the id of its existing conversion
     with this dedup ``key`` (see :func:`dedup_key`; None when there is none), and whether
     the click already has any conversion; ``(None, None, False)`` for an unknown click ID.
 
-    One SELECT; the traffic source, its parameters, the offer and its network come from the
-    per-process cache (``campaigns.services``).
+    One SELECT, built once (:mod:`tracker.rows`: the ORM's compiling of it cost more than
+    PostgreSQL's running it); the traffic source, its parameters, the offer and its network
+    come from the per-process cache (``campaigns.services``).
     Run it in the transaction that registers the conversion.
     """
-    # No ordering (a sort per row) and no campaign join: postbacks need only its id.
-    existing = (
-        Conversion.objects.filter(click=OuterRef("pk"), dedup_key=key).order_by().values("pk")[:1]
-    )
-    click = (
-        Click.objects.annotate(
-            existing_conversion_id=Subquery(existing),
-            has_conversion=Exists(Conversion.objects.filter(click=OuterRef("pk"))),
-        )
-        .filter(pk=click_id)
-        .order_by()
-        .first()
-    )
-    if click is None:
+    using = router.db_for_read(Click)
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        pk = Click._meta.pk.get_db_prep_value(click_id, connection)
+        cursor.execute(_click_lookup_sql(using), [key, pk])
+        row = cursor.fetchone()
+    if row is None:
         return None, None, False
+    click = rows.instance(Click, row, using)
+    existing_id, has_conversion = row[-2], bool(row[-1])
     source = campaign_cache.traffic_source(click.traffic_source_id)
     if source is not None:
         click.traffic_source = source
@@ -258,7 +272,7 @@ def click_for_conversion(click_id: uuid.UUID, key: str) -> tuple[Click | None, i
     campaign = campaign_cache.campaign(click.campaign_id)
     if campaign is not None:
         click.campaign = campaign
-    return click, click.existing_conversion_id, click.has_conversion
+    return click, existing_id, has_conversion
 
 
 def rejection_reason_label(code: str) -> str | None:
@@ -331,7 +345,7 @@ def conversion_create(
     label = rejection_reason_label(rejection_reason)
     conversion.rejection_reason_unknown = label is None
     conversion.rejection_reason_label = label or ""  # for {rejection_reason.label}
-    conversion.save(force_insert=True)
+    rows.insert([conversion])
     deliveries_plan(
         event_type=EventType.CONVERSION, click=click, conversion=conversion, is_first=is_first
     )

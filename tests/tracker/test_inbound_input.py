@@ -9,7 +9,7 @@ from django.db import DatabaseError, DataError
 
 from postbacks.models import Delivery
 from tests import factories
-from tracker import services
+from tracker import rows, services
 from tracker.models import Click, Conversion, InboundRequest
 
 pytestmark = pytest.mark.django_db
@@ -194,16 +194,17 @@ def test_a_failure_after_the_insert_commits_nothing_and_is_logged(client, click,
 
 def test_a_log_row_that_cannot_be_written_takes_the_conversion_with_it(client, click, monkeypatch):
     factories.rule("https://ts.example/?c={externalid}")
-    original = InboundRequest.save
+    original = rows.insert
     calls = []
 
-    def save_once_broken(self, *args, **kwargs):
-        calls.append(self.response_status)
-        if len(calls) == 1:
-            raise DataError("value too long")
-        return original(self, *args, **kwargs)
+    def insert_log_once_broken(objs, *args, **kwargs):
+        if isinstance(objs[0], InboundRequest):
+            calls.append(objs[0].response_status)
+            if len(calls) == 1:
+                raise DataError("value too long")
+        return original(objs, *args, **kwargs)
 
-    monkeypatch.setattr(InboundRequest, "save", save_once_broken)
+    monkeypatch.setattr(rows, "insert", insert_log_once_broken)
     response = client.get("/cv", {"click_id": str(click.pk), "txid": "T"})
     assert (response.status_code, response.json()["error"]) == (400, "invalid_request")
     assert not Conversion.objects.exists() and not Delivery.objects.exists()
