@@ -112,9 +112,6 @@ class ConversionPostbackForm(forms.Form):
     test = TextField(required=False, max_length=8)
     token = TextField(required=False, max_length=256)
 
-    # param1..param20, declared like the fields above (the class body's namespace).
-    locals().update({name: TextField(required=False, max_length=1000) for name in PARAM_FIELDS})
-
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.click_uuid: uuid.UUID | None = None
@@ -249,4 +246,8 @@ class _SharedFields(dict):
         return dict(self)
 
 
+# param1..param20, fields like the declared ones; then shared by every instance.
+ConversionPostbackForm.base_fields.update(
+    {name: TextField(required=False, max_length=1000) for name in PARAM_FIELDS}
+)
 ConversionPostbackForm.base_fields = _SharedFields(ConversionPostbackForm.base_fields)

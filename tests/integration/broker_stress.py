@@ -45,7 +45,9 @@ def publish(seconds: float) -> dict[str, int]:
     return {"published": published}
 
 
-def consume(seconds: float) -> dict[str, int]:
+def consume(seconds: float, *, until_empty: bool = False) -> dict[str, int]:
+    """Take messages for ``seconds``; with ``until_empty``, until the queue is empty
+    (``seconds`` then bounds the wait)."""
     from tracker.celery import app
 
     received = unreadable = 0
@@ -60,6 +62,8 @@ def consume(seconds: float) -> dict[str, int]:
                 continue
             if message is not None:
                 received += 1
+            elif until_empty:
+                break
     return {"received": received, "unreadable": unreadable}
 
 
@@ -113,6 +117,8 @@ if __name__ == "__main__":
         result = listen(arg)
     elif role == "announce":
         result = announce(arg.split(","))
+    elif role == "drain":
+        result = consume(float(arg), until_empty=True)
     else:
         result = publish(float(arg)) if role == "publish" else consume(float(arg))
     print(json.dumps(result), flush=True)

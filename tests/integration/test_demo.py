@@ -194,11 +194,19 @@ def demo(tmp_path):
         assert wait_until(lambda g=group: not processes(g), 10), f"{name}: {processes(group)}"
 
 
-def stress(env: dict[str, str], publishers: int = 2, consumers: int = 2, seconds: float = 4):
+def stress(
+    env: dict[str, str],
+    publishers: int = 2,
+    consumers: int = 2,
+    seconds: float = 4,
+    consume: str = "consume",
+):
+    """Run publishers and consumers (``consume="drain"``: until the queue is empty, within
+    ``seconds``) at once; their totals."""
     command = [sys.executable, "-m", "tests.integration.broker_stress"]
     procs = [
         subprocess.Popen([*command, role, str(seconds)], cwd=ROOT, env=env, stdout=subprocess.PIPE)
-        for role in ["publish"] * publishers + ["consume"] * consumers
+        for role in ["publish"] * publishers + [consume] * consumers
     ]
     totals: dict[str, int] = {}
     for proc in procs:
@@ -216,7 +224,7 @@ def test_embedded_broker_hands_out_whole_messages_only(tmp_path):
     assert totals["unreadable"] == 0, totals
     assert totals["received"] > 500, totals  # the race had its chances
     # The rest is still queued, whole.
-    left = stress(demo_env(tmp_path), publishers=0, consumers=1, seconds=2)
+    left = stress(demo_env(tmp_path), publishers=0, consumers=1, seconds=60, consume="drain")
     assert left == {"received": totals["published"] - totals["received"], "unreadable": 0}
 
 
