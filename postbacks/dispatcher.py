@@ -24,8 +24,10 @@ the dispatcher then loops until nothing is due:
    410 Gone, is deactivated, flagged ``needs_attention`` and its waiting deliveries are
    cancelled.
 
-A heartbeat thread writes the process's :class:`~postbacks.models.Worker` row every
-``POSTBACKS_HEARTBEAT_SECONDS``; the sweeper takes back the deliveries of a silent worker.
+A maintenance thread of each worker process writes its :class:`~postbacks.models.Worker`
+row every ``POSTBACKS_HEARTBEAT_SECONDS`` and runs the sweeper every
+``POSTBACKS_SWEEP_SECONDS`` (:meth:`Dispatcher.start_maintenance`): the sweeper takes back
+the deliveries of a silent worker, whatever the task slots are doing.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -708,17 +711,23 @@ class Dispatcher:
         next_beat = next_sweep = time.monotonic()
         while True:
             now = time.monotonic()
-            try:
-                if now >= next_beat:
-                    next_beat = now + beat_every
-                    self.beat()
-                if now >= next_sweep:
-                    next_sweep = now + sweep_every
-                    deliveries_sweep()
-            except Exception:
-                logger.warning("Heartbeat or sweep not done", exc_info=True)
-                connection.close()  # a fresh connection for the next round
+            if now >= next_beat:
+                next_beat = now + beat_every
+                self._guarded(self.beat, "Heartbeat not written")
+            if now >= next_sweep:
+                next_sweep = now + sweep_every
+                self._guarded(deliveries_sweep, "Sweep not done")
             time.sleep(max(0.05, min(next_beat, next_sweep) - time.monotonic()))
+
+    @staticmethod
+    def _guarded(work: Callable[[], object], failure: str) -> None:
+        """Run one round of maintenance; a failure is logged and the next round starts on a
+        fresh database connection (the database may be restarting)."""
+        try:
+            work()
+        except Exception:
+            logger.warning(failure, exc_info=True)
+            connection.close()
 
 
 def _without_answer(move: tuple[Finished, Transition]) -> tuple[Finished, Transition]:

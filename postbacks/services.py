@@ -6,8 +6,8 @@
 2. ``postbacks.dispatcher`` claims due deliveries in batches, sends them concurrently and
    records each attempt; ``next_state`` is the state machine it applies.
 3. Retryable failures wait ``retry_delay`` seconds in the database; ``deliveries_sweep``
-   (Celery beat) wakes a dispatcher when something is due and takes back deliveries whose
-   worker died mid-attempt.
+   (each worker process's maintenance thread) wakes a dispatcher when something is due and
+   takes back deliveries whose worker died mid-attempt.
 
 Delivery is at least once: every attempt of a delivery carries the same delivery ID.
 """
@@ -497,8 +497,9 @@ def deliveries_reclaim(limit: int = 5000) -> int:
 def deliveries_sweep(limit: int = 5000) -> dict[str, int]:
     """Reclaim stuck deliveries, then wake a dispatcher if any delivery is due.
 
-    Run by Celery beat every ``POSTBACKS_SWEEP_SECONDS``: a lost wake-up, a failed
-    publish or a long delay ends in a postback at most one period late.
+    Run by every worker process's maintenance thread every ``POSTBACKS_SWEEP_SECONDS``
+    (concurrent runs are safe: each reclaim is a conditional UPDATE): a lost wake-up, a
+    failed publish or a long delay ends in a postback at most one period late.
     Returns counts: ``{"reclaimed": n, "due": 0 or 1, "woken": 0 or 1}``.
     """
     reclaimed = deliveries_reclaim(limit)
