@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
 
 from campaigns import network_presets, presets
-from campaigns.admin import MappingField, ParamMapField, StatusMapField
+from campaigns.mapping import MappingField, ParamMapField, StatusMapField
 from campaigns.models import (
     AffiliateNetwork,
     Campaign,

@@ -36,12 +36,6 @@ from rest_framework.reverse import reverse
 from rest_framework.routers import BaseRouter
 
 from postbacks import macros, preview, services
-from postbacks.admin.rules import (
-    PostbackRuleForm,
-    _answer,
-    _describe_conversion,
-    _form_messages,
-)
 from postbacks.masking import (
     MASK,
     MaskedValueMissing,
@@ -51,7 +45,13 @@ from postbacks.masking import (
     unmask_header_lines,
     unmask_secrets,
 )
-from postbacks.models import Attempt, Delivery, EventType, PostbackRule
+from postbacks.models import SLOW_MS, Attempt, Delivery, EventType, PostbackRule
+from postbacks.rules import (
+    PostbackRuleForm,
+    describe_conversion,
+    form_messages,
+    preview_answer,
+)
 from postbacks.transports import (
     KIND_CHOICES,
     Outcome,
@@ -430,12 +430,12 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
             for name in macros.find_macros(template or "")
         ]
         values = {name: context.get(name, "") for name in dict.fromkeys(used)}
-        answer = _answer(
-            errors=_form_messages(form) + list(rendered["errors"]),
+        answer = preview_answer(
+            errors=form_messages(form) + list(rendered["errors"]),
             warnings=form.validation_warnings + list(rendered["warnings"]),
             conversion=preview.describe_click(click, rule)
             if click is not None
-            else _describe_conversion(conversion),
+            else describe_conversion(conversion),
             request={key: rendered[key] for key in ("method", "url", "headers", "body")},
             macros=values,
             empty_macros=[name for name, value in values.items() if not value],
@@ -467,7 +467,7 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
         attempts_url = reverse("attempt-list", request=request) + f"?delivery={delivery.pk}"
         return Response(
             {
-                "conversion": _describe_conversion(conversion)
+                "conversion": describe_conversion(conversion)
                 if conversion is not None
                 else preview.describe_click(click, rule)
                 if click is not None
@@ -798,8 +798,6 @@ class AttemptFilter(LogFilter):
         fields: list[str] = []
 
     def filter_slow(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
-        from postbacks.admin.log import SLOW_MS
-
         if value is None:
             return queryset
         if value:

@@ -47,7 +47,7 @@ from rangefilter.filters import DateRangeFilter, DateTimeRangeFilter
 from campaigns.models import Campaign, Offer, TrafficSource
 from postbacks import services
 from postbacks.masking import mask_secrets
-from postbacks.models import Attempt, Delivery, PostbackRule, Worker
+from postbacks.models import SLOW_MS, Attempt, Delivery, PostbackRule, Worker
 from postbacks.preview import UNSAVED_RULE_TEST
 from tracker.admin import ReadOnlyAdminMixin
 from tracker.models import Click
@@ -55,7 +55,6 @@ from tracker.models import Click
 BADGE_COLOURS = {"delivered": "#2e7d32", "failed": "#c62828", "sending": "#1565c0"}
 # An attempt slower than this is "slow" (the partial index attempt_slow_idx has the same
 # threshold: change both together).
-SLOW_MS = 1000
 # Search: at most this many deliveries match one term.
 SEARCH_LIMIT = 10_000
 # The query parameter of the keyset cursor of the "Previous" and "Next" links.

@@ -10,276 +10,37 @@ rule, from the list or the form, and deleting one cancel its scheduled deliverie
 from __future__ import annotations
 
 import logging
-from typing import Any
-from urllib.parse import urlsplit
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.forms.models import construct_instance
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import escape, format_html
+from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from campaigns.models import TrafficSource
 from postbacks import macros, preview, services
 from postbacks.masking import mask_header_lines, mask_headers, mask_secrets
 from postbacks.models import EventType, PostbackRule, Trigger
-from postbacks.transports import get_transport
+from postbacks.rules import (
+    RESPONSE_EXCERPT_CHARS,
+    TEMPLATE_FIELDS,
+    PostbackRuleForm,
+    describe_conversion,
+    destination_host,
+    form_messages,
+    human_seconds,
+    preview_answer,
+    source_vars,
+)
 from tracker import currency
 from tracker.models import Conversion
 
 logger = logging.getLogger(__name__)
-
-TEMPLATE_FIELDS = ("url_template", "body_template", "headers_template")
-RESPONSE_EXCERPT_CHARS = 2000
-
-
-def human_seconds(seconds: int | None) -> str:
-    """``3600`` -> ``"1 h"``, ``5400`` -> ``"1 h 30 min"``, ``0`` -> ``"none"``."""
-    if not seconds:
-        return "none"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count} {unit}")
-    return " ".join(parts[:2])
-
-
-def destination_host(url_template: str) -> str:
-    """The host of a postback URL template, for the list ('' when unusable)."""
-    try:
-        return urlsplit(url_template.strip()).hostname or ""
-    except ValueError:
-        return ""
-
-
-def source_vars(source_ids: list[int] | None = None) -> dict[str, dict[str, Any]]:
-    """``{traffic source id: {"name", "vars"}}``: the ``{var:name}`` names each source
-    defines (tracked parameters only), for the macro picker and the ``{var:...}`` check."""
-    sources = TrafficSource.objects.prefetch_related("parameters").order_by("name")
-    if source_ids is not None:
-        sources = sources.filter(pk__in=source_ids)
-    return {
-        str(source.pk): {
-            "name": source.name,
-            "vars": sorted(p.name for p in source.parameters.all() if p.is_enabled),
-        }
-        for source in sources[:500]
-    }
-
-
-class PostbackRuleForm(forms.ModelForm):
-    statuses = forms.MultipleChoiceField(
-        choices=Conversion.Status.choices,
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
-        help_text="Fire only for conversions in these statuses. None ticked: any status.",
-    )
-    conversion_types = forms.CharField(
-        required=False,
-        help_text="Comma-separated conversion types (ct), e.g. lead, sale (any case). "
-        "Empty: any type.",
-    )
-
-    access_token = forms.CharField(
-        label="Access token",
-        required=False,
-        max_length=500,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Meta / TikTok: the access token; Telegram: the bot token "
-        "(123456:ABC-...). Stored, never shown again: leave blank to keep the saved one.",
-    )
-    clear_access_token = forms.BooleanField(label="Remove the saved access token", required=False)
-    new_signing_secret = forms.BooleanField(
-        label="Generate a new signing secret",
-        required=False,
-        help_text="Shown once after saving. Replacing a secret keeps the old one signing "
-        "too for POSTBACKS_SIGNING_GRACE_HOURS (24 h), so the receiver can switch over.",
-    )
-    stop_signing = forms.BooleanField(
-        label="Stop signing",
-        required=False,
-        help_text="Drop the signing secret (and any previous one): requests go unsigned.",
-    )
-
-    class Meta:
-        model = PostbackRule
-        fields = [
-            "name",
-            "event_type",
-            "is_active",
-            "campaigns",
-            "offers",
-            "traffic_sources",
-            "affiliate_networks",
-            "replaces_global",
-            "statuses",
-            "trigger",
-            "conversion_types",
-            "rejection_reasons",
-            "first_only",
-            "delay_seconds",
-            "kind",
-            "http_method",
-            "url_template",
-            "body_format",
-            "body_template",
-            "headers_template",
-            "field_mapping",
-            "account_id",
-            "access_token",
-            "api_version",
-            "test_event_code",
-            "event_names",
-            "payout_currency",
-            "success_mode",
-            "success_pattern",
-            "timeout_seconds",
-            "max_attempts",
-            "retry_base_seconds",
-            "disable_after_failures",
-        ]
-        widgets = {
-            "url_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),
-            "body_template": forms.Textarea(attrs={"rows": 6, "class": "pb-template"}),
-            "headers_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),
-            "field_mapping": forms.Textarea(attrs={"rows": 6, "class": "pb-template"}),
-            "event_names": forms.Textarea(attrs={"rows": 2}),
-            "success_pattern": forms.TextInput(attrs={"class": "vTextField"}),
-            "payout_currency": forms.TextInput(attrs={"size": 4, "placeholder": "EUR"}),
-        }
-        help_texts = {
-            "delay_seconds": "Seconds to wait before the first attempt, 0..604800 (7 days), "
-            "e.g. 3600 = 1 h, 86400 = 1 day; for fraud checks. A status change that no longer "
-            "matches cancels the deliveries still waiting.",
-            "rejection_reasons": "Only for rejected conversions: fire only for these reasons. "
-            "None chosen: any reason (or none).",
-            "headers_template": "One 'Name: value' per line, macros allowed, e.g. "
-            "Authorization: Bearer xyz. Values are sent as they are (control characters "
-            "removed).",
-        }
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.validation_warnings: list[str] = []
-        if self.instance.pk:
-            self.initial["conversion_types"] = ", ".join(self.instance.conversion_types or [])
-        if "url_template" in self.fields:
-            url = self.fields["url_template"]
-            url.help_text = f"{url.help_text} {macros.help_text()}"
-        # Admin renders help text as HTML: "&currency=" would show as "¤cy=" and
-        # "/c/<campaign key>" would vanish as an unknown tag. Every help text here is plain.
-        for field in self.fields.values():
-            if field.help_text:
-                field.help_text = escape(str(field.help_text))
-
-    def clean_payout_currency(self) -> str:
-        code = (self.cleaned_data.get("payout_currency") or "").strip().upper()
-        if code and not currency.is_known(code):
-            raise forms.ValidationError(
-                f"{code} is not an ISO 4217 currency code (e.g. EUR, GBP); leave it blank "
-                "to send the payout in the conversion's own currency.",
-                code="unknown_currency",
-            )
-        return code
-
-    def clean_conversion_types(self) -> list[str]:
-        raw = self.cleaned_data.get("conversion_types") or ""
-        types = list(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
-        if any(len(t) > 64 for t in types):
-            raise forms.ValidationError("A conversion type has at most 64 characters.")
-        return types
-
-    def clean_event_names(self) -> dict[str, str]:
-        names = self.cleaned_data.get("event_names") or {}
-        if not isinstance(names, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in names.items()
-        ):
-            raise forms.ValidationError(
-                'Enter an object of conversion type -> event name, e.g. {"sale": "Purchase"}.'
-            )
-        return {k.strip().lower(): v.strip() for k, v in names.items()}
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if cleaned.get("new_signing_secret") and cleaned.get("stop_signing"):
-            self.add_error("stop_signing", "Choose either a new secret or no signing.")
-        # The token is never rendered back: a blank entry keeps the saved one.
-        if cleaned.get("clear_access_token"):
-            cleaned["access_token"] = ""
-        elif not cleaned.get("access_token"):
-            cleaned["access_token"] = self.instance.access_token or ""
-        if not self.errors.get("kind") and cleaned.get("kind"):
-            self._validate_destination(cleaned)
-        return cleaned
-
-    def known_vars(self) -> set[str] | None:
-        """``{var:name}`` names of the traffic sources the rule can fire for: the chosen
-        ones, else those of the chosen campaigns (a campaign has one source); None (any)
-        when neither limits the sources."""
-        sources = self.cleaned_data.get("traffic_sources")
-        if sources:
-            ids = [s.pk for s in sources]
-        else:
-            campaigns = self.cleaned_data.get("campaigns")
-            if not campaigns:
-                return None
-            ids = sorted({c.traffic_source_id for c in campaigns})
-        return {name for entry in source_vars(ids).values() for name in entry["vars"]}
-
-    def rule_from_data(self) -> PostbackRule:
-        """An unsaved copy of the rule with the cleaned values (the instance stays as is)."""
-        rule = PostbackRule(pk=self.instance.pk)
-        for field in PostbackRule._meta.concrete_fields:
-            setattr(rule, field.attname, getattr(self.instance, field.attname))
-        return construct_instance(self, rule, fields=self._meta.fields)
-
-    def _validate_destination(self, cleaned: dict[str, Any]) -> None:
-        """Errors per field (blocking) and warnings (shown after saving) from the transport."""
-        try:
-            warnings = get_transport(cleaned["kind"]).validate(
-                self.rule_from_data(), known_vars=self.known_vars()
-            )
-        except ValidationError as exc:
-            self._add_errors(exc)
-            warnings = []
-        self.validation_warnings = list(dict.fromkeys(warnings or []))
-
-    def _update_errors(self, errors: ValidationError) -> None:
-        """The model's errors (``full_clean``), less those of a field already in error: its
-        value was left out of the instance, so they judge the saved (or empty) value, e.g.
-        "Enter the destination URL." after "Unknown macro {extrenalid}"."""
-        if hasattr(errors, "error_dict"):
-            kept = {
-                field: messages
-                for field, messages in errors.error_dict.items()
-                if field == NON_FIELD_ERRORS or field not in self.errors
-            }
-            if not kept:
-                return
-            errors = ValidationError(kept)
-        super()._update_errors(errors)
-
-    def _add_errors(self, exc: ValidationError) -> None:
-        """Add a ValidationError keyed by model field; keys the form lacks go on top."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc)
-            return
-        for field, errors in exc.error_dict.items():
-            key = field if field in self.fields else None
-            if key is not None and field in self.errors:
-                known = set(self.errors[field])
-                errors = [e for e in errors if str(e.message) not in known]
-            if errors:
-                self.add_error(key if key else NON_FIELD_ERRORS, errors)
 
 
 def _existing_choices_filter(field_name: str, title: str) -> type[admin.SimpleListFilter]:
@@ -742,18 +503,20 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         plus ``_conversion`` (a conversion ID or transaction ID; empty: sample data).
         Answers JSON, also for garbage: ``{"request", "errors", "warnings", "conversion"}``."""
         if not (self.has_change_permission(request) or self.has_add_permission(request)):
-            return JsonResponse(_answer(errors=["You may not edit postback rules."]), status=403)
+            return JsonResponse(
+                preview_answer(errors=["You may not edit postback rules."]), status=403
+            )
         if request.method != "POST":
-            return JsonResponse(_answer(errors=["POST the rule form's data."]), status=405)
+            return JsonResponse(preview_answer(errors=["POST the rule form's data."]), status=405)
         conversion, problem = self._conversion(request)
         if problem:
-            return JsonResponse(_answer(errors=[problem]), status=400)
+            return JsonResponse(preview_answer(errors=[problem]), status=400)
         form, rule = self._form_rule(request, obj=None)
         rendered = preview.render_preview(rule, conversion, known_vars=form.known_vars())
-        answer = _answer(
-            errors=_form_messages(form) + list(rendered.get("errors") or []),
+        answer = preview_answer(
+            errors=form_messages(form) + list(rendered.get("errors") or []),
             warnings=form.validation_warnings + list(rendered.get("warnings") or []),
-            conversion=_describe_conversion(conversion),
+            conversion=describe_conversion(conversion),
             request={key: rendered.get(key, "") for key in ("method", "url", "headers", "body")},
         )
         return JsonResponse(answer)
@@ -767,27 +530,31 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         if object_id is not None:
             obj = self.get_object(request, unquote(object_id))
             if obj is None:
-                return JsonResponse(_answer(errors=["No such rule."]), status=404)
+                return JsonResponse(preview_answer(errors=["No such rule."]), status=404)
         if not self.has_change_permission(request, obj):
-            return JsonResponse(_answer(errors=["You may not change postback rules."]), status=403)
+            return JsonResponse(
+                preview_answer(errors=["You may not change postback rules."]), status=403
+            )
         if request.method != "POST":
-            return JsonResponse(_answer(errors=["POST to send a test postback."]), status=405)
+            return JsonResponse(
+                preview_answer(errors=["POST to send a test postback."]), status=405
+            )
         conversion, problem = self._conversion(request)
         if problem:
-            return JsonResponse(_answer(errors=[problem]), status=400)
+            return JsonResponse(preview_answer(errors=[problem]), status=400)
         rule = obj
         if rule is None or "url_template" in request.POST:
             form, rule = self._form_rule(request, obj=obj)
             if form.errors:
-                errors = ["Nothing was sent: correct the form first.", *_form_messages(form)]
-                return JsonResponse(_answer(errors=errors), status=400)
+                errors = ["Nothing was sent: correct the form first.", *form_messages(form)]
+                return JsonResponse(preview_answer(errors=errors), status=400)
         try:
             delivery, attempt = preview.send_test(rule, conversion, user=request.user)
         except ValidationError as exc:
             errors = ["Nothing was sent.", *preview.field_messages(exc)]
-            return JsonResponse(_answer(errors=errors), status=400)
-        answer = _answer(
-            conversion=_describe_conversion(conversion)
+            return JsonResponse(preview_answer(errors=errors), status=400)
+        answer = preview_answer(
+            conversion=describe_conversion(conversion)
             if conversion is not None
             else "The most recent click in the rule's scope (else any click, else samples) "
             "with sample conversion values.",
@@ -838,32 +605,3 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         if found is None:
             return None, f"No conversion with ID or transaction ID {term!r}."
         return found, ""
-
-
-def _answer(**fields: Any) -> dict[str, Any]:
-    """A JSON answer of the preview and test views; errors and warnings said once each."""
-    answer: dict[str, Any] = {"errors": [], "warnings": [], **fields}
-    answer["errors"] = list(dict.fromkeys(answer["errors"]))
-    answer["warnings"] = list(dict.fromkeys(answer["warnings"]))
-    return answer
-
-
-def _form_messages(form: forms.Form) -> list[str]:
-    """The form's errors as "Label: message" sentences, as ``preview.field_messages``."""
-    messages_ = []
-    for name, errors in form.errors.items():
-        field = form.fields.get(name)
-        label = str(field.label) if field is not None and field.label else "Rule"
-        messages_ += [f"{label[:1].upper()}{label[1:]}: {error}" for error in errors]
-    return messages_
-
-
-def _describe_conversion(conversion: Conversion | None) -> str:
-    if conversion is None:
-        return "Sample values (no real conversion)."
-    txid = f", txid {conversion.txid}" if conversion.txid else ""
-    kind = conversion.conversion_type or "conversion"
-    return (
-        f"Conversion #{conversion.pk}: {kind}, {conversion.status}, "
-        f"{macros.format_value(conversion.payout)} {conversion.currency}{txid}."
-    )
