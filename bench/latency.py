@@ -50,10 +50,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.dispatch import (  # noqa: E402
+    CLOCK_TICKS,
     STARTUP_TIMEOUT,
     BenchError,
     ensure_database,
     format_table,
+    group_cpu_seconds,
     lock_database,
     percentile,
     receiver_process,
@@ -102,6 +104,7 @@ class Figures:
     answer_ms: list[float] = field(default_factory=list)
     send_seconds: float = 0.0
     max_lag_ms: float = 0.0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per role, timed phase
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,12 +160,54 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def database_cpu_seconds(database: str) -> float:
+    """CPU seconds of the live PostgreSQL backends connected to ``database`` (Linux /proc).
+
+    A backend's title reads ``postgres: <user> <database> <host>(<port>) <state>``; backends
+    that exited during the window are not counted (the project's pools keep theirs open).
+    """
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not title.startswith("postgres: ") or f" {database} " not in title:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+@dataclass
+class Roles:
+    """Process groups per role, to split the timed phase's CPU between them."""
+
+    database: str
+    groups: dict[str, set[int]] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, float]:
+        cpu = {role: group_cpu_seconds(pgids) for role, pgids in self.groups.items()}
+        cpu["postgres"] = database_cpu_seconds(self.database)
+        cpu["load client"] = time.process_time()
+        return cpu
+
+
 @contextmanager
-def running(command: list[str], name: str, env: dict[str, str]) -> Iterator[Path]:
-    """Run a process (its output in a log file) for the duration of the block; yields the log."""
+def running(
+    command: list[str], name: str, env: dict[str, str], roles: Roles | None = None, role: str = ""
+) -> Iterator[Path]:
+    """Run a process (its output in a log file) for the duration of the block; yields the log.
+
+    With ``roles``, the process group is counted under ``role`` (default: ``name``).
+    """
     log_path = Path(tempfile.gettempdir()) / f"bench-latency-{name}.log"
     with open(log_path, "w") as log:
         proc = spawn(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if roles is not None:
+        roles.groups.setdefault(role or name, set()).add(proc.pid)
     try:
         yield log_path
         if proc.poll() is not None:
@@ -305,6 +350,19 @@ def print_figures(fig: Figures, rate: float) -> bool:
     ]
     print()
     print(format_table(("latency", "p50 ms", "p90 ms", "p99 ms", "max ms"), rows))
+    if fig.cpu_seconds and fig.sent:
+        window = fig.send_seconds or 1.0
+        cpu_rows = [
+            (role, f"{cpu:.1f}", f"{cpu * 1000 / fig.sent:.2f}", f"{cpu / window:.0%}")
+            for role, cpu in fig.cpu_seconds.items()
+        ]
+        total = sum(fig.cpu_seconds.values())
+        cpu_rows.append(
+            ("total", f"{total:.1f}", f"{total * 1000 / fig.sent:.2f}", f"{total / window:.0%}")
+        )
+        print()
+        print("CPU from the first conversion sent until the postbacks settled:")
+        print(format_table(("role", "CPU s", "ms per conversion", "cores (send window)"), cpu_rows))
     checks = [
         (f"p50 < {TARGET_P50_MS:.0f} ms", bool(lat) and percentile(lat, 0.5) < TARGET_P50_MS),
         (f"p99 < {TARGET_P99_MS:.0f} ms", bool(lat) and percentile(lat, 0.99) < TARGET_P99_MS),
@@ -321,8 +379,10 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> bool:
     total = round(args.rate * args.seconds)
     warmup = WARMUP_PER_WEB_WORKER * args.web_workers
     reset_state()
+    roles = Roles(database=args.database_url.rsplit("/", 1)[-1])
     with ExitStack() as stack:
         receiver = stack.enter_context(receiver_process(0, "aiohttp", RECORD_PARAM))
+        roles.groups["receiver"] = {receiver.proc.pid}
         started = time.monotonic()
         click_ids = prepare(total + warmup, receiver.url)
         print(f"{total + warmup} clicks created in {time.monotonic() - started:.1f} s.", flush=True)
@@ -333,12 +393,13 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> bool:
         web = [sys.executable, "-m", "gunicorn", "tracker.wsgi", "-w", str(args.web_workers)]
         web += ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
         web += args.gunicorn_options.split()
-        web_log = stack.enter_context(running(web, "gunicorn", env))
+        web_log = stack.enter_context(running(web, "gunicorn", env, roles, "web (gunicorn)"))
         _, commands = worker_commands(
             "ours", args.workers, args.pool, args.concurrency, beat=not args.no_beat
         )
         for i, command in enumerate(commands):
-            stack.enter_context(running(command, f"celery-{i}", env))
+            role = "celery beat" if "beat" in command else "celery worker"
+            stack.enter_context(running(command, f"celery-{i}", env, roles, role))
         wait_for_web(base_url, web_log)
         print(f"gunicorn ({args.web_workers} workers) on {base_url}; receiver on {receiver.url}")
         print(f"celery: {' | '.join(' '.join(c[2:]) for c in commands)}", flush=True)
@@ -352,12 +413,16 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> bool:
             raise BenchError("Warm-up postbacks did not arrive; is the Celery worker running?")
         print(f"Warm-up done; sending {total} conversions at {args.rate:g}/s...", flush=True)
 
+        before = roles.snapshot()
         sent = asyncio.run(send_conversions(base_url, click_ids, args.rate))
         answered = [s.click_id for s in sent if s.status == 200]
         print(f"Sent; waiting up to {args.settle:g} s for the postbacks...", flush=True)
         wait_for_postbacks(receiver.url, answered, args.settle)
+        after = roles.snapshot()
         first, count = arrivals(receiver.url)
-    return print_figures(measure(sent, first, count), args.rate)
+    figures = measure(sent, first, count)
+    figures.cpu_seconds = {role: after[role] - before[role] for role in before}
+    return print_figures(figures, args.rate)
 
 
 def main(argv: list[str] | None = None) -> int:

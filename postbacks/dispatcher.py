@@ -59,7 +59,6 @@ from postbacks.services import (
     Transition,
     deliveries_sweep,
     next_state,
-    rule_secrets,
     rules_cache_clear,
     wake,
 )
@@ -100,8 +99,14 @@ WHERE status = 'scheduled' AND id IN (
     ) AS ranked
     WHERE nth <= %s ORDER BY due_at, id LIMIT %s
 )
-RETURNING {columns}
+RETURNING {columns}, {secrets}
 """
+# The rule's secrets, read in the claim itself (one round trip): the signing secret, the
+# previous one while within its rotation grace (the parameter: now), the access token.
+SECRETS_SQL = """(SELECT r.signing_secret FROM {rules} r WHERE r.id = {table}.rule_id),
+    (SELECT CASE WHEN r.previous_secret_expires_at > %s THEN r.previous_signing_secret
+        ELSE '' END FROM {rules} r WHERE r.id = {table}.rule_id),
+    (SELECT r.access_token FROM {rules} r WHERE r.id = {table}.rule_id)"""
 # The new state of each finished delivery, written only where this worker still owns it.
 RECORD_SQL = """
 WITH v (id, attempt_count, status, due_at, delivered_at, last_status_code, last_error)
@@ -186,11 +191,18 @@ class Claimed:
     rule_id: int | None = None
     is_test: bool = False
     public_id: object = ""  # the delivery ID receivers see (Idempotency-Key): log lines name it
-    secrets: Secrets = NO_SECRETS  # the rule's, loaded after the claim (never stored)
+    secrets: Secrets = NO_SECRETS  # the rule's, read by the claim (never stored)
 
     @classmethod
     def from_row(cls, row: tuple) -> Claimed:
-        item = cls(*row)
+        """From a row of :data:`CLAIM_SQL`: the :data:`CLAIMED_COLUMNS`, then the rule's
+        signing secret, previous signing secret (empty past its grace) and access token
+        (NULL without a rule)."""
+        *values, signing, previous, token = row
+        item = cls(*values)
+        keys = tuple(key for key in (signing, previous) if key)
+        if keys or token:
+            item.secrets = Secrets(signing=keys, access_token=token or "")
         if isinstance(item.headers, str):  # JSON arrives as text from the cursor
             item.headers = json.loads(item.headers)
         item.is_test = bool(item.is_test)  # 0/1 on SQLite
@@ -495,16 +507,16 @@ class Dispatcher:
             lock=ROW_LOCK_SQL[vendor],
             exclude=f"AND host NOT IN ({', '.join(['%s'] * len(full))})" if full else "",
             columns=", ".join(CLAIMED_COLUMNS),
+            secrets=SECRETS_SQL.format(
+                rules=PostbackRule._meta.db_table, table=Delivery._meta.db_table
+            ),
         )
         params: list[object] = [value for pair in busy for value in pair]
         params += [self.name, now, settings.POSTBACKS_LEASE_MARGIN_SECONDS, now, now, *full]
-        params += [limit * 4, self.host_cap, limit]
+        params += [limit * 4, self.host_cap, limit, now]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             claimed = [Claimed.from_row(row) for row in cursor.fetchall()]
-        secrets = rule_secrets({item.rule_id for item in claimed if item.rule_id})
-        for item in claimed:
-            item.secrets = secrets.get(item.rule_id, NO_SECRETS)
         return sorted(claimed, key=lambda item: (item.due_at, item.pk))
 
     def record(self, finished: list[Finished]) -> int:

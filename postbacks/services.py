@@ -40,7 +40,7 @@ from postbacks.models import (
     Trigger,
     Worker,
 )
-from postbacks.transports import NO_SECRETS, Outcome, Result, Secrets, get_transport
+from postbacks.transports import Outcome, Result, get_transport
 from tracker import currency, rows
 from tracker.models import Click, Conversion, Impression
 
@@ -310,20 +310,6 @@ def rules_deactivate(rule_ids: Iterable[int], reason: str = "") -> int:
         )
     rules_cache_clear()
     return count
-
-
-def rule_secrets(rule_ids: Iterable[int]) -> dict[int, Secrets]:
-    """Rule id -> what its transport adds at sending time (signing secrets within their
-    rotation grace, access token), for the rules that have any; one query."""
-    ids = list(rule_ids)
-    if not ids:
-        return {}
-    rules = PostbackRule.objects.filter(pk__in=ids).only(
-        "signing_secret", "previous_signing_secret", "previous_secret_expires_at", "access_token"
-    )
-    now = timezone.now()
-    found = {rule.pk: rule.secrets(now) for rule in rules}
-    return {pk: secrets for pk, secrets in found.items() if secrets != NO_SECRETS}
 
 
 def rotate_signing_secret(rule: PostbackRule, grace_hours: float | None = None) -> str:
