@@ -71,6 +71,7 @@ from postbacks.transports import (
     Secrets,
     get_transport,
 )
+from tracker import rows
 
 logger = logging.getLogger("postbacks.dispatcher")
 # The Celery queue of ``postbacks.dispatch`` wake-ups; it carries nothing else.
@@ -569,7 +570,7 @@ class Dispatcher:
     def _record(self, moves: dict[int, tuple[Finished, Transition]], now) -> int:
         """The batch's one transaction: one conditional ``UPDATE ... FROM (VALUES ...)
         RETURNING id`` moves the deliveries still ``sending`` under this worker and attempt
-        number, one ``bulk_create`` logs the attempts of exactly those, one UPDATE counts
+        number, one multi-row INSERT logs the attempts of exactly those, one UPDATE counts
         the rules' failures in a row (see :meth:`_auto_disable`). Late results of
         deliveries the sweeper took back are dropped and logged."""
         with transaction.atomic():
@@ -588,7 +589,7 @@ class Dispatcher:
                 for pk, (item, move) in moves.items()
                 if pk in owned
             ]
-            Attempt.objects.bulk_create(attempts)
+            rows.insert(attempts)
             disabled = self._auto_disable(moves, owned, now)
             if disabled:
                 transaction.on_commit(rules_cache_clear)
