@@ -56,6 +56,7 @@ from postbacks.transports import (
     KIND_CHOICES,
     Outcome,
     get_transport,
+    kind_help,
 )
 from tracker import currency
 from tracker.api.base import StrictModelSerializer, StrictSerializer, TimeCursorPagination
@@ -181,7 +182,10 @@ class PostbackRuleSerializer(StrictModelSerializer):
             "updated_at",
         ]
         # Secrets of a destination kind, when the form edits them: written, never answered.
-        extra_kwargs = {name: {"write_only": True} for name in ("access_token", "signing_secret")}
+        extra_kwargs = {
+            **{name: {"write_only": True} for name in ("access_token", "signing_secret")},
+            "kind": {"help_text": kind_help()},
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -260,7 +260,8 @@ class PostbackRule(models.Model):
         max_length=500,
         blank=True,
         help_text="Meta: a Conversions API access token. TikTok: an Events API access token. "
-        "Telegram: the bot token from @BotFather. Never shown again once saved.",
+        "Telegram: the bot token from @BotFather. Slack, Discord: the channel's webhook URL. "
+        "Never shown again once saved.",
     )
     account_id = models.CharField(
         "pixel / chat ID",

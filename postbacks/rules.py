@@ -6,6 +6,7 @@ API both answer with. Screens import from here; this module imports no screen.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ from django.utils.html import escape
 from campaigns.models import TrafficSource
 from postbacks import macros
 from postbacks.models import PostbackRule
-from postbacks.transports import get_transport
+from postbacks.transports import get_transport, kind_fields
 from tracker import currency
 from tracker.models import Conversion
 
@@ -79,7 +80,8 @@ class PostbackRuleForm(forms.ModelForm):
         max_length=500,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Meta / TikTok: the access token; Telegram: the bot token "
-        "(123456:ABC-...). Stored, never shown again: leave blank to keep the saved one.",
+        "(123456:ABC-...); Slack / Discord: the webhook URL (it lets anyone post to the "
+        "channel). Stored, never shown again: leave blank to keep the saved one.",
     )
     clear_access_token = forms.BooleanField(label="Remove the saved access token", required=False)
     new_signing_secret = forms.BooleanField(
@@ -132,6 +134,9 @@ class PostbackRuleForm(forms.ModelForm):
             "disable_after_failures",
         ]
         widgets = {
+            # Each kind's fields, labels and signing, from its transport class: the form's
+            # script shows the fields of the chosen kind (static/postbacks/rule_form.js).
+            "kind": forms.Select(attrs={"data-kinds": json.dumps(kind_fields())}),
             "url_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),
             "body_template": forms.Textarea(attrs={"rows": 6, "class": "pb-template"}),
             "headers_template": forms.Textarea(attrs={"rows": 3, "class": "pb-template"}),

@@ -260,7 +260,13 @@ POSTBACKS_MASK_PARAMS = env.list(
     default=["*key*", "*token*", "*secret*", "*passw*", "*signature*", "*auth*", "sig", "pwd"],
 )
 POSTBACKS_MASK_PATH_PATTERNS = env.list(
-    "POSTBACKS_MASK_PATH_PATTERNS", default=[r"/bot(\d+:[A-Za-z0-9_-]+)"]
+    "POSTBACKS_MASK_PATH_PATTERNS",
+    # Telegram's bot token, a Slack webhook's and a Discord webhook's secret segment.
+    default=[
+        r"/bot(\d+:[A-Za-z0-9_-]+)",
+        r"/services/T[A-Z0-9]+/B[A-Z0-9]+/([A-Za-z0-9]{8,})",
+        r"/webhooks/\d+/([A-Za-z0-9_-]{8,})",
+    ],
 )
 # A rotated signing secret keeps signing requests (beside the new one) this many hours.
 POSTBACKS_SIGNING_GRACE_HOURS = env.float("POSTBACKS_SIGNING_GRACE_HOURS", default=24.0)
@@ -273,6 +279,16 @@ POSTBACKS_TIKTOK_BASE_URL = env.str(
 POSTBACKS_TELEGRAM_BASE_URL = env.str(
     "POSTBACKS_TELEGRAM_BASE_URL", default="https://api.telegram.org"
 )
+# What a chat webhook URL starts with, per kind (space-separated; e.g. a local receiver in
+# tests): the rule form refuses any other URL, the worker sends to no other.
+POSTBACKS_SLACK_WEBHOOK_PREFIXES = env.str(
+    "POSTBACKS_SLACK_WEBHOOK_PREFIXES", default="https://hooks.slack.com/services/"
+).split()
+POSTBACKS_DISCORD_WEBHOOK_PREFIXES = env.str(
+    "POSTBACKS_DISCORD_WEBHOOK_PREFIXES",
+    default="https://discord.com/api/webhooks/ https://discordapp.com/api/webhooks/ "
+    "https://canary.discord.com/api/webhooks/ https://ptb.discord.com/api/webhooks/",
+).split()
 
 # Attempts (the postback log) and finished deliveries older than this many days are deleted
 # by the hourly postbacks.retention task, in batches; 0 keeps everything.

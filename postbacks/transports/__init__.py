@@ -19,6 +19,7 @@ from postbacks.transports.base import (
     parse_headers,
     parse_retry_after,
 )
+from postbacks.transports.discord import DiscordMessage
 from postbacks.transports.http import (
     CONTENT_TYPES,
     FORBIDDEN_HEADERS,
@@ -30,6 +31,7 @@ from postbacks.transports.http import (
 )
 from postbacks.transports.meta import MetaConversionsAPI
 from postbacks.transports.s2s import S2SPostback
+from postbacks.transports.slack import SlackMessage
 from postbacks.transports.telegram import TelegramMessage
 from postbacks.transports.tiktok import TikTokEventsAPI
 from postbacks.transports.webhook import CrmWebhook
@@ -43,6 +45,7 @@ __all__ = [
     "REGISTRY",
     "SUCCESS_REGEX_MAX_CHARS",
     "CrmWebhook",
+    "DiscordMessage",
     "HttpTransport",
     "MetaConversionsAPI",
     "Outcome",
@@ -50,10 +53,13 @@ __all__ = [
     "Result",
     "S2SPostback",
     "Secrets",
+    "SlackMessage",
     "TelegramMessage",
     "TikTokEventsAPI",
     "Transport",
     "get_transport",
+    "kind_fields",
+    "kind_help",
     "parse_headers",
     "parse_retry_after",
     "success_error",
@@ -66,9 +72,34 @@ KINDS: tuple[type[Transport], ...] = (
     MetaConversionsAPI,
     TikTokEventsAPI,
     TelegramMessage,
+    SlackMessage,
+    DiscordMessage,
 )
 REGISTRY: dict[str, type[Transport]] = {cls.kind: cls for cls in KINDS}
 KIND_CHOICES = [(kind, cls.label) for kind, cls in REGISTRY.items()]
+
+
+def kind_help() -> str:
+    """The destination kinds and the rule fields each uses (its label in brackets where it
+    differs), one sentence per kind: the API's description of ``kind``."""
+    parts = []
+    for kind, cls in REGISTRY.items():
+        names = [
+            f"{name} ({cls.labels[name]})" if name in cls.labels else name
+            for name in cls.fields
+            if not name.startswith("clear_")
+        ]
+        parts.append(f"{kind}: {', '.join(names)}.")
+    return "Destination kind; the fields each kind uses (others are ignored): " + " ".join(parts)
+
+
+def kind_fields() -> dict[str, dict[str, object]]:
+    """Each kind's form shape, from its transport class: ``{kind: {"fields": [rule field
+    names], "signed": bool, "labels": {field: label}}}`` (the rule form's script reads it)."""
+    return {
+        kind: {"fields": list(cls.fields), "signed": cls.signed, "labels": dict(cls.labels)}
+        for kind, cls in REGISTRY.items()
+    }
 
 
 def get_transport(kind: str) -> Transport:

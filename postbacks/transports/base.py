@@ -98,6 +98,14 @@ class Transport:
 
     kind: ClassVar[str]
     label: ClassVar[str]
+    # The rule's destination fields this kind uses, in form order: the rule form shows
+    # these and hides the others', the API documents them per kind. ``http_method`` among
+    # them: the body fields show only for a POST.
+    fields: ClassVar[tuple[str, ...]] = ()
+    # Whether requests can carry Standard Webhooks signatures (the signing section).
+    signed: ClassVar[bool] = False
+    # Field labels of this kind where they differ from the rule's (e.g. "Chat ID").
+    labels: ClassVar[dict[str, str]] = {}
 
     def validate(self, rule: PostbackRule, *, known_vars: set[str] | None = None) -> list[str]:
         """Warnings about ``rule``; raises ValidationError keyed by field for errors.

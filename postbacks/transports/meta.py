@@ -87,6 +87,10 @@ class MetaConversionsAPI(ConversionAPI):
     kind = "meta_capi"
     label = "Meta Conversions API"  # a choice label: changing it needs a migration
     platform = "Meta"
+    labels = {
+        "account_id": "Pixel (dataset) ID",
+        "url_template": "Page URL (optional)",
+    }
     click_id_param = "fbclid"
     default_version = DEFAULT_VERSION
     event_names_default = {

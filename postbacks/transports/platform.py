@@ -146,6 +146,10 @@ class ConversionAPI(HttpTransport):
     standard_events: ClassVar[frozenset[str]]
     account_re: ClassVar[re.Pattern[str]]
     account_example: ClassVar[str]  # "digits only, e.g. 123456789012345"
+    fields = (
+        "account_id", "access_token", "clear_access_token", "api_version", "test_event_code",
+        "event_names", "url_template",
+    )  # fmt: skip
 
     # --- validate ------------------------------------------------------------------------
 

@@ -11,3 +11,8 @@ class S2SPostback(HttpTransport):
 
     kind = "s2s"
     label = "S2S postback (HTTP GET or POST)"  # a choice label: changing it needs a migration
+    fields = (
+        "http_method", "url_template", "body_format", "body_template", "headers_template",
+        "success_mode", "success_pattern",
+    )  # fmt: skip
+    signed = True

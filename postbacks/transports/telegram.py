@@ -101,6 +101,12 @@ class TelegramMessage(HttpTransport):
 
     kind = "telegram"
     label = "Telegram message"  # a choice label: changing it needs a migration
+    fields = ("account_id", "access_token", "clear_access_token", "body_template")
+    labels = {
+        "account_id": "Chat ID",
+        "access_token": "Bot token",
+        "body_template": "Message",
+    }
 
     # --- validate ------------------------------------------------------------------------
 

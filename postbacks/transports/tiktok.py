@@ -101,6 +101,10 @@ class TikTokEventsAPI(ConversionAPI):
     kind = "tiktok"
     label = "TikTok Events API"  # a choice label: changing it needs a migration
     platform = "TikTok"
+    labels = {
+        "account_id": "Pixel code",
+        "url_template": "Page URL (optional)",
+    }
     click_id_param = "ttclid"
     default_version = DEFAULT_VERSION
     event_names_default = COMMON_EVENT_NAMES

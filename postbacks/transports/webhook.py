@@ -315,6 +315,14 @@ class CrmWebhook(HttpTransport):
 
     kind = "webhook"
     label = "CRM webhook (signed JSON POST)"  # a choice label: changing it needs a migration
+    fields = (
+        "url_template",
+        "field_mapping",
+        "headers_template",
+        "success_mode",
+        "success_pattern",
+    )
+    signed = True
 
     def validate(self, rule: PostbackRule, *, known_vars: set[str] | None = None) -> list[str]:
         """Errors keyed ``url_template`` (http(s), host written out, macros known),

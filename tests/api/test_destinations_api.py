@@ -98,3 +98,26 @@ def test_the_signing_secret_needs_the_change_permission(api, api_for):
     assert viewer.post(f"{RULES}{rule_id}/signing-secret/", {}, format="json").status_code == 403
     assert viewer.delete(f"{RULES}{rule_id}/signing-secret/").status_code == 403
     assert PostbackRule.objects.get().signing_secret == ""
+
+
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [
+        ("slack", "https://hooks.slack.com/services/T0ABCDEF1/B0ABCDEF2/abcdEFGHijklMNOPqrstUVWX"),
+        ("discord", "https://discord.com/api/webhooks/123456789012345678/" + "aB3_-" * 10),
+    ],
+)
+def test_a_chat_webhook_rule_keeps_its_webhook_url_write_only(api, kind, url):
+    body = {"name": "Team chat", "kind": kind, "body_template": "{payout} {conversion.type}"}
+    refused = api.post(RULES, {**body, "access_token": "https://evil.example/hook"}, format="json")
+    assert refused.status_code == 400
+    assert "webhook URL starts with" in str(refused.json()["detail"]["access_token"])
+
+    created = api.post(RULES, {**body, "access_token": url}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["has_access_token"] is True
+    secret = url.rsplit("/", 1)[1]
+    assert secret not in api.get(f"{RULES}{created.json()['id']}/").content.decode()
+    assert PostbackRule.objects.get().access_token == url
+    schema = api.get("/api/v1/schema/").content.decode()
+    assert f"{kind}: access_token (Webhook URL), body_template (Message)." in schema

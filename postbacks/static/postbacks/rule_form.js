@@ -64,21 +64,18 @@
     if (node) node.hidden = !visible && !node.classList.contains("errors");
   }
 
-  /* Destination rows each kind uses (the others are hidden); keep in step with the
-   * transports in postbacks/transports/. */
-  const KIND_ROWS = {
-    s2s: ["http_method", "url_template", "body_format", "body_template", "headers_template",
-          "success_mode", "success_pattern"],
-    webhook: ["url_template", "field_mapping", "headers_template", "success_mode",
-              "success_pattern"],
-    meta_capi: ["account_id", "access_token", "clear_access_token", "api_version",
-                "test_event_code", "event_names", "url_template"],
-    tiktok: ["account_id", "access_token", "clear_access_token", "api_version",
-             "test_event_code", "event_names", "url_template"],
-    telegram: ["account_id", "access_token", "clear_access_token", "body_template"],
-  };
-  const KIND_FIELDS = [...new Set(Object.values(KIND_ROWS).flat())];
-  const SIGNED_KINDS = ["s2s", "webhook"];
+  /* Each kind's fields, labels and signing come from its transport class
+   * (postbacks/transports/), rendered by the form on the kind select as data-kinds. */
+  function kindsOf(select) {
+    try { return JSON.parse((select && select.dataset.kinds) || "{}"); } catch (e) { return {}; }
+  }
+
+  function setLabel(name, text) {
+    const label = document.querySelector("label[for=id_" + name + "]");
+    if (!label) return;
+    if (label.dataset.original === undefined) label.dataset.original = label.textContent;
+    label.textContent = text ? text + ":" : label.dataset.original;
+  }
 
   function setupDependentFields(form) {
     const kind = form.elements.kind;
@@ -87,24 +84,23 @@
     const eventType = form.elements.event_type;
     const delay = form.elements.delay_seconds;
 
+    const kinds = kindsOf(kind);
+    const kindFields = [...new Set(Object.values(kinds).flatMap((k) => k.fields))];
+    const labelled = [...new Set(Object.values(kinds).flatMap((k) => Object.keys(k.labels)))];
+
     function update() {
-      const rows = kind && KIND_ROWS[kind.value];
-      if (rows) {
-        KIND_FIELDS.forEach((name) => showRow(name, rows.includes(name)));
+      const shape = kind && kinds[kind.value];
+      const rows = shape && shape.fields;
+      if (shape) {
+        kindFields.forEach((name) => showRow(name, rows.includes(name)));
+        labelled.forEach((name) => setLabel(name, shape.labels[name]));
         const signing = document.querySelector("fieldset.pb-signing");
-        if (signing) signing.hidden = !SIGNED_KINDS.includes(kind.value);
+        if (signing) signing.hidden = !shape.signed;
       }
       if (method && (!rows || rows.includes("http_method"))) {
         const post = method.value === "POST";
         showRow("body_format", post);
         showRow("body_template", post);
-      }
-      if (kind && kind.value === "telegram") showRow("body_template", true);
-      const urlLabel = document.querySelector("label[for=id_url_template]");
-      if (urlLabel && kind) {
-        urlLabel.dataset.original = urlLabel.dataset.original || urlLabel.textContent;
-        urlLabel.textContent = ["meta_capi", "tiktok"].includes(kind.value)
-          ? "Page URL (optional):" : urlLabel.dataset.original;
       }
       if (mode && (!rows || rows.includes("success_mode"))) {
         showRow("success_pattern", mode.value !== "status");

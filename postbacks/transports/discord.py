@@ -1,0 +1,135 @@
+"""Discord message: a channel webhook posts one message per event.
+
+The request (https://discord.com/developers/docs/resources/webhook#execute-webhook)::
+
+    POST https://discord.com/api/webhooks/<id>/<secret>?wait=true
+    Content-Type: application/json
+    Idempotency-Key: <delivery ID>            (ignored by Discord, kept for the log)
+
+    {"content": "<message>", "allowed_mentions": {"parse": []}}
+
+- ``rule.access_token`` is the webhook URL (a secret: see :mod:`postbacks.transports.chat`);
+  ``POSTBACKS_DISCORD_WEBHOOK_PREFIXES`` says which URLs are Discord's.
+- ``rule.body_template`` is the message in Discord's markdown (``**bold**``, as typed);
+  macro values have markdown characters escaped with a backslash, and
+  ``allowed_mentions`` is empty, so no value (nor the template) pings ``@everyone``, a role
+  or a user. Cut at 2000 characters (``content``'s limit).
+- ``wait=true`` makes Discord answer with the posted message (its ``id``), so a 2xx
+  without one is not taken for a posted message.
+
+Answers (https://discord.com/developers/docs/topics/opcodes-and-status-codes#http):
+
+=================================  =========  ================================================
+answer                             outcome    error logged
+=================================  =========  ================================================
+2xx with the message's ``id``,     delivered
+204
+2xx anything else                  retry      Discord answered 200 without the message
+429                                retry      after the body's ``retry_after`` (or Retry-After)
+5xx, 408                           retry      Discord 502: <message>
+404 (Unknown Webhook), 401, 403    failed     Discord 404: Unknown Webhook + what to do
+other 4xx                          failed     Discord 400: <message> (e.g. content too long)
+=================================  =========  ================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from postbacks.transports.base import Outcome, PreparedRequest, Result, parse_retry_after
+from postbacks.transports.chat import ChatWebhook
+
+if TYPE_CHECKING:
+    import requests
+
+HINTS = {
+    401: "the webhook's token was reset: copy the webhook URL again",
+    403: "the webhook may not post in this channel: check its permissions",
+    404: "the webhook was deleted: create a new one and enter its URL",
+}
+# Characters Discord's markdown gives a meaning to; a backslash before one shows it as is.
+_MARKDOWN_RE = re.compile(r"([\\*_~`|<>#\[\]()@-])")
+
+
+class DiscordMessage(ChatWebhook):
+    """A message to a Discord channel through a webhook: ``rule.access_token`` is the
+    webhook URL, ``rule.body_template`` the markdown text. See the module docstring for
+    the request and how answers are classified."""
+
+    kind = "discord"
+    label = "Discord message"  # a choice label: changing it needs a migration
+    platform = "Discord"
+    default_template = (
+        "{status:approved=✅,pending=⏳,rejected=❌,refunded=↩️} **{conversion.type|conversion}** "
+        "{payout} {payout_currency} — {campaign.name} / {offer.name}, click {click.id}"
+    )
+    text_max = 2000
+    path_re = re.compile(r"\d{5,25}/[A-Za-z0-9_-]{20,100}")
+    path_example = "123456789012345678/abcdefghijklmnopqrstuvwxyz0123456789"
+
+    def prefixes(self) -> list[str]:
+        return list(settings.POSTBACKS_DISCORD_WEBHOOK_PREFIXES)
+
+    def escape(self, value: str) -> str:
+        return _MARKDOWN_RE.sub(r"\\\1", value)
+
+    def payload(self, text: str) -> dict[str, object]:
+        return {"content": text, "allowed_mentions": {"parse": []}}
+
+    def wire_url(self, url: str) -> str:
+        return f"{url}?wait=true"
+
+    def classify(
+        self,
+        response: requests.Response,
+        body: str,
+        duration_ms: int,
+        request: PreparedRequest | None = None,
+    ) -> Result:
+        """Discord's answer as delivered, retry or failed: see the module docstring's table."""
+        code = response.status_code
+        if 300 <= code < 400:
+            return super().classify(response, body, duration_ms)
+        answer = _json_object(body)
+        result = Result(
+            Outcome.FAILED, status_code=code, response_body=body, duration_ms=duration_ms
+        )
+        if 200 <= code < 300:
+            if code == 204 or (answer is not None and answer.get("id")):
+                result.outcome = Outcome.DELIVERED
+            else:
+                result.outcome = Outcome.RETRY
+                result.error = f"Discord answered {code} without the posted message"
+            return result
+        message = str((answer or {}).get("message") or " ".join(body.split()) or f"HTTP {code}")
+        result.error = f"Discord {code}: {message[:300]}"
+        if code == 429:
+            result.outcome = Outcome.RETRY
+            result.retry_after = _seconds((answer or {}).get("retry_after"))
+            if result.retry_after is None:
+                result.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        elif code == 408 or code >= 500:
+            result.outcome = Outcome.RETRY
+        elif code in HINTS:
+            result.error += f" ({HINTS[code]})"
+        return result
+
+
+def _json_object(body: str) -> dict | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _seconds(value: object) -> float | None:
+    """``retry_after`` (seconds, may be fractional); None unless a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
