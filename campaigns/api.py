@@ -11,7 +11,6 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models, transaction
-from django.db.models import ProtectedError, RestrictedError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -39,8 +38,7 @@ from tracker.api.base import (
     StrictSerializer,
     django_errors,
 )
-from tracker.api.errors import DomainError
-from tracker.api.views import TrackerErrorSerializer
+from tracker.api.errors import ProtectedDeleteMixin, TrackerErrorSerializer
 
 # --- shared helpers ---------------------------------------------------------------------
 
@@ -130,19 +128,6 @@ def check_mapping(field: MappingField, value: dict[str, Any]) -> dict[str, str]:
     if errors:
         raise serializers.ValidationError(errors)
     return mapping
-
-
-class ProtectedDeleteMixin:
-    """DELETE of a row still used elsewhere (protected foreign keys): 409 ``protected``."""
-
-    def perform_destroy(self, instance: models.Model) -> None:
-        try:
-            instance.delete()
-        except (ProtectedError, RestrictedError) as exc:
-            used_by = sorted({str(obj._meta.verbose_name_plural) for obj in exc.args[1]})
-            raise DomainError(
-                409, "protected", f"“{instance}” is still used by: {', '.join(used_by)}."
-            ) from None
 
 
 # --- traffic sources --------------------------------------------------------------------

@@ -7,8 +7,11 @@ class PostbacksConfig(AppConfig):
     verbose_name = "Postbacks"
 
     def ready(self) -> None:
+        from postbacks import services, tasks
         from postbacks.models import PostbackRule
         from postbacks.services import rules_cache_clear
+
+        services.use_dispatch_task(tasks.dispatch_task)
 
         post_save.connect(rules_cache_clear, sender=PostbackRule, dispatch_uid="rules-save")
         post_delete.connect(rules_cache_clear, sender=PostbackRule, dispatch_uid="rules-del")

@@ -15,12 +15,19 @@ from django.utils import timezone
 
 from campaigns.models import AffiliateNetwork, Campaign, Offer, TrafficSource
 from postbacks.answers import storable
+from postbacks.choices import (
+    EVENT_TYPE_HELP,
+    MAX_DELAY_SECONDS,
+    BodyFormat,
+    EventType,
+    HttpMethod,
+    SuccessMode,
+    Trigger,
+)
 from postbacks.masking import mask_secrets
 from postbacks.transports import KIND_CHOICES, Outcome, Result, Secrets, get_transport
 from tracker import currency
 from tracker.models import Conversion
-
-MAX_DELAY_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -31,45 +38,6 @@ class Scope:
     offer_id: int | None
     traffic_source_id: int
     affiliate_network_id: int | None
-
-
-class EventType(models.TextChoices):
-    IMPRESSION = "impression", "Impression"
-    CLICK = "click", "Click"
-    CONVERSION = "conversion", "Conversion"
-    EVENT = "event", "Event (after a conversion)"
-
-
-EVENT_TYPE_HELP = (
-    "Impression: an ad view counted by the pixel /i/<campaign key>. "
-    "Click: a visit through the campaign URL /c/<campaign key>. "
-    "Conversion: a conversion of a click (each one, or only the click's first with "
-    "'first conversion only'). "
-    "Event: a later conversion on a click that already converted (upsell, deposit, rebill)."
-)
-
-
-class Trigger(models.TextChoices):
-    CREATED = "created", "When the conversion is created"
-    CHANGED = "changed", "When its status changes"
-    BOTH = "both", "Both"
-
-
-class HttpMethod(models.TextChoices):
-    GET = "GET", "GET"
-    POST = "POST", "POST"
-
-
-class BodyFormat(models.TextChoices):
-    NONE = "none", "No body"
-    FORM = "form", "Form (application/x-www-form-urlencoded)"
-    JSON = "json", "JSON (application/json)"
-
-
-class SuccessMode(models.TextChoices):
-    STATUS = "status", "Any 2xx answer"
-    CONTAINS = "contains", "2xx and the body contains the text"
-    REGEX = "regex", "2xx and the body matches the regular expression"
 
 
 class PostbackRule(models.Model):

@@ -25,11 +25,13 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 
 from postbacks import macros
+from postbacks.models import Delivery
 from tracker import currency as currencies
 from tracker import ingest, permissions, services, uploads
 from tracker.admin.base import ClickSearchMixin
 from tracker.admin.google_ads import export_google_ads
 from tracker.forms import PARAM_FIELDS, PAYOUT_LIMIT, PAYOUT_QUANTUM, validate_storable
+from tracker.logadmin import compact_time, csv_cell
 from tracker.models import (
     Conversion,
     ConversionStatusChange,
@@ -38,6 +40,7 @@ from tracker.models import (
     InboundRequest,
     RejectionReason,
 )
+from tracker.remote import client_ip
 
 # What a correction may change; the status has its own flow (Change status).
 EDITABLE_FIELDS = ("payout", "currency", "txid", "conversion_type", "params")
@@ -295,12 +298,6 @@ def can_upload(user) -> bool:
     return user.has_perm("tracker.add_conversionupload") and user.has_perm("tracker.add_conversion")
 
 
-def _compact_time(value) -> str:
-    from postbacks.admin.log import compact_time  # imports this package: load it late
-
-    return compact_time(value)
-
-
 @admin.register(Conversion)
 class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
     """Conversions; each one's page is its trace (inbound requests, status changes, dedup
@@ -380,11 +377,11 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
 
     @admin.display(description="received", ordering="created_at")
     def received(self, obj: Conversion) -> str:
-        return _compact_time(obj.created_at)
+        return compact_time(obj.created_at)
 
     @admin.display(description="conversion time", ordering="converted_at")
     def converted(self, obj: Conversion) -> str:
-        return _compact_time(obj.converted_at)
+        return compact_time(obj.converted_at)
 
     @admin.display(description="network payout")
     def network_payout_text(self, obj: Conversion) -> str:
@@ -491,8 +488,6 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
         return TemplateResponse(request, self.add_form_template, context)
 
     def _add(self, request, form: ConversionAddForm) -> HttpResponseRedirect | None:
-        from tracker.views import client_ip
-
         data = form.ingest_data()
         inbound = ingest.Inbound(
             channel=InboundRequest.Channel.ADMIN,
@@ -545,7 +540,7 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
         type. Nothing is planned or sent (see NO_REFIRE)."""
         if change:
             if {"payout", "currency"} & set(form.changed_data):
-                obj.refresh_display_payout()
+                currencies.refresh_display_payout(obj)
             obj.dedup_key = getattr(form, "dedup_key", obj.dedup_key)
         super().save_model(request, obj, form, change)
 
@@ -556,8 +551,6 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
 
     def trace(self, object_id: str) -> dict:
         """What the trace page shows, oldest first."""
-        from postbacks.models import Delivery
-
         try:
             pk = int(object_id)
         except ValueError:
@@ -775,8 +768,6 @@ class ConversionUploadAdmin(admin.ModelAdmin):
 
     def results_csv_view(self, request, object_id):
         """Every row's result as CSV, in file order, streamed."""
-        from postbacks.admin.log import csv_cell  # imports this package: load it late
-
         upload = self._get(request, object_id)
         rows = (
             InboundRequest.objects.filter(upload=upload)
@@ -822,12 +813,10 @@ class ConversionUploadAdmin(admin.ModelAdmin):
         if upload.state == ConversionUpload.State.DONE:
             self.message_user(request, "This upload is done.", messages.WARNING)
         else:
-            from tracker.tasks import upload_enqueue
-
             ConversionUpload.objects.filter(
                 pk=upload.pk, state=ConversionUpload.State.FAILED
             ).update(state=ConversionUpload.State.QUEUED)
-            upload_enqueue(upload)
+            uploads.upload_enqueue(upload)
             self.message_user(
                 request, "Processing again: the rows already done are skipped.", messages.SUCCESS
             )
