@@ -6,15 +6,9 @@ from __future__ import annotations
 import django_filters
 from rest_framework import serializers, viewsets
 
-from tracker.api.base import (
-    LogCursorPagination,
-)
+from tracker.api.base import LogCursorPagination
 from tracker.api.filters import CreatedRangeFilterSet
-from tracker.models import (
-    VAR_FIELDS,
-    Click,
-    DeviceType,
-)
+from tracker.models import VAR_FIELDS, Click, DeviceType
 
 ENRICHMENT_FIELDS = (
     "ip",

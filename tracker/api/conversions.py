@@ -28,20 +28,12 @@ from rest_framework.response import Response
 from campaigns.models import status_from_text
 from postbacks.masking import mask_secrets
 from tracker import google_ads, ingest, permissions, services
-from tracker.api.base import (
-    ModelPermissions,
-    StrictSerializer,
-    TimeCursorPagination,
-)
+from tracker.api.base import ModelPermissions, StrictSerializer, TimeCursorPagination
 from tracker.api.errors import BodyTooLarge, DomainError, TrackerErrorSerializer, error_responses
 from tracker.api.filters import CreatedRangeFilterSet
 from tracker.api.parsers import ExactJSONParser
 from tracker.forms import PARAM_FIELDS
-from tracker.models import (
-    Conversion,
-    ConversionStatusChange,
-    InboundRequest,
-)
+from tracker.models import Conversion, ConversionStatusChange, InboundRequest
 from tracker.views.common import client_ip
 
 LOG_TEXT_MAX = 4000

@@ -9,13 +9,9 @@ import django_filters
 from rest_framework import serializers, viewsets
 
 from postbacks.masking import mask_secrets
-from tracker.api.base import (
-    TimeCursorPagination,
-)
+from tracker.api.base import TimeCursorPagination
 from tracker.api.filters import CreatedRangeFilterSet
-from tracker.models import (
-    InboundRequest,
-)
+from tracker.models import InboundRequest
 
 
 class InboundRequestSerializer(serializers.ModelSerializer):

@@ -24,16 +24,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tracker import permissions, uploads
-from tracker.api.base import (
-    ModelPermissions,
-)
+from tracker.api.base import ModelPermissions
 from tracker.api.errors import DomainError, error_responses
 from tracker.api.parsers import ExactJSONParser
 from tracker.forms import PARAM_FIELDS
-from tracker.models import (
-    ConversionUpload,
-    InboundRequest,
-)
+from tracker.models import ConversionUpload, InboundRequest
 
 # A JSON upload has at most this many rows; an upload processed while the client waits
 # (``wait``) at most UPLOAD_WAIT_MAX_ROWS (more are queued, answered 202).
