@@ -3,21 +3,27 @@
 The rule model (``postbacks.models``) and the transports that validate and prepare a rule's
 request (``postbacks.transports``) both read them; here neither has to import the other.
 ``postbacks.models`` re-exports every name, so ``from postbacks.models import EventType``
-keeps working.
+keeps working. The event types and triggers are the tracker's (:mod:`tracker.events`): the
+tracker names the event it records, the rules here choose which to fire on.
 """
 
 from __future__ import annotations
 
 from django.db import models
 
+from tracker.events import EventType, Trigger
+
+__all__ = [
+    "EVENT_TYPE_HELP",
+    "MAX_DELAY_SECONDS",
+    "BodyFormat",
+    "EventType",
+    "HttpMethod",
+    "SuccessMode",
+    "Trigger",
+]
+
 MAX_DELAY_SECONDS = 7 * 24 * 3600
-
-
-class EventType(models.TextChoices):
-    IMPRESSION = "impression", "Impression"
-    CLICK = "click", "Click"
-    CONVERSION = "conversion", "Conversion"
-    EVENT = "event", "Event (after a conversion)"
 
 
 EVENT_TYPE_HELP = (
@@ -27,12 +33,6 @@ EVENT_TYPE_HELP = (
     "'first conversion only'). "
     "Event: a later conversion on a click that already converted (upsell, deposit, rebill)."
 )
-
-
-class Trigger(models.TextChoices):
-    CREATED = "created", "When the conversion is created"
-    CHANGED = "changed", "When its status changes"
-    BOTH = "both", "Both"
 
 
 class HttpMethod(models.TextChoices):

@@ -34,7 +34,7 @@ from tracker.api.filters import CreatedRangeFilterSet
 from tracker.api.parsers import ExactJSONParser
 from tracker.forms import PARAM_FIELDS
 from tracker.models import Conversion, ConversionStatusChange, InboundRequest
-from tracker.views.common import client_ip
+from tracker.remote import client_ip
 
 LOG_TEXT_MAX = 4000
 # The parameters POST /conversions/ takes: those of /cv, by our names (no network token:
