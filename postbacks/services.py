@@ -32,12 +32,12 @@ from django.utils import timezone
 
 from postbacks import wakeup
 from postbacks.macros import CATALOGUE, build_context, format_value
+from postbacks.matching import Scope
 from postbacks.models import (
     Attempt,
     Delivery,
     EventType,
     PostbackRule,
-    Scope,
     Trigger,
     Worker,
 )

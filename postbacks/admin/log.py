@@ -27,7 +27,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import QuerySet
 from django.db.models.functions import Substr
 from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.urls import path, reverse
@@ -36,10 +36,18 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 from rangefilter.filters import DateRangeFilter, DateTimeRangeFilter
 
-from campaigns.models import Campaign, Offer, TrafficSource
+from campaigns.models import TrafficSource
 from postbacks import services
+from postbacks.admin.log_filters import (
+    CampaignFilter,
+    OfferFilter,
+    RuleFilter,
+    SlowFilter,
+    SourceFilter,
+    attempt_filter,
+)
 from postbacks.masking import mask_secrets
-from postbacks.models import SLOW_MS, Attempt, Delivery, PostbackRule, Worker
+from postbacks.models import Attempt, Delivery, PostbackRule, Worker
 from postbacks.preview import UNSAVED_RULE_TEST
 from tracker.logadmin import (
     EXPORT_MAX_ROWS,
@@ -54,100 +62,12 @@ from tracker.logadmin import (
     shorten,
     status_badge,
 )
-from tracker.models import Click
 
 # Search: at most this many deliveries match one term.
 SEARCH_LIMIT = 10_000
 # Characters of a URL or an error shown in a list (the rest is never read from the database).
 URL_CHARS = 120
 ERROR_CHARS = 80
-
-
-# --- Filters -------------------------------------------------------------------------------------
-
-
-class SlowFilter(admin.SimpleListFilter):
-    title = "duration"
-    parameter_name = "slow"
-
-    def lookups(self, request, model_admin):
-        return [("1", f"Slower than {SLOW_MS / 1000:g} s")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "1":
-            return queryset.filter(duration_ms__gt=SLOW_MS)
-        return queryset
-
-
-class RelatedLogFilter(admin.SimpleListFilter):
-    """A filter on a small related table (rules, sources, offers, campaigns).
-
-    Its choices are the rows of that table that have something in the log: one EXISTS
-    probe per row on the foreign key's index of ``probe_model``, never a scan of the log.
-    ``lookup`` is the path from the delivery to the chosen row; ``prefix`` the path from the
-    admin's model to the delivery ("" on Delivery, "delivery__" on Attempt).
-    """
-
-    model: type = PostbackRule
-    probe_model: type = Delivery
-    probe_field = "rule"
-    lookup = "rule_id"
-    prefix = ""
-
-    def lookups(self, request, model_admin):
-        probe = self.probe_model._default_manager.filter(**{self.probe_field: OuterRef("pk")})
-        rows = self.model._default_manager.filter(Exists(probe))
-        if self.value():
-            with contextlib.suppress(ValueError):
-                rows = self.model._default_manager.filter(Exists(probe) | Q(pk=int(self.value())))
-        return [(str(pk), name) for pk, name in rows.order_by("name").values_list("pk", "name")]
-
-    def queryset(self, request, queryset):
-        try:
-            value = int(self.value() or "")
-        except ValueError:
-            return queryset
-        return queryset.filter(**{self.prefix + self.lookup: value})
-
-
-class RuleFilter(RelatedLogFilter):
-    title = "rule"
-    parameter_name = "rule"
-
-
-class SourceFilter(RelatedLogFilter):
-    title = "traffic source"
-    parameter_name = "source"
-    model = TrafficSource
-    probe_field = "traffic_source"
-    lookup = "traffic_source_id"
-
-
-class OfferFilter(RelatedLogFilter):
-    """By the click's offer: a join to the click (see bench/README.md for its cost)."""
-
-    title = "offer"
-    parameter_name = "offer"
-    model = Offer
-    probe_model = Click
-    probe_field = "offer"
-    lookup = "click__offer_id"
-
-
-class CampaignFilter(RelatedLogFilter):
-    """By the click's campaign: a join to the click (see bench/README.md for its cost)."""
-
-    title = "campaign"
-    parameter_name = "campaign"
-    model = Campaign
-    probe_model = Click
-    probe_field = "campaign"
-    lookup = "click__campaign_id"
-
-
-def attempt_filter(base: type[RelatedLogFilter]) -> type[RelatedLogFilter]:
-    """``base`` for the attempt list: through the attempt's delivery."""
-    return type(f"Attempt{base.__name__}", (base,), {"prefix": "delivery__"})
 
 
 # --- Search --------------------------------------------------------------------------------------
