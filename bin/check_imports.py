@@ -6,6 +6,9 @@
 2. No import of a project module placed inside a function, the usual way to dodge a
    cycle; an ``AppConfig.ready()`` is the one place allowed (Django loads it after every
    model, which is where signal wiring and the apps' plug-ins belong).
+3. Every module has a floor: it is (in) a domain module or a screen of the contract
+   ``domain-imports-no-screen`` in ``pyproject.toml``, or project wiring (:data:`WIRING`).
+   A new module nobody placed would escape the contracts.
 
 Prints each problem and exits 1 when there is any, 0 otherwise.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +25,34 @@ import grimp
 
 PACKAGES = ("campaigns", "tracker", "postbacks")
 ROOT = Path(__file__).resolve().parent.parent
+CONTRACT = "domain-imports-no-screen"
+# Entry points and configuration: above the domain, outside the screens' contracts.
+WIRING = (
+    *PACKAGES,
+    "tracker.settings",
+    "tracker.urls",
+    "tracker.wsgi",
+    "tracker.asgi",
+    "campaigns.migrations",
+    "tracker.migrations",
+    "postbacks.migrations",
+    "tracker.management",
+    "postbacks.management",
+)
+
+
+def unplaced(modules: set[str]) -> list[str]:
+    """The modules that are neither domain nor screen in :data:`CONTRACT`, nor wiring."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    contract = next(c for c in config["contracts"] if c["id"] == CONTRACT)
+    placed = (*contract["source_modules"], *contract["forbidden_modules"])
+    return sorted(
+        module
+        for module in modules
+        if module not in WIRING
+        and not any(module == top or module.startswith(f"{top}.") for top in placed)
+        and not any(module.startswith(f"{top}.") for top in WIRING if top not in PACKAGES)
+    )
 
 
 def cycles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -108,6 +140,10 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     graph = grimp.build_graph(*PACKAGES, exclude_type_checking_imports=True)
     problems = [f"Import cycle: {' <-> '.join(component)}" for component in cycles(graph)]
+    problems += [
+        f"No floor for {module}: add it to the domain or the screens of {CONTRACT}"
+        for module in unplaced(set(graph.modules))
+    ]
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             if "migrations" not in path.parts:
@@ -115,7 +151,10 @@ def main() -> int:
     for problem in problems:
         print(problem)
     if not problems:
-        print(f"No import cycle among {len(graph.modules)} modules; no import inside a function.")
+        print(
+            f"No import cycle among {len(graph.modules)} modules, no import inside a function,"
+            " every module placed."
+        )
     return 1 if problems else 0
 
 
