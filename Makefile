@@ -54,9 +54,13 @@ test: install
 	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 $(BIN)/pytest -q -p no:cacheprovider \
 		tests/postbacks tests/test_admin.py
 
+## lint: ruff, then the import layers (import-linter contracts in pyproject.toml) and no
+## import cycle nor import inside a function (bin/check_imports.py)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/python bin/check_imports.py
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -75,4 +79,4 @@ bench: install
 	$(BIN)/python bench/latency.py --rate 400 --seconds 30
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache

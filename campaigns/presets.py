@@ -12,18 +12,24 @@ Each preset names the page it follows (``docs_url``) and how sure that page is
 (third-party), or nothing reliable for part of it (unconfirmed: check the source's
 dashboard). Parts nobody documents are left empty rather than guessed.
 
-:func:`source_from_preset` creates a traffic source, its parameters and its postback rule.
+:func:`source_from_preset` creates a traffic source, its parameters and its postback rule;
+the rule itself is made by the postbacks app (:func:`use_rule_factory`, set in its
+``ready()``): campaigns, the ground floor, imports nothing above it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 
 from campaigns.models import TrafficSource, TrafficSourceParameter
-from postbacks.models import EventType, PostbackRule
+
+if TYPE_CHECKING:
+    from postbacks.models import PostbackRule
 
 # Marks a value the manager must fill in: outside braces, so it is never read as a macro.
 REPLACE_PREFIX = "REPLACE_WITH_"
@@ -493,6 +499,18 @@ def _free_name(base: str) -> str:
     return next(name for name in _names(base, limit) if name not in taken)
 
 
+# Makes and saves the postback rule of a source created from a preset (postbacks.apps).
+_rule_factory: Callable[[TrafficSource, Preset], PostbackRule] | None = None
+
+
+def use_rule_factory(factory: Callable[[TrafficSource, Preset], PostbackRule]) -> None:
+    """Set how :func:`source_from_preset` creates a preset's postback rule:
+    ``factory(source, preset)`` saves and returns the rule (``postbacks.rules.rule_from_preset``
+    in ``postbacks.apps``)."""
+    global _rule_factory
+    _rule_factory = factory
+
+
 @transaction.atomic
 def source_from_preset(
     key: str, *, name: str | None = None, create_rule: bool = True
@@ -504,7 +522,8 @@ def source_from_preset(
     appended when that name is taken. The rule, "<source name> postback", fires the preset's
     URL for approved conversions of this source only; it is created inactive while the URL
     still holds ``REPLACE_WITH_...`` values the manager must fill in, active otherwise.
-    All or nothing. Raises KeyError for an unknown preset.
+    All or nothing. Raises KeyError for an unknown preset, RuntimeError when a rule is due
+    and no factory was set (:func:`use_rule_factory`).
     """
     preset = get(key)
     base = (name or "").strip() or preset.name
@@ -538,17 +557,7 @@ def source_from_preset(
         row.save(force_insert=True)
     if not (preset.postback_url and create_rule):
         return source, None
-    rule = PostbackRule(
-        name=f"{source.name} postback",
-        event_type=EventType.CONVERSION,
-        statuses=["approved"],
-        kind="s2s",
-        url_template=preset.postback_url,
-        http_method=preset.postback_method,
-        preset=preset.key,
-        is_active=not preset.to_replace,
-    )
-    rule.full_clean()
-    rule.save(force_insert=True)
-    rule.traffic_sources.set([source])
+    if _rule_factory is None:
+        raise RuntimeError("No preset rule factory: postbacks.apps sets it in ready().")
+    rule = _rule_factory(source, preset)
     return source, rule

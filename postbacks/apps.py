@@ -7,8 +7,15 @@ class PostbacksConfig(AppConfig):
     verbose_name = "Postbacks"
 
     def ready(self) -> None:
+        from campaigns import presets
+        from postbacks import rules, services, tasks
         from postbacks.models import PostbackRule
         from postbacks.services import rules_cache_clear
+        from tracker import services as tracker_services
+
+        services.use_dispatch_task(tasks.dispatch_task)
+        presets.use_rule_factory(rules.rule_from_preset)
+        tracker_services.use_planner(services)
 
         post_save.connect(rules_cache_clear, sender=PostbackRule, dispatch_uid="rules-save")
         post_delete.connect(rules_cache_clear, sender=PostbackRule, dispatch_uid="rules-del")

@@ -15,7 +15,7 @@ the dispatcher then loops until nothing is due:
    wall-clock deadline (its timeout), shorter than its lease.
 3. **Record** finished attempts in one transaction: the rows still owned (status
    ``sending``, same attempt number, same worker) get their new states with one
-   conditional UPDATE and their Attempt rows with one ``bulk_create``. A result for
+   conditional UPDATE and their Attempt rows with one multi-row INSERT. A result for
    a delivery the sweeper has taken back is dropped (its lost attempt is already logged).
 4. **Auto-disable**, in the same transaction: one UPDATE per batch moves each rule's
    ``consecutive_failures`` (a delivery that ends ``failed`` adds one, one that ends
@@ -33,7 +33,6 @@ the deliveries of a silent worker, whatever the task slots are doing.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import queue
@@ -44,7 +43,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -53,8 +51,25 @@ from django.utils import timezone
 
 from postbacks import http_async, wakeup
 from postbacks.answers import storable
+from postbacks.claims import (
+    CLAIM_SQL,
+    CLAIMED_COLUMNS,
+    GONE_REASON,
+    LEASE_SQL,
+    RECORD_CASTS,
+    RECORD_SQL,
+    ROW_LOCK_SQL,
+    SECRETS_SQL,
+    STREAK_CASTS,
+    STREAK_LOCK_SQL,
+    STREAK_SQL,
+    Claimed,
+    Finished,
+    Streak,
+)
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, PostbackRule, Worker
+from postbacks.recorder import Recorder
 from postbacks.services import (
     Transition,
     deliveries_sweep,
@@ -63,12 +78,9 @@ from postbacks.services import (
     wake,
 )
 from postbacks.transports import (
-    NO_SECRETS,
     HttpTransport,
     Outcome,
-    PreparedRequest,
     Result,
-    Secrets,
     get_transport,
 )
 from tracker import rows
@@ -76,168 +88,6 @@ from tracker import rows
 logger = logging.getLogger("postbacks.dispatcher")
 # The Celery queue of ``postbacks.dispatch`` wake-ups; it carries nothing else.
 WAKE_QUEUE = "postbacks"
-
-# now + (timeout + margin) seconds, per database: the lease of a claimed delivery.
-LEASE_SQL = {
-    "postgresql": "%s + make_interval(secs => timeout_seconds + %s)",
-    "sqlite": "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s,"
-    " '+' || (timeout_seconds + %s) || ' seconds')",
-}
-ROW_LOCK_SQL = {"postgresql": "FOR UPDATE SKIP LOCKED", "sqlite": ""}
-CLAIM_SQL = """
-WITH busy (host, n) AS (VALUES {busy})
-UPDATE {table} SET status = 'sending', attempt_count = attempt_count + 1, claimed_by = %s,
-    lease_expires_at = {lease}, updated_at = %s
-WHERE status = 'scheduled' AND id IN (
-    SELECT id FROM (
-        SELECT id, due_at, COALESCE(busy.n, 0)
-            + ROW_NUMBER() OVER (PARTITION BY due.host ORDER BY due_at, id) AS nth
-        FROM (
-            SELECT id, host, due_at FROM {table}
-            WHERE status = 'scheduled' AND due_at <= %s {exclude}
-            ORDER BY due_at, id LIMIT %s {lock}
-        ) AS due LEFT JOIN busy ON busy.host = due.host
-    ) AS ranked
-    WHERE nth <= %s ORDER BY due_at, id LIMIT %s
-)
-RETURNING {columns}, {secrets}
-"""
-# The rule's secrets, read in the claim itself (one round trip): the signing secret, the
-# previous one while within its rotation grace (the parameter: now), the access token.
-SECRETS_SQL = """(SELECT r.signing_secret FROM {rules} r WHERE r.id = {table}.rule_id),
-    (SELECT CASE WHEN r.previous_secret_expires_at > %s THEN r.previous_signing_secret
-        ELSE '' END FROM {rules} r WHERE r.id = {table}.rule_id),
-    (SELECT r.access_token FROM {rules} r WHERE r.id = {table}.rule_id)"""
-# The new state of each finished delivery, written only where this worker still owns it.
-RECORD_SQL = """
-WITH v (id, attempt_count, status, due_at, delivered_at, last_status_code, last_error)
-    AS (VALUES {rows})
-UPDATE {table} SET status = v.status, due_at = COALESCE(v.due_at, {table}.due_at),
-    delivered_at = v.delivered_at, last_status_code = v.last_status_code,
-    last_error = v.last_error, lease_expires_at = NULL, claimed_by = '', updated_at = %s
-FROM v
-WHERE {table}.id = v.id AND {table}.status = 'sending' AND {table}.claimed_by = %s
-    AND {table}.attempt_count = v.attempt_count
-RETURNING {table}.id
-"""
-# Typed placeholders of one VALUES row (PostgreSQL cannot infer the type of a NULL column).
-RECORD_CASTS = {
-    "postgresql": (
-        "CAST({} AS bigint)",
-        "CAST({} AS integer)",
-        "CAST({} AS varchar)",
-        "CAST({} AS timestamptz)",
-        "CAST({} AS timestamptz)",
-        "CAST({} AS integer)",
-        "CAST({} AS text)",
-    ),
-    "sqlite": ("{}",) * 7,
-}
-# Each rule's run of failed deliveries, after one batch: reset (1 when one was delivered),
-# the failures after the last delivered one, gone (1 after a 410). No-op rows (no failure,
-# count already 0) are not written: most batches of a healthy rule touch nothing. On
-# PostgreSQL the rows are locked in id order first, so the recorders of several workers
-# cannot deadlock on them.
-STREAK_SQL = """
-WITH v (id, reset, failures, gone) AS (VALUES {rows}),
-todo AS (
-    SELECT r.id FROM {table} r JOIN v ON v.id = r.id
-    WHERE v.failures > 0 OR v.gone = 1 OR r.consecutive_failures <> 0
-    ORDER BY r.id {lock}
-)
-UPDATE {table} SET consecutive_failures = CASE WHEN v.reset = 1 THEN v.failures
-    ELSE {table}.consecutive_failures + v.failures END
-FROM v JOIN todo ON todo.id = v.id
-WHERE {table}.id = v.id
-RETURNING {table}.id, {table}.consecutive_failures, {table}.disable_after_failures,
-    {table}.is_active
-"""
-STREAK_LOCK_SQL = {"postgresql": "FOR UPDATE OF r", "sqlite": ""}
-STREAK_CASTS = {
-    "postgresql": ("CAST({} AS bigint)",) + ("CAST({} AS integer)",) * 3,
-    "sqlite": ("{}",) * 4,
-}
-GONE_REASON = "Deactivated: the destination answered 410 Gone"
-
-
-CLAIMED_COLUMNS = (
-    "id", "due_at", "host", "kind", "method", "url", "body", "headers", "attempt_count",
-    "max_attempts", "retry_base_seconds", "timeout_seconds", "success_mode",
-    "success_pattern", "rule_id", "is_test", "public_id",
-)  # fmt: skip
-
-
-@dataclass
-class Claimed:
-    """A delivery claimed for one attempt: what sending and recording it need.
-
-    ``attempt_count`` is the number of this attempt (the claim counted it). The request
-    (method, URL, body, headers, success mode and pattern) is sent exactly as planned.
-    """
-
-    pk: int
-    due_at: object
-    host: str
-    kind: str
-    method: str
-    url: str
-    body: str
-    headers: dict[str, str]
-    attempt_count: int
-    max_attempts: int
-    retry_base_seconds: int
-    timeout_seconds: int
-    success_mode: str = "status"
-    success_pattern: str = ""
-    rule_id: int | None = None
-    is_test: bool = False
-    public_id: object = ""  # the delivery ID receivers see (Idempotency-Key): log lines name it
-    secrets: Secrets = NO_SECRETS  # the rule's, read by the claim (never stored)
-
-    @classmethod
-    def from_row(cls, row: tuple) -> Claimed:
-        """From a row of :data:`CLAIM_SQL`: the :data:`CLAIMED_COLUMNS`, then the rule's
-        signing secret, previous signing secret (empty past its grace) and access token
-        (NULL without a rule)."""
-        *values, signing, previous, token = row
-        item = cls(*values)
-        keys = tuple(key for key in (signing, previous) if key)
-        if keys or token:
-            item.secrets = Secrets(signing=keys, access_token=token or "")
-        if isinstance(item.headers, str):  # JSON arrives as text from the cursor
-            item.headers = json.loads(item.headers)
-        item.is_test = bool(item.is_test)  # 0/1 on SQLite
-        return item
-
-    def request(self) -> PreparedRequest:
-        """The planned request, as the transport sends it."""
-        return PreparedRequest(
-            self.method,
-            self.url,
-            self.body,
-            self.headers,
-            self.success_mode,
-            self.success_pattern,
-        )
-
-
-@dataclass
-class Streak:
-    """What one batch did to a rule's run of failed deliveries (see :data:`STREAK_SQL`)."""
-
-    reset: bool = False
-    failures: int = 0
-    gone: bool = False
-    last_error: str = ""
-
-
-@dataclass
-class Finished:
-    """One attempt that came back: the claimed delivery, its result, when it started."""
-
-    delivery: Claimed
-    result: Result
-    started_at: datetime
 
 
 def send(delivery: Claimed) -> tuple[Result, datetime]:
@@ -248,61 +98,6 @@ def send(delivery: Claimed) -> tuple[Result, datetime]:
         delivery.request(), timeout=delivery.timeout_seconds, secrets=delivery.secrets
     )
     return result, started_at
-
-
-class Recorder:
-    """A thread that records finished attempts in batches (see :meth:`Dispatcher.record`).
-
-    A batch is written once ``batch`` results have come or the oldest has waited ``poll``
-    seconds. :meth:`close` writes what is left and returns how many were recorded.
-    """
-
-    def __init__(self, dispatcher: Dispatcher, poll: float, batch: int) -> None:
-        self.dispatcher = dispatcher
-        self.poll = poll
-        self.batch = batch
-        self.recorded = 0
-        self._items: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self._thread.start()
-
-    def add(self, item: Finished) -> None:
-        self._items.put(item)
-
-    def close(self) -> int:
-        self._items.put(None)
-        self._thread.join()
-        return self.recorded
-
-    def _run(self) -> None:
-        try:
-            done = False
-            while not done:
-                first = self._items.get()
-                if first is None:
-                    break
-                pending, deadline = [first], time.monotonic() + self.poll
-                while len(pending) < self.batch:
-                    try:
-                        item = self._items.get(timeout=max(0.0, deadline - time.monotonic()))
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        done = True
-                        break
-                    pending.append(item)
-                self._write(pending)
-        finally:
-            connection.close()
-
-    def _write(self, pending: list[Finished]) -> None:
-        try:
-            self.recorded += self.dispatcher.record(pending)
-        except Exception:
-            # The deliveries stay "sending" under this worker: the sweeper takes them back
-            # when their lease ends, logs the attempts as lost and they are sent again.
-            logger.exception("Could not record %d postback attempt(s)", len(pending))
-            connection.close()
 
 
 class Dispatcher:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
@@ -15,64 +13,23 @@ from django.utils import timezone
 
 from campaigns.models import AffiliateNetwork, Campaign, Offer, TrafficSource
 from postbacks.answers import storable
+from postbacks.choices import (
+    EVENT_TYPE_HELP,
+    MAX_DELAY_SECONDS,
+    BodyFormat,
+    EventType,
+    HttpMethod,
+    SuccessMode,
+    Trigger,
+)
 from postbacks.masking import mask_secrets
+from postbacks.matching import RuleMatching
 from postbacks.transports import KIND_CHOICES, Outcome, Result, Secrets, get_transport
 from tracker import currency
 from tracker.models import Conversion
 
-MAX_DELAY_SECONDS = 7 * 24 * 3600
 
-
-@dataclass(frozen=True)
-class Scope:
-    """What an event belongs to, for matching rule scopes."""
-
-    campaign_id: int
-    offer_id: int | None
-    traffic_source_id: int
-    affiliate_network_id: int | None
-
-
-class EventType(models.TextChoices):
-    IMPRESSION = "impression", "Impression"
-    CLICK = "click", "Click"
-    CONVERSION = "conversion", "Conversion"
-    EVENT = "event", "Event (after a conversion)"
-
-
-EVENT_TYPE_HELP = (
-    "Impression: an ad view counted by the pixel /i/<campaign key>. "
-    "Click: a visit through the campaign URL /c/<campaign key>. "
-    "Conversion: a conversion of a click (each one, or only the click's first with "
-    "'first conversion only'). "
-    "Event: a later conversion on a click that already converted (upsell, deposit, rebill)."
-)
-
-
-class Trigger(models.TextChoices):
-    CREATED = "created", "When the conversion is created"
-    CHANGED = "changed", "When its status changes"
-    BOTH = "both", "Both"
-
-
-class HttpMethod(models.TextChoices):
-    GET = "GET", "GET"
-    POST = "POST", "POST"
-
-
-class BodyFormat(models.TextChoices):
-    NONE = "none", "No body"
-    FORM = "form", "Form (application/x-www-form-urlencoded)"
-    JSON = "json", "JSON (application/json)"
-
-
-class SuccessMode(models.TextChoices):
-    STATUS = "status", "Any 2xx answer"
-    CONTAINS = "contains", "2xx and the body contains the text"
-    REGEX = "regex", "2xx and the body matches the regular expression"
-
-
-class PostbackRule(models.Model):
+class PostbackRule(RuleMatching, models.Model):
     """What to fire, when and where.
 
     Scope: a rule applies to every campaign, offer, traffic source and affiliate network
@@ -336,91 +293,6 @@ class PostbackRule(models.Model):
         if self.previous_signing_secret and expires and expires > (now or timezone.now()):
             keys.append(self.previous_signing_secret)
         return Secrets(signing=tuple(keys), access_token=self.access_token)
-
-    def _chosen(self, relation: str) -> Iterable[models.Model]:
-        """The objects of M2M ``relation``: the prefetched ones when they are (without
-        building a related manager: the planner checks every rule on every event), else
-        ``.all()``. The same objects either way; ``add``/``set``/``clear`` drop the prefetch."""
-        prefetched = getattr(self, "_prefetched_objects_cache", None)
-        if prefetched is not None and relation in prefetched:
-            return prefetched[relation]
-        return getattr(self, relation).all()
-
-    @property
-    def is_global(self) -> bool:
-        """No campaign, offer, traffic source or network chosen (needs the M2M prefetched)."""
-        return not any(
-            self._chosen(relation)
-            for relation in ("campaigns", "offers", "traffic_sources", "affiliate_networks")
-        )
-
-    def in_scope(self, scope: Scope) -> bool:
-        """Whether the event belongs to this rule's scope (query-free with M2M prefetched)."""
-        chosen = (
-            (self._chosen("campaigns"), scope.campaign_id),
-            (self._chosen("offers"), scope.offer_id),
-            (self._chosen("traffic_sources"), scope.traffic_source_id),
-            (self._chosen("affiliate_networks"), scope.affiliate_network_id),
-        )
-        for objects, object_id in chosen:
-            ids = {o.pk for o in objects}
-            if ids and object_id not in ids:
-                return False
-        return True
-
-    def accepts(
-        self,
-        *,
-        status: str = "",
-        conversion_type: str = "",
-        rejection_reason: str = "",
-        is_first: bool = True,
-    ) -> bool:
-        """Whether the firing conditions accept a conversion in this state (the trigger
-        aside): statuses, conversion types (any case), rejection reasons (only checked for
-        rejected conversions), first conversion only. Query-free with the M2M prefetched.
-        Used both to plan deliveries and to cancel the delayed ones a status change made
-        obsolete."""
-        if self.event_type not in (EventType.CONVERSION, EventType.EVENT):
-            return True
-        if self.statuses and status not in self.statuses:
-            return False
-        types = {t.lower() for t in self.conversion_types or []}
-        if types and conversion_type.lower() not in types:
-            return False
-        reasons = {r.code for r in self._chosen("rejection_reasons")}
-        if reasons and (status != "rejected" or rejection_reason.lower() not in reasons):
-            return False
-        return not (self.first_only and not is_first)
-
-    def matches(
-        self,
-        scope: Scope,
-        status: str = "",
-        conversion_type: str = "",
-        *,
-        rejection_reason: str = "",
-        trigger: str = Trigger.CREATED,
-        is_first: bool = True,
-    ) -> bool:
-        """True when this rule's scope, trigger and firing conditions accept the event.
-
-        ``trigger``: ``created`` for a new event, ``changed`` for a conversion's status
-        change. Needs the M2M ids prefetched (see ``services.rules_for``) to stay query-free.
-        """
-        if not self.in_scope(scope):
-            return False
-        if self.event_type in (EventType.CONVERSION, EventType.EVENT) and self.trigger not in (
-            trigger,
-            Trigger.BOTH,
-        ):
-            return False
-        return self.accepts(
-            status=status,
-            conversion_type=conversion_type,
-            rejection_reason=rejection_reason,
-            is_first=is_first,
-        )
 
 
 class DeliveryQuerySet(models.QuerySet):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,67 +26,19 @@ from postbacks import macros
 from postbacks.answers import storable
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, EventType, PostbackRule
+from postbacks.samples import (
+    SAMPLE_DELIVERY_ID,
+    SAMPLE_VALUES,
+    sample_values_context,
+)
 from postbacks.services import destination_host, payout_in, unconverted_note
 from postbacks.transports import Outcome, PreparedRequest, get_transport
 from tracker.models import Click, Conversion, RejectionReason
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_CLICK_ID = "3f1c9b2e-7d4a-4e8b-9c61-2a5d8e0f4b17"
-SAMPLE_DELIVERY_ID = "0b7e4c2a-91d3-4f5e-8a6b-c2d4e6f80a13"
-SAMPLE_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 # How a test delivery of a rule not saved yet starts its event_detail (the log says so).
 UNSAVED_RULE_TEST = "test of the unsaved rule"
-# Canonical macro name -> sample value. Macros not recorded yet stay empty, as they render.
-SAMPLE_VALUES: dict[str, str] = {
-    "externalid": "ts-click-123",
-    **{f"var{i}": f"v{i}" for i in range(1, 11)},
-    "trafficsource.id": "1",
-    "trafficsource.name": "Taboola",
-    "trafficsource.externalid_param": "click_id",
-    "click.id": SAMPLE_CLICK_ID,
-    "click.timestamp": str(int(SAMPLE_TIME.timestamp()) - 600),
-    "ip": "203.0.113.7",
-    "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
-    "referrer": "https://news.example/article?id=42",
-    "referrerdomain": "news.example",
-    "country": "GB",
-    "countryname": "United Kingdom",
-    "region": "England",
-    "city": "London",
-    "os": "iOS",
-    "osversion": "17.5",
-    "browser": "Mobile Safari",
-    "browserversion": "17.5",
-    "device": "mobile",
-    "brand": "Apple",
-    "model": "iPhone",
-    "language": "en-GB",
-    "isp": "Vodafone",
-    "asn": "25135",
-    "carrier": "Vodafone",
-    "connection.type": "Cellular",
-    "is_bot": "0",
-    "lander.id": "5",
-    "transaction.id": "TX-1001",
-    "payout": "2.5",
-    "payout_currency": "USD",
-    "conversion.id": "1001",
-    "conversion.type": "lead",
-    "status": "approved",
-    **{f"param{i}": f"p{i}" for i in range(1, 21)},
-    "campaign.id": "7",
-    "campaign.name": "Summer sale",
-    "offer.id": "3",
-    "offer.name": "Offer A",
-    "affiliatenetwork.id": "2",
-    "affiliatenetwork.name": "Network A",
-    "event.type": EventType.CONVERSION,
-    "timestamp": str(int(SAMPLE_TIME.timestamp())),
-    "datetime": SAMPLE_TIME.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "delivery.id": SAMPLE_DELIVERY_ID,
-}
 NO_CLICK_ERROR = "No click to test with: record a click first (open a campaign URL)"
 # The catalogue group of the conversion's own macros (payout, txid, status, param1..20...).
 CONVERSION_GROUP = macros.CATALOGUE["payout"].group
@@ -138,10 +89,7 @@ def sample_context(
                 }
             )
     else:
-        values = {**SAMPLE_VALUES, "event.type": event_type or EventType.CONVERSION}
-        context = {
-            spelling: values.get(macro.name, "") for spelling, macro in macros.CATALOGUE.items()
-        }
+        context = sample_values_context(event_type)
         for name in _named_vars(rule):
             context[name] = f"{name.removeprefix(macros.NAMED_VAR_PREFIX)}-value"
     if rule is not None and rule.payout_currency and with_payout:

@@ -16,8 +16,9 @@ from django.forms.models import construct_instance
 from django.utils.html import escape
 
 from campaigns.models import TrafficSource
+from campaigns.presets import Preset
 from postbacks import macros
-from postbacks.models import PostbackRule
+from postbacks.models import EventType, PostbackRule
 from postbacks.transports import get_transport, kind_fields
 from tracker import currency
 from tracker.models import Conversion
@@ -299,3 +300,25 @@ def describe_conversion(conversion: Conversion | None) -> str:
         f"Conversion #{conversion.pk}: {kind}, {conversion.status}, "
         f"{macros.format_value(conversion.payout)} {conversion.currency}{txid}."
     )
+
+
+def rule_from_preset(source: TrafficSource, preset: Preset) -> PostbackRule:
+    """Create and save the postback rule of ``source``, just made from ``preset``: "<source
+    name> postback", the preset's URL and method for approved conversions of this source
+    only; inactive while the URL still holds ``REPLACE_WITH_...`` values. Raises
+    ValidationError when the preset's URL is refused (the caller's transaction rolls back).
+    """
+    rule = PostbackRule(
+        name=f"{source.name} postback",
+        event_type=EventType.CONVERSION,
+        statuses=["approved"],
+        kind="s2s",
+        url_template=preset.postback_url,
+        http_method=preset.postback_method,
+        preset=preset.key,
+        is_active=not preset.to_replace,
+    )
+    rule.full_clean()
+    rule.save(force_insert=True)
+    rule.traffic_sources.set([source])
+    return rule

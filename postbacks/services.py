@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from celery.utils.time import get_exponential_backoff_interval
@@ -31,15 +32,16 @@ from django.utils import timezone
 
 from postbacks import wakeup
 from postbacks.macros import CATALOGUE, build_context, format_value
+from postbacks.matching import Scope
 from postbacks.models import (
     Attempt,
     Delivery,
     EventType,
     PostbackRule,
-    Scope,
     Trigger,
     Worker,
 )
+from postbacks.signing import new_secret
 from postbacks.transports import Outcome, Result, get_transport
 from tracker import currency, rows
 from tracker.models import Click, Conversion, Impression
@@ -318,8 +320,6 @@ def rotate_signing_secret(rule: PostbackRule, grace_hours: float | None = None) 
     The secret it had stays valid for ``grace_hours`` (``POSTBACKS_SIGNING_GRACE_HOURS``,
     24 by default; 0 drops it at once): requests carry both signatures meanwhile, so the
     receiver can switch without refusing any. Saves the three signing fields only."""
-    from postbacks.signing import new_secret
-
     hours = settings.POSTBACKS_SIGNING_GRACE_HOURS if grace_hours is None else grace_hours
     if rule.signing_secret and hours > 0:
         rule.previous_signing_secret = rule.signing_secret
@@ -357,6 +357,21 @@ def destination_host(url: str) -> str:
         return ""
 
 
+class _DispatchTask(Protocol):
+    def apply_async(self, *, countdown: float | None, expires: float) -> object: ...
+
+
+_dispatch_task: _DispatchTask | None = None
+
+
+def use_dispatch_task(task: _DispatchTask) -> None:
+    """Set the Celery task :func:`wake` publishes (``postbacks.apps`` passes
+    ``postbacks.tasks.dispatch_task``): the tasks and the dispatcher import this module,
+    not the reverse."""
+    global _dispatch_task
+    _dispatch_task = task
+
+
 def wake(countdown: float = 0, *, coalesce: bool = True) -> bool:
     """Wake a dispatcher now, or after ``countdown`` seconds; True if one was or is woken.
 
@@ -365,14 +380,15 @@ def wake(countdown: float = 0, *, coalesce: bool = True) -> bool:
     nothing is published. ``coalesce=False`` publishes anyway (a busy dispatcher calling
     an idle one to share a backlog). A broker failure is logged, not raised: the deliveries
     wait in the database and the sweeper wakes a dispatcher within
-    ``POSTBACKS_SWEEP_SECONDS`` once the broker is back.
+    ``POSTBACKS_SWEEP_SECONDS`` once the broker is back. Raises RuntimeError before the
+    app's ``ready()`` set the task (:func:`use_dispatch_task`).
     """
-    from postbacks.tasks import dispatch_task
-
+    if _dispatch_task is None:
+        raise RuntimeError("No dispatch task: postbacks.apps sets it in ready().")
     if countdown <= 0 and coalesce and not wakeup.flag_raise():
         return True
     try:
-        dispatch_task.apply_async(
+        _dispatch_task.apply_async(
             countdown=countdown or None,
             expires=countdown + settings.POSTBACKS_WAKE_EXPIRES_SECONDS,
         )

@@ -7,8 +7,10 @@ class TrackerConfig(AppConfig):
     verbose_name = "Tracking"
 
     def ready(self) -> None:
-        from tracker import ingest
+        from tracker import ingest, tasks, uploads
         from tracker.models import ConversionType
+
+        uploads.use_process_task(tasks.upload_process_task)
 
         # This process sees a conversion type change at once; others within 5 s.
         for signal in (post_save, post_delete):

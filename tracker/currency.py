@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models.signals import post_delete, post_save
 
-from tracker.models import ExchangeRate
+from tracker.models import Conversion, ExchangeRate
 
 # Six decimal places, as Conversion.payout and display_payout store them.
 QUANTUM = Decimal("0.000001")
@@ -417,5 +417,15 @@ def _rates_changed(*, using: str | None = None, **kwargs: object) -> None:
 
 
 # Connected here rather than in an AppConfig: whoever reads rates has imported this module.
+def refresh_display_payout(conversion: Conversion) -> None:
+    """Set ``display_payout``, ``exchange_rate`` and ``display_currency`` of ``conversion``
+    from its ``payout`` and ``currency`` at the current rates, after a correction of either;
+    not saved."""
+    conversion.display_payout, conversion.exchange_rate = to_display(
+        conversion.payout, conversion.currency
+    )
+    conversion.display_currency = display_currency()
+
+
 post_save.connect(_rates_changed, sender=ExchangeRate, dispatch_uid="tracker-rates-save")
 post_delete.connect(_rates_changed, sender=ExchangeRate, dispatch_uid="tracker-rates-delete")

@@ -227,15 +227,6 @@ class Conversion(models.Model):
     def __str__(self) -> str:
         return f"{self.conversion_type or 'conversion'} {self.txid or self.pk}"
 
-    def refresh_display_payout(self) -> None:
-        """Set ``display_payout``, ``exchange_rate`` and ``display_currency`` from
-        ``payout`` and ``currency`` at the current rates (``tracker.currency``), after a
-        correction of either; not saved."""
-        from tracker import currency
-
-        self.display_payout, self.exchange_rate = currency.to_display(self.payout, self.currency)
-        self.display_currency = currency.display_currency()
-
 
 class RejectionReason(models.Model):
     """A reason an affiliate network (or a manager) gives for rejecting a conversion.

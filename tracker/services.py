@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
@@ -15,10 +16,9 @@ from django.utils import timezone
 from campaigns import services as campaign_cache
 from campaigns.models import Campaign, Offer
 from postbacks import macros
-from postbacks.models import EventType, Trigger
-from postbacks.services import deliveries_cancel_obsolete, deliveries_plan, rules_for
 from tracker import currency as currencies
 from tracker import db, enrichment, rows
+from tracker.events import EventType, Trigger
 from tracker.models import (
     EXTERNAL_ID_MAX,
     Click,
@@ -30,6 +30,53 @@ from tracker.models import (
 
 logger = logging.getLogger(__name__)
 VAR_MAX = 255
+
+
+class Planner(Protocol):
+    """What plans the postbacks of an event in the event's own transaction (the postbacks
+    app's ``postbacks.services``, set in its ``ready()``): the tracker records events and
+    names them, and imports nothing of the layer that acts on them."""
+
+    def rules_for(self, event_type: str) -> Sequence[object]: ...
+
+    def deliveries_plan(self, **kwargs: Any) -> object: ...
+
+    def deliveries_cancel_obsolete(self, conversion: Conversion, *, is_first: bool) -> int: ...
+
+
+_planner: Planner | None = None
+
+
+def use_planner(planner: Planner) -> None:
+    """Set what plans the postbacks of the events recorded here (:class:`Planner`)."""
+    global _planner
+    _planner = planner
+
+
+def _the_planner() -> Planner:
+    if _planner is None:
+        raise RuntimeError("No postback planner: postbacks.apps sets it in ready().")
+    return _planner
+
+
+def rules_for(event_type: str) -> Sequence[object]:
+    """The active rules of ``event_type`` (cached by the planner); empty: nothing to plan.
+    Raises RuntimeError before the postbacks app is ready (:func:`use_planner`)."""
+    return _the_planner().rules_for(event_type)
+
+
+def deliveries_plan(**kwargs: Any) -> object:
+    """Plan the postbacks of an event (``event_type``, ``click``, ``conversion``,
+    ``impression``, ``trigger``, ``previous_status``, ``is_first``, ``version``), in the
+    caller's transaction: ``postbacks.services.deliveries_plan``. Raises RuntimeError before
+    the postbacks app is ready (:func:`use_planner`), DatabaseError as the planner does."""
+    return _the_planner().deliveries_plan(**kwargs)
+
+
+def deliveries_cancel_obsolete(conversion: Conversion, *, is_first: bool) -> int:
+    """Cancel the waiting deliveries of ``conversion`` its new status no longer fires;
+    returns how many (``postbacks.services.deliveries_cancel_obsolete``)."""
+    return _the_planner().deliveries_cancel_obsolete(conversion, is_first=is_first)
 
 
 def storable(text: str) -> str:

@@ -1,4 +1,7 @@
-"""Celery tasks of the tracker: thin wrappers around ``tracker.uploads``."""
+"""Celery tasks of the tracker: thin wrappers around ``tracker.uploads``.
+
+``tracker.uploads.upload_enqueue`` sends :func:`upload_process_task` (set in ``tracker.apps``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
 
 from tracker import uploads
 from tracker.models import ConversionUpload
@@ -40,11 +42,3 @@ def uploads_resume_task() -> int:
         log.warning("Upload %s made no progress: processing it again.", upload_id)
         upload_process_task.delay(upload_id)
     return len(stalled)
-
-
-def upload_enqueue(upload: ConversionUpload) -> None:
-    """Send the processing task of ``upload`` once the current transaction commits. A
-    broker failure is logged, not raised: the upload stays queued and can be processed
-    again from its admin page (or ``manage.py conversions_upload --resume``)."""
-    upload_id = upload.pk
-    transaction.on_commit(lambda: upload_process_task.delay(upload_id), robust=True)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -337,10 +338,36 @@ def upload_create(
             uploaded_by=user if getattr(user, "pk", None) else None,
         )
         if enqueue:
-            from tracker.tasks import upload_enqueue
-
             upload_enqueue(upload)
     return upload
+
+
+class _ProcessTask(Protocol):
+    def delay(self, upload_id: int) -> object: ...
+
+
+_process_task: _ProcessTask | None = None
+
+
+def use_process_task(task: _ProcessTask) -> None:
+    """Set the Celery task :func:`upload_enqueue` sends (``tracker.apps`` passes
+    ``tracker.tasks.upload_process_task``): the tasks import this module, not the reverse."""
+    global _process_task
+    _process_task = task
+
+
+def upload_enqueue(upload: ConversionUpload) -> None:
+    """Send the processing task of ``upload`` once the current transaction commits. A
+    broker failure is logged, not raised: the upload stays queued and can be processed
+    again from its admin page (or ``manage.py conversions_upload --resume``).
+
+    Raises RuntimeError when no task was set (:func:`use_process_task`; the app's
+    ``ready()`` sets it)."""
+    task = _process_task
+    if task is None:
+        raise RuntimeError("No upload task: tracker.apps sets it in ready().")
+    upload_id = upload.pk
+    transaction.on_commit(lambda: task.delay(upload_id), robust=True)
 
 
 def upload_process(

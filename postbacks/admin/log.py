@@ -4,10 +4,8 @@ Built for millions of rows (the healthchecks way): no COUNT(*) of the table, the
 columns never read for a list, filters on indexed columns and cheap choices, search as a
 union of indexed lookups, deep pages by id first. ``bench/admin_pages.py`` times each page.
 
-- :class:`LogPaginator` reads one row more than a page to know whether a next page exists,
-  and estimates the total from ``pg_class.reltuples`` (no filter) or the planner's row
-  estimate (filters) on PostgreSQL; deep pages read their ids on an index first.
-- :class:`LogChangeList` shows "about N" or "more than N" instead of a count.
+- Pagination and changelist without COUNT(*) (:mod:`tracker.logadmin`, shared with the
+  inbound log).
 - Filters: choice fields, HTTP status class, slow attempts, rule, traffic source, offer and
   campaign (choices: the rows of those small tables that have something in the log, one
   index probe each), date ranges (``django-admin-rangefilter``).
@@ -21,470 +19,55 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
-from django.core.paginator import EmptyPage, InvalidPage, Page, PageNotAnInteger, Paginator
-from django.db import DatabaseError, connections, models
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.db.models.functions import Substr
 from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.formats import number_format
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 from rangefilter.filters import DateRangeFilter, DateTimeRangeFilter
 
-from campaigns.models import Campaign, Offer, TrafficSource
+from campaigns.models import TrafficSource
 from postbacks import services
+from postbacks.admin.log_filters import (
+    CampaignFilter,
+    OfferFilter,
+    RuleFilter,
+    SlowFilter,
+    SourceFilter,
+    attempt_filter,
+)
 from postbacks.masking import mask_secrets
-from postbacks.models import SLOW_MS, Attempt, Delivery, PostbackRule, Worker
+from postbacks.models import Attempt, Delivery, PostbackRule, Worker
 from postbacks.preview import UNSAVED_RULE_TEST
-from tracker.admin import ReadOnlyAdminMixin
-from tracker.models import Click
+from tracker.logadmin import (
+    EXPORT_MAX_ROWS,
+    ExportChangeList,
+    HttpStatusFilter,
+    LastHttpStatusFilter,
+    LogChangeList,
+    LogPaginator,
+    ReadOnlyAdminMixin,
+    compact_time,
+    csv_cell,
+    shorten,
+    status_badge,
+)
 
-BADGE_COLOURS = {"delivered": "#2e7d32", "failed": "#c62828", "sending": "#1565c0"}
-# An attempt slower than this is "slow" (the partial index attempt_slow_idx has the same
-# threshold: change both together).
 # Search: at most this many deliveries match one term.
 SEARCH_LIMIT = 10_000
-# The query parameter of the keyset cursor of the "Previous" and "Next" links.
-CURSOR_VAR = "c"
-# CSV export: at most this many rows per file.
-EXPORT_MAX_ROWS = 1_000_000
 # Characters of a URL or an error shown in a list (the rest is never read from the database).
 URL_CHARS = 120
 ERROR_CHARS = 80
-
-
-def status_badge(value: str, label: str) -> str:
-    """A coloured status label: green delivered, red failed, blue sending, grey otherwise."""
-    return format_html('<b style="color:{}">{}</b>', BADGE_COLOURS.get(value, "#8a6d00"), label)
-
-
-def shorten(text: str, chars: int) -> str:
-    """``text`` cut to ``chars`` characters, with an ellipsis when it was longer."""
-    return text if len(text) <= chars else text[: chars - 1] + "…"
-
-
-# --- Pagination without COUNT(*) ---------------------------------------------------------------
-
-
-class LogPage(Page):
-    """A page that knows whether another follows without knowing the total."""
-
-    def __init__(self, object_list, number, paginator, has_next: bool) -> None:
-        super().__init__(object_list, number, paginator)
-        self._has_next = has_next
-
-    def has_next(self) -> bool:
-        return self._has_next
-
-    def next_page_number(self) -> int:
-        if not self._has_next:
-            raise EmptyPage(self.paginator.error_messages["no_results"])
-        return self.number + 1
-
-    def start_index(self) -> int:
-        return (self.number - 1) * self.paginator.per_page + (1 if self.object_list else 0)
-
-    def end_index(self) -> int:
-        return (self.number - 1) * self.paginator.per_page + len(self.object_list)
-
-
-class LogPaginator(Paginator):
-    """Pages of a big table without COUNT(*).
-
-    A page is read with one row more than ``per_page``: that row says whether a next page
-    exists. ``count`` is exact once the last page is known; otherwise the larger of what is
-    known (the rows up to this page, plus one) and, on PostgreSQL, an estimate: the table's
-    ``pg_class.reltuples`` when nothing filters the list, the planner's row estimate when
-    something does (``estimated`` is then True; ``exact`` says when ``count`` is exact).
-
-    From ``deferred_offset`` on, a page reads its ids first (on the ordering index, an
-    index-only scan) and then its rows by id, so OFFSET skips index entries, not rows.
-    ``rows`` shapes the queryset rows are read with (columns, annotations).
-    """
-
-    deferred_offset = 1000
-
-    def __init__(
-        self,
-        object_list: QuerySet,
-        per_page: int,
-        orphans: int = 0,
-        allow_empty_first_page: bool = True,
-        error_messages=None,
-        *,
-        rows: Callable[[QuerySet], QuerySet] | None = None,
-        cursor: str | None = None,
-    ) -> None:
-        super().__init__(object_list, per_page, 0, allow_empty_first_page, error_messages)
-        self.rows = rows or (lambda queryset: queryset)
-        self.cursor = cursor
-        self.current: LogPage | None = None
-        self.exact = False
-        self.estimated = False
-
-    def validate_number(self, number) -> int:
-        try:
-            if isinstance(number, float) and not number.is_integer():
-                raise ValueError
-            number = int(number)
-        except (TypeError, ValueError) as exc:
-            raise PageNotAnInteger(self.error_messages["invalid_page"]) from exc
-        if number < 1:
-            raise EmptyPage(self.error_messages["min_page"])
-        return number
-
-    def page(self, number) -> LogPage:
-        number = self.validate_number(number)
-        if self.current is not None and self.current.number == number:
-            return self.current
-        rows = self._read_after_cursor(number)
-        if rows is None:
-            offset = (number - 1) * self.per_page
-            rows = self._read(offset, self.per_page + 1)
-        if not rows and number > 1:
-            raise EmptyPage(self.error_messages["no_results"])
-        self.current = LogPage(rows[: self.per_page], number, self, len(rows) > self.per_page)
-        for name in ("count", "num_pages"):
-            self.__dict__.pop(name, None)
-        return self.current
-
-    def keyset(self) -> list[tuple[models.Field, bool]] | None:
-        """The list's order as (field, descending) pairs when keyset paging can follow it:
-        plain columns, all in the same direction (the default orders are)."""
-        opts = self.object_list.model._meta
-        keys = []
-        for item in self.object_list.query.order_by:
-            if not isinstance(item, str):
-                return None
-            name = item.lstrip("-")
-            try:
-                field = opts.pk if name == "pk" else opts.get_field(name)
-            except FieldDoesNotExist:
-                return None
-            if not field.concrete or field.is_relation:
-                return None
-            if field not in [key for key, _ in keys]:  # the admin repeats its ordering
-                keys.append((field, item.startswith("-")))
-            if field.primary_key:
-                break  # a total order: what follows changes nothing
-        if not keys or len({descending for _, descending in keys}) != 1:
-            return None
-        return keys
-
-    def cursor_for(self, page: LogPage, forward: bool) -> str | None:
-        """A cursor for the page after ``page`` (``forward``) or before it: the order keys
-        of its last (first) row, e.g. ``n1001~2026-11-23T10:00:00+00:00~123``."""
-        keys = self.keyset()
-        if not keys or not page.object_list:
-            return None
-        row = page.object_list[-1 if forward else 0]
-        values = [field.value_to_string(row) for field, _ in keys]
-        if any(not value or "~" in value for value in values):
-            return None
-        head = f"{'n' if forward else 'p'}{page.number + (1 if forward else -1)}"
-        return "~".join([head, *values])
-
-    def _read_after_cursor(self, number: int) -> list | None:
-        """Page ``number`` read from the cursor's row on (keyset: as cheap as a first
-        page, whatever the depth and the filters); None when there is no cursor for it."""
-        keys = self.keyset()
-        head, *texts = (self.cursor or "").split("~")
-        if not keys or len(texts) != len(keys) or head[:1] not in ("n", "p"):
-            return None
-        if head[1:] != str(number):
-            return None
-        try:
-            values = [field.to_python(text) for (field, _), text in zip(keys, texts, strict=True)]
-        except ValidationError:
-            return None
-        forward = head[0] == "n"
-        op = "lt" if keys[0][1] == forward else "gt"
-        beyond = Q()
-        for index, (field, _) in enumerate(keys):
-            equal = {keys[i][0].name: values[i] for i in range(index)}
-            beyond |= Q(**equal, **{f"{field.name}__{op}": values[index]})
-        # The first key's bound alone is what the index range scan uses.
-        bound = Q(**{f"{keys[0][0].name}__{op}e": values[0]})
-        queryset = self.object_list.filter(bound, beyond)
-        if forward:
-            return list(self.rows(queryset)[: self.per_page + 1])
-        rows = list(self.rows(queryset.reverse())[: self.per_page])
-        rows.reverse()
-        # A page before another one: a next page exists (the one the cursor came from).
-        return [*rows, None] if len(rows) == self.per_page else None
-
-    def _read(self, offset: int, limit: int) -> list:
-        queryset = self.object_list
-        if offset < self.deferred_offset:
-            return list(self.rows(queryset)[offset : offset + limit])
-        ids = list(queryset.values_list("pk", flat=True)[offset : offset + limit])
-        if not ids:
-            return []
-        return list(self.rows(queryset.filter(pk__in=ids)))
-
-    @cached_property
-    def count(self) -> int:
-        page = self.current or self.page(1)
-        known = (page.number - 1) * self.per_page + len(page.object_list)
-        self.exact = not page.has_next()
-        if self.exact:
-            return known
-        estimate = self.estimate()
-        self.estimated = estimate is not None and estimate > known
-        return estimate if self.estimated else known + 1
-
-    def estimate(self) -> int | None:
-        """The planner's idea of the number of rows (PostgreSQL), or None."""
-        queryset = self.object_list
-        connection = connections[queryset.db]
-        if connection.vendor != "postgresql":
-            return None
-        try:
-            if not queryset.query.where:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                        [connection.ops.quote_name(queryset.model._meta.db_table)],
-                    )
-                    row = cursor.fetchone()
-                return row[0] if row and row[0] >= 0 else None
-            plan = queryset.order_by().values("pk").explain(format="json")
-            return int(json.loads(plan)[0]["Plan"]["Plan Rows"])
-        except (DatabaseError, LookupError, TypeError, ValueError):
-            return None
-
-    def get_elided_page_range(self, number=1, *, on_each_side=2, on_ends=1) -> Iterator:
-        """The first page, the pages around ``number`` and the next one if it exists."""
-        page = self.page(number)
-        last = page.number + (1 if page.has_next() else 0)
-        if last <= on_ends + on_each_side * 2 + 2:
-            yield from range(1, last + 1)
-            return
-        start = max(page.number - on_each_side, 1)
-        yield from range(1, min(on_ends, start - 1) + 1)
-        if start > on_ends + 1:
-            yield self.ELLIPSIS
-        yield from range(start, last + 1)
-
-
-class LogChangeList(ChangeList):
-    """A changelist on :class:`LogPaginator`: no count; "Previous" and "Next" carry a
-    keyset cursor (``c``), page numbers an offset."""
-
-    def __init__(self, request, *args, **kwargs) -> None:
-        self.cursor = request.GET.get(CURSOR_VAR) or None
-        super().__init__(request, *args, **kwargs)
-
-    def get_filters_params(self, params=None):
-        # The cursor is no filter, nor part of the links this list builds.
-        self.params.pop(CURSOR_VAR, None)
-        self.filter_params.pop(CURSOR_VAR, None)
-        return super().get_filters_params(params)
-
-    def get_results(self, request) -> None:
-        paginator = self.model_admin.get_paginator(request, self.queryset, self.list_per_page)
-        paginator.cursor = self.cursor
-        try:
-            page = paginator.page(self.page_num)
-        except InvalidPage as exc:
-            raise IncorrectLookupParameters from exc
-        self.paginator = paginator
-        self.page = page
-        self.result_list = page.object_list
-        self.result_count = paginator.count
-        self.full_result_count = None
-        self.show_full_result_count = False
-        self.show_admin_actions = True
-        self.can_show_all = False
-        self.multi_page = page.has_next() or page.has_previous()
-
-    @property
-    def count_text(self) -> str:
-        """How many rows the list has, as known: "12", "about 2,016,061", "more than 100"."""
-        number = number_format(self.result_count, force_grouping=True)
-        if self.paginator.exact:
-            return number
-        if self.paginator.estimated:
-            return f"about {number}"
-        return f"more than {number_format(self.result_count - 1, force_grouping=True)}"
-
-    @property
-    def previous_url(self) -> str:
-        if self.page.number == 2:
-            return self.get_query_string(remove=["p"])
-        cursor = self.paginator.cursor_for(self.page, forward=False)
-        return self.get_query_string({"p": self.page.number - 1, CURSOR_VAR: cursor})
-
-    @property
-    def next_url(self) -> str:
-        cursor = self.paginator.cursor_for(self.page, forward=True)
-        return self.get_query_string({"p": self.page.number + 1, CURSOR_VAR: cursor})
-
-    @property
-    def page_range(self) -> list:
-        return list(self.paginator.get_elided_page_range(self.page.number))
-
-    @property
-    def short_count(self) -> str:
-        """The count in a phrase: "12", "~2,016,061", "100+"."""
-        number = number_format(self.result_count, force_grouping=True)
-        if self.paginator.exact:
-            return number
-        if self.paginator.estimated:
-            return f"~{number}"
-        return f"{number_format(self.result_count - 1, force_grouping=True)}+"
-
-    @property
-    def export_text(self) -> str:
-        if not self.paginator.exact and self.result_count > EXPORT_MAX_ROWS:
-            return f"Export the first {number_format(EXPORT_MAX_ROWS, force_grouping=True)} rows"
-        return f"Export these {self.short_count} rows"
-
-
-class ExportChangeList(LogChangeList):
-    """The filtered, searched and ordered queryset of a changelist, without reading a page."""
-
-    def get_results(self, request) -> None:
-        self.result_list = []
-
-
-# --- Filters -------------------------------------------------------------------------------------
-
-
-class HttpStatusFilter(admin.SimpleListFilter):
-    """HTTP status class; only the classes present are offered (one indexed probe each)."""
-
-    title = "HTTP status"
-    parameter_name = "http"
-    field = "status_code"
-    classes = [
-        ("2xx", "2xx success"),
-        ("3xx", "3xx redirect"),
-        ("4xx", "4xx client error"),
-        ("5xx", "5xx server error"),
-        ("none", "No response (timeout, connection error)"),
-    ]
-
-    def lookups(self, request, model_admin):
-        table = model_admin.model._default_manager
-        return [
-            (value, label)
-            for value, label in self.classes
-            if value == self.value() or self.filter(table.all(), value).exists()
-        ]
-
-    def filter(self, queryset: QuerySet, value: str | None) -> QuerySet:
-        if value == "none":
-            return queryset.filter(**{f"{self.field}__isnull": True})
-        if value and value[0] in "2345":
-            low = int(value[0]) * 100
-            return queryset.filter(**{f"{self.field}__gte": low, f"{self.field}__lt": low + 100})
-        return queryset
-
-    def queryset(self, request, queryset):
-        return self.filter(queryset, self.value())
-
-
-class LastHttpStatusFilter(HttpStatusFilter):
-    title = "last HTTP status"
-    field = "last_status_code"
-
-
-class SlowFilter(admin.SimpleListFilter):
-    title = "duration"
-    parameter_name = "slow"
-
-    def lookups(self, request, model_admin):
-        return [("1", f"Slower than {SLOW_MS / 1000:g} s")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "1":
-            return queryset.filter(duration_ms__gt=SLOW_MS)
-        return queryset
-
-
-class RelatedLogFilter(admin.SimpleListFilter):
-    """A filter on a small related table (rules, sources, offers, campaigns).
-
-    Its choices are the rows of that table that have something in the log: one EXISTS
-    probe per row on the foreign key's index of ``probe_model``, never a scan of the log.
-    ``lookup`` is the path from the delivery to the chosen row; ``prefix`` the path from the
-    admin's model to the delivery ("" on Delivery, "delivery__" on Attempt).
-    """
-
-    model: type = PostbackRule
-    probe_model: type = Delivery
-    probe_field = "rule"
-    lookup = "rule_id"
-    prefix = ""
-
-    def lookups(self, request, model_admin):
-        probe = self.probe_model._default_manager.filter(**{self.probe_field: OuterRef("pk")})
-        rows = self.model._default_manager.filter(Exists(probe))
-        if self.value():
-            with contextlib.suppress(ValueError):
-                rows = self.model._default_manager.filter(Exists(probe) | Q(pk=int(self.value())))
-        return [(str(pk), name) for pk, name in rows.order_by("name").values_list("pk", "name")]
-
-    def queryset(self, request, queryset):
-        try:
-            value = int(self.value() or "")
-        except ValueError:
-            return queryset
-        return queryset.filter(**{self.prefix + self.lookup: value})
-
-
-class RuleFilter(RelatedLogFilter):
-    title = "rule"
-    parameter_name = "rule"
-
-
-class SourceFilter(RelatedLogFilter):
-    title = "traffic source"
-    parameter_name = "source"
-    model = TrafficSource
-    probe_field = "traffic_source"
-    lookup = "traffic_source_id"
-
-
-class OfferFilter(RelatedLogFilter):
-    """By the click's offer: a join to the click (see bench/README.md for its cost)."""
-
-    title = "offer"
-    parameter_name = "offer"
-    model = Offer
-    probe_model = Click
-    probe_field = "offer"
-    lookup = "click__offer_id"
-
-
-class CampaignFilter(RelatedLogFilter):
-    """By the click's campaign: a join to the click (see bench/README.md for its cost)."""
-
-    title = "campaign"
-    parameter_name = "campaign"
-    model = Campaign
-    probe_model = Click
-    probe_field = "campaign"
-    lookup = "click__campaign_id"
-
-
-def attempt_filter(base: type[RelatedLogFilter]) -> type[RelatedLogFilter]:
-    """``base`` for the attempt list: through the attempt's delivery."""
-    return type(f"Attempt{base.__name__}", (base,), {"prefix": "delivery__"})
 
 
 # --- Search --------------------------------------------------------------------------------------
@@ -526,16 +109,6 @@ class LogSearchMixin:
 
 
 # --- CSV -----------------------------------------------------------------------------------------
-
-
-FORMULA_STARTS = frozenset("=+-@\t\r")
-
-
-def csv_cell(value) -> object:
-    """A CSV cell; text that a spreadsheet would run as a formula is quoted with '."""
-    if value.__class__ is str and value and value[0] in FORMULA_STARTS:
-        return "'" + value
-    return value
 
 
 class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
@@ -689,16 +262,6 @@ def rule_label(delivery: Delivery) -> str:
     if (delivery.event_detail or "").startswith(UNSAVED_RULE_TEST):
         return "(unsaved rule)"
     return "(deleted rule)"
-
-
-def compact_time(value) -> str:
-    """``MM-DD HH:MM:SS`` in the current time zone (list columns must fit 1400 px); the
-    year only when it is not this one."""
-    if value is None:
-        return "-"
-    local = timezone.localtime(value)
-    fmt = "%m-%d %H:%M:%S" if local.year == timezone.localtime().year else "%Y-%m-%d %H:%M"
-    return format_html('<span title="{}">{}</span>', local.isoformat(), local.strftime(fmt))
 
 
 class AttemptInline(admin.TabularInline):

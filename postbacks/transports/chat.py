@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from django.core.exceptions import ValidationError
 
 from postbacks import macros
+from postbacks.choices import SuccessMode
 from postbacks.transports.base import NO_SECRETS, PreparedRequest, Result, Secrets
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
 
@@ -94,8 +95,6 @@ class ChatWebhook(HttpTransport):
     def validate(self, rule: PostbackRule, *, known_vars: set[str] | None = None) -> list[str]:
         """The webhook URL's shape and the message template's macros; warnings for fields
         this kind does not use. Raises ValidationError keyed by field."""
-        from postbacks.models import SuccessMode
-
         errors: dict[str, list[str]] = {}
         warnings: list[str] = []
         url = (rule.access_token or "").strip()

@@ -24,7 +24,9 @@ from requests_hardened.ip_filter import InvalidIPAddress
 
 from postbacks import http_async, macros, signing
 from postbacks.answers import shown_answer, storable
+from postbacks.choices import BodyFormat, HttpMethod, SuccessMode
 from postbacks.http import Deadline, deadline, http_session
+from postbacks.samples import sample_values_context
 from postbacks.transports.base import (
     NO_SECRETS,
     Outcome,
@@ -61,8 +63,6 @@ class HttpTransport(Transport):
     # --- validate ------------------------------------------------------------------------
 
     def validate(self, rule: PostbackRule, *, known_vars: set[str] | None = None) -> list[str]:
-        from postbacks.models import BodyFormat, HttpMethod
-
         errors: dict[str, list[str]] = {}
         warnings: list[str] = []
         # Each part warns that {externalid} is missing; said once, for the whole request.
@@ -169,11 +169,9 @@ class HttpTransport(Transport):
     def _json_errors(body: str, warnings: list[str]) -> list[str]:
         """The body rendered with sample values must parse; with every macro empty too
         (or the attempt of an event without, say, a payout sends broken JSON)."""
-        from postbacks.preview import sample_context
-
         advice = 'Quote text macros ("{externalid}"); give numbers a default ({payout|0}).'
         try:
-            json.loads(macros.render(body, sample_context(), escape="json"))
+            json.loads(macros.render(body, sample_values_context(), escape="json"))
         except ValueError as exc:
             return [f"Not valid JSON with sample values filled in: {_json_error(exc)}. {advice}"]
         try:
@@ -196,8 +194,6 @@ class HttpTransport(Transport):
 
     @staticmethod
     def _success_errors(rule: PostbackRule, warnings: list[str]) -> list[str]:
-        from postbacks.models import SuccessMode
-
         mode, pattern = rule.success_mode or SuccessMode.STATUS, rule.success_pattern or ""
         if mode == SuccessMode.STATUS:
             if pattern:
@@ -226,8 +222,6 @@ class HttpTransport(Transport):
 
         The older call ``prepare(url_template, context)`` still renders a plain GET.
         """
-        from postbacks.models import BodyFormat, HttpMethod, SuccessMode
-
         headers: dict[str, str] = {}
         if context.get("delivery.id"):
             headers[IDEMPOTENCY_HEADER] = context["delivery.id"]
@@ -469,8 +463,6 @@ class HttpTransport(Transport):
 def success_error(request: PreparedRequest, code: int, body: str) -> str:
     """Why a 2xx answer does not count as delivered under the request's success mode;
     "" when it does."""
-    from postbacks.models import SuccessMode
-
     mode, pattern = request.success_mode, request.success_pattern
     if mode == SuccessMode.CONTAINS and pattern:
         if pattern not in body:

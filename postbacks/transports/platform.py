@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from postbacks import macros
+from postbacks.choices import MAX_DELAY_SECONDS, EventType
 from postbacks.transports.base import PreparedRequest, Secrets
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
 
@@ -157,8 +158,6 @@ class ConversionAPI(HttpTransport):
         """Checks the platform fields (``account_id``, ``access_token``, ``api_version``,
         ``test_event_code``, ``event_names``, the optional page URL ``url_template``);
         raises ValidationError keyed by those fields; returns warnings."""
-        from postbacks.models import MAX_DELAY_SECONDS, EventType
-
         errors: dict[str, list[str]] = {}
         warnings: list[str] = []
         account = (rule.account_id or "").strip()

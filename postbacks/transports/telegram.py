@@ -55,6 +55,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from postbacks import macros
+from postbacks.choices import SuccessMode
 from postbacks.transports.base import (
     Outcome,
     PreparedRequest,
@@ -113,8 +114,6 @@ class TelegramMessage(HttpTransport):
     def validate(self, rule: PostbackRule, *, known_vars: set[str] | None = None) -> list[str]:
         """Token format, chat ID format and the message template's macros; warnings for
         fields a Telegram message does not use. Raises ValidationError keyed by field."""
-        from postbacks.models import SuccessMode
-
         errors: dict[str, list[str]] = {}
         warnings: list[str] = []
         token = (rule.access_token or "").strip()

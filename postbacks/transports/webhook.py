@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 
 from postbacks import macros
+from postbacks.choices import HttpMethod, SuccessMode
 from postbacks.transports.base import PreparedRequest, parse_headers
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
 
@@ -384,8 +385,6 @@ class CrmWebhook(HttpTransport):
         """The POST for one event: the mapping's JSON object, or :func:`standard_payload`
         when the mapping has no field line (blank, or comments only); mapping or header
         lines refused by :meth:`validate` are skipped. Never raises for a template."""
-        from postbacks.models import HttpMethod, SuccessMode
-
         fields, _errors = parse_mapping(rule.field_mapping or "")
         payload = render_mapping(fields, context) if fields else standard_payload(context)
         headers = {"Content-Type": "application/json"}

@@ -16,10 +16,10 @@ from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
-from postbacks import signing
+from postbacks import crm, signing
 from postbacks.models import Delivery, PostbackRule, Trigger
 from tests import factories
-from tracker import crm, services
+from tracker import services
 from tracker.models import Conversion, ConversionStatusChange, InboundRequest
 
 pytestmark = pytest.mark.django_db

@@ -1,24 +1,14 @@
-"""Mixins shared by the tracker's and the postback log's admin pages."""
+"""Mixins of the tracker's admin pages; :class:`ReadOnlyAdminMixin` comes from the shared
+log-admin kit (:mod:`tracker.logadmin`)."""
 
 import contextlib
 import uuid
 
 from django.db.models import Q
 
+from tracker.logadmin import ReadOnlyAdminMixin
 
-class ReadOnlyAdminMixin:
-    """Log tables: viewable and filterable, never edited by hand."""
-
-    show_full_result_count = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+__all__ = ["ClickSearchMixin", "ReadOnlyAdminMixin"]
 
 
 class ClickSearchMixin:

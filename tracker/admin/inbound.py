@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from rangefilter.filters import DateTimeRangeFilter
 
 from campaigns.models import AffiliateNetwork
-from tracker.admin.base import ReadOnlyAdminMixin
+from tracker.logadmin import LogChangeList, LogPaginator, ReadOnlyAdminMixin, compact_time
 from tracker.models import Conversion, InboundRequest
 
 TITLE = "Conversions — In"
@@ -97,12 +97,6 @@ class ErrorCodeFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _compact_time(value) -> str:
-    from postbacks.admin.log import compact_time  # imports this package: load it late
-
-    return compact_time(value)
-
-
 @admin.register(InboundRequest)
 class InboundRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Conversions — In: the inbound log, read-only."""
@@ -174,8 +168,6 @@ class InboundRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = ("upload_row",)
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
-        from postbacks.admin.log import LogPaginator  # imports this package: load it late
-
         if queryset.model is not self.model:  # the history page pages LogEntry rows
             return super().get_paginator(
                 request, queryset, per_page, orphans, allow_empty_first_page
@@ -183,8 +175,6 @@ class InboundRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return LogPaginator(queryset, per_page, rows=lambda rows: rows.only(*self.list_only))
 
     def get_changelist(self, request, **kwargs):
-        from postbacks.admin.log import LogChangeList
-
         return LogChangeList
 
     def changelist_view(self, request, extra_context=None):
@@ -205,7 +195,7 @@ class InboundRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="time", ordering="created_at")
     def time(self, obj: InboundRequest) -> str:
-        return _compact_time(obj.created_at)
+        return compact_time(obj.created_at)
 
     @admin.display(description="click ID")
     def click_id_text(self, obj: InboundRequest) -> str:
@@ -218,11 +208,11 @@ class InboundRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="visit time")
     def visit(self, obj: InboundRequest) -> str:
-        return _compact_time(obj.visit_at)
+        return compact_time(obj.visit_at)
 
     @admin.display(description="conversion time")
     def converted(self, obj: InboundRequest) -> str:
-        return _compact_time(obj.converted_at)
+        return compact_time(obj.converted_at)
 
     @admin.display(description="conversion")
     def conversion_link(self, obj: InboundRequest) -> str:

@@ -1,14 +1,20 @@
 """The API's error body, ``{"error": <code>, "detail": ...}``, for every error (DRF's own,
-Django's ValidationError and Http404, and :class:`DomainError`)."""
+Django's ValidationError and Http404, and :class:`DomainError`); its schema
+(:class:`TrackerErrorSerializer`, :func:`error_responses`) and the 409 of a protected
+delete (:class:`ProtectedDeleteMixin`). Every app's API resources import this module."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
+from django.db.models import ProtectedError, RestrictedError
 from django.http import Http404
-from rest_framework import exceptions
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -71,3 +77,35 @@ class DomainError(exceptions.APIException):
 
     def get_codes(self) -> str:
         return self.code
+
+
+class TrackerErrorSerializer(serializers.Serializer):
+    """The error body of every refusal."""
+
+    error = serializers.CharField(help_text="A machine code, e.g. invalid_payout.")
+    detail = serializers.JSONField(help_text="A text, or field errors for code invalid.")
+
+
+def error_responses(
+    *codes: int, described: Mapping[int, str] | None = None
+) -> dict[int, OpenApiResponse]:
+    """Schema responses for ``codes`` (HTTP statuses), each with the error body
+    (:class:`TrackerErrorSerializer`) and the description ``described`` gives it, if any."""
+    described = described or {}
+    return {
+        code: OpenApiResponse(TrackerErrorSerializer, description=described.get(code, ""))
+        for code in codes
+    }
+
+
+class ProtectedDeleteMixin:
+    """DELETE of a row still used elsewhere (protected foreign keys): 409 ``protected``."""
+
+    def perform_destroy(self, instance: models.Model) -> None:
+        try:
+            instance.delete()
+        except (ProtectedError, RestrictedError) as exc:
+            used_by = sorted({str(obj._meta.verbose_name_plural) for obj in exc.args[1]})
+            raise DomainError(
+                409, "protected", f"“{instance}” is still used by: {', '.join(used_by)}."
+            ) from None

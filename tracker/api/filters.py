@@ -30,3 +30,18 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
     (:class:`UTCDateTimeField`)."""
 
     field_class = UTCDateTimeField
+
+
+class CreatedRangeFilterSet(django_filters.FilterSet):
+    """``created_after`` (inclusive) and ``created_before`` (exclusive), ISO 8601."""
+
+    created_after = UTCDateTimeFilter(
+        field_name="created_at",
+        lookup_expr="gte",
+        label="Created at or after (ISO 8601, e.g. 2026-11-01T00:00:00Z).",
+    )
+    created_before = UTCDateTimeFilter(
+        field_name="created_at",
+        lookup_expr="lt",
+        label="Created before (ISO 8601).",
+    )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tracker.api.errors import ProtectedDeleteMixin
+
 ERROR_SCHEMA = {
     "type": "object",
     "properties": {
@@ -76,9 +78,7 @@ def _shape(path: str) -> str:
 
 def _protected_deletes(generator: Any) -> set[str]:
     """The paths (:func:`_shape`) whose DELETE may answer 409 ``protected``: views with
-    ``campaigns.api.ProtectedDeleteMixin``, from the generator's endpoints."""
-    from campaigns.api import ProtectedDeleteMixin
-
+    ``tracker.api.errors.ProtectedDeleteMixin``, from the generator's endpoints."""
     paths = set()
     for path, _regex, method, callback in getattr(generator, "endpoints", None) or ():
         view_class = getattr(callback, "cls", None)

@@ -12,7 +12,7 @@ from rest_framework.routers import DefaultRouter
 
 from campaigns import api as campaigns_api
 from postbacks import api as postbacks_api
-from tracker.api import views as tracker_api
+from tracker.api import routes as tracker_api
 
 router = DefaultRouter()
 for module in (campaigns_api, postbacks_api, tracker_api):

@@ -4,12 +4,15 @@ own refusals, the 1x1 GIF."""
 from __future__ import annotations
 
 import base64
-import ipaddress
 
 from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.http.multipartparser import MultiPartParserError
+
+from tracker.remote import client_ip
+
+__all__ = ["InboundError", "client_ip", "error"]
 
 
 class InboundError(Exception):
@@ -23,35 +26,6 @@ class InboundError(Exception):
 def error(code: str, detail: str, status: int) -> JsonResponse:
     """A 4xx/5xx answer in the documented shape."""
     return JsonResponse({"error": code, "detail": detail}, status=status)
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """The visitor's IP address as text, or None when it is not a valid address.
-
-    ``REMOTE_ADDR`` unless ``TRACKER_PROXY_COUNT`` is set: anyone can send
-    ``X-Forwarded-For``, so trusting it by default would let visitors choose their recorded
-    IP and pass IP allowlists. With N proxies, each appending the address it was reached
-    from, the visitor is the N-th address from the right of ``X-Forwarded-For`` (entries
-    further left are whatever the client sent); ``REMOTE_ADDR`` when the header is missing
-    or that entry is not an address.
-    """
-    remote = request.META.get("REMOTE_ADDR", "")
-    count = settings.TRACKER_PROXY_COUNT
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "") if count else ""
-    if forwarded:
-        hops = [hop.strip() for hop in forwarded.split(",")]
-        ip = _valid_ip(hops[-min(count, len(hops))])
-        if ip is not None:
-            return ip
-    return _valid_ip(remote)
-
-
-def _valid_ip(text: str) -> str | None:
-    try:
-        # Without an IPv6 zone ("%eth0"), which the database's address type refuses.
-        return str(ipaddress.ip_address(text.partition("%")[0]))
-    except ValueError:
-        return None
 
 
 def _django_refusal(exc: Exception) -> InboundError:

@@ -1,11 +1,12 @@
-"""``POST /crm/<rule id>/status``: the CRM status sync back (see :mod:`tracker.crm`)."""
+"""``POST /crm/<rule id>/status``: the CRM status sync back (see :mod:`postbacks.crm`)."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from tracker import crm, ingest, services
+from postbacks import crm
+from tracker import ingest, services
 from tracker.views.common import client_ip
 
 LOG_TEXT_MAX = 4000
@@ -14,8 +15,8 @@ LOG_TEXT_MAX = 4000
 @csrf_exempt
 def crm_status(request: HttpRequest, rule_id: int) -> JsonResponse:
     """Read the body (at most ``crm.BODY_MAX_BYTES``, never more from the socket) and hand
-    it to :func:`tracker.crm.status_sync`; 405 for another method, 413 for a larger body,
-    both logged. Answers JSON (see :mod:`tracker.crm`)."""
+    it to :func:`postbacks.crm.status_sync`; 405 for another method, 413 for a larger body,
+    both logged. Answers JSON (see :mod:`postbacks.crm`)."""
     inbound = ingest.Inbound(
         channel=crm.CHANNEL,
         endpoint=request.path,

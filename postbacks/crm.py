@@ -51,7 +51,7 @@ from postbacks.macros import format_value
 from postbacks.models import PostbackRule
 from postbacks.services import scope_of
 from postbacks.transports import CrmWebhook
-from tracker import ingest, services
+from tracker import currency, ingest, services
 from tracker.forms import PAYOUT_LIMIT, PAYOUT_QUANTUM, PAYOUT_RANGE_ERROR
 from tracker.models import Conversion, ConversionStatusChange, InboundRequest
 
@@ -314,7 +314,7 @@ def _apply(
         if payout is not None and payout != locked.payout:
             notes.append(f"payout {format_value(locked.payout)} -> {format_value(payout)}")
             conversion.payout, conversion.currency = payout, locked.currency
-            conversion.refresh_display_payout()
+            currency.refresh_display_payout(conversion)
             conversion.save(
                 update_fields=["payout", "display_payout", "exchange_rate", "display_currency"]
             )
