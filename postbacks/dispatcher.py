@@ -561,9 +561,7 @@ def rule_deactivate_automatically(rule_id: int, reason: str, now) -> bool:
         is_active=False, needs_attention=True, disabled_at=now, disabled_reason=reason
     )
     if updated:
-        Delivery.objects.waiting().filter(rule_id=rule_id).update(
-            status=Delivery.Status.CANCELLED,
-            last_error=f"Cancelled: the rule was deactivated automatically. {reason}",
-            updated_at=now,
+        Delivery.objects.filter(rule_id=rule_id).cancel(
+            f"the rule was deactivated automatically. {reason}"
         )
     return bool(updated)

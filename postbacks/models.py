@@ -316,6 +316,17 @@ class DeliveryQuerySet(models.QuerySet):
         """Not yet sent or between two attempts: what replay and cancel may act on."""
         return self.filter(status=Delivery.Status.SCHEDULED)
 
+    def cancel(self, reason: str, *, by: str = "") -> int:
+        """Cancel the deliveries of this set still waiting (in flight and finished ones are
+        left alone); the one way any code cancels. ``last_error`` records who or what and
+        why, as the trace and the log show it: "Cancelled by <by>: <reason>", or
+        "Cancelled: <reason>" when ``by`` is empty (the reason names the cause). Returns how
+        many were cancelled."""
+        text = f"Cancelled by {by}: {reason}" if by else f"Cancelled: {reason}"
+        return self.waiting().update(
+            status=Delivery.Status.CANCELLED, last_error=text, updated_at=timezone.now()
+        )
+
 
 class Delivery(models.Model):
     """One planned firing of one rule for one event; the unit that is retried.

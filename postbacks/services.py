@@ -277,18 +277,12 @@ def deliveries_cancel_obsolete(conversion: Conversion, *, is_first: bool) -> int
         fires_on = ", ".join(rule.statuses) or "any status"
         reason = conversion.rejection_reason
         why = (
-            f"Cancelled before sending: the conversion changed to {conversion.status}"
-            f"{f' ({reason})' if reason else ''}; rule '{rule.name}' fires on {fires_on}."
+            f"the conversion changed to {conversion.status}"
+            f"{f' ({reason})' if reason else ''} before sending; rule '{rule.name}' fires on "
+            f"{fires_on}."
         )
         obsolete.setdefault(why, []).append(delivery.pk)
-    count = 0
-    for why, ids in obsolete.items():
-        count += (
-            Delivery.objects.filter(pk__in=ids)
-            .waiting()
-            .update(status=Delivery.Status.CANCELLED, last_error=why, updated_at=timezone.now())
-        )
-    return count
+    return sum(Delivery.objects.filter(pk__in=ids).cancel(why) for why, ids in obsolete.items())
 
 
 def rules_waiting_count(rule_ids: Iterable[int]) -> int:
@@ -296,20 +290,18 @@ def rules_waiting_count(rule_ids: Iterable[int]) -> int:
     return Delivery.objects.waiting().filter(rule_id__in=list(rule_ids)).count()
 
 
-def rules_deactivate(rule_ids: Iterable[int], reason: str = "") -> int:
+def rules_deactivate(
+    rule_ids: Iterable[int], reason: str = "the rule was deactivated.", *, by: str = ""
+) -> int:
     """Deactivate these rules and cancel their waiting deliveries; returns how many were
-    cancelled. ``reason`` goes to each cancelled delivery's ``last_error``."""
+    cancelled. ``reason`` and ``by`` (who: e.g. "alice (admin)") go to each cancelled
+    delivery's ``last_error`` (see ``DeliveryQuerySet.cancel``)."""
     ids = list(rule_ids)
-    why = reason or "Cancelled: the rule was deactivated."
     with transaction.atomic():
         PostbackRule.objects.filter(pk__in=ids, is_active=True).update(
             is_active=False, updated_at=timezone.now()
         )
-        count = (
-            Delivery.objects.waiting()
-            .filter(rule_id__in=ids)
-            .update(status=Delivery.Status.CANCELLED, last_error=why, updated_at=timezone.now())
-        )
+        count = Delivery.objects.filter(rule_id__in=ids).cancel(reason, by=by)
     rules_cache_clear()
     return count
 
@@ -541,11 +533,14 @@ def deliveries_retry_now(deliveries: Iterable[Delivery]) -> int:
     return count
 
 
-def deliveries_cancel(deliveries: Iterable[Delivery]) -> int:
-    """Cancel deliveries still waiting for an attempt; returns how many were cancelled."""
+MANUAL_CANCEL_REASON = "no further attempt will be made."
+
+
+def deliveries_cancel(
+    deliveries: Iterable[Delivery], *, by: str, reason: str = MANUAL_CANCEL_REASON
+) -> int:
+    """Cancel deliveries still waiting for an attempt, by hand; returns how many were
+    cancelled. ``by``: who, e.g. "alice (admin)"; recorded with ``reason`` in each one's
+    ``last_error`` (see ``DeliveryQuerySet.cancel``)."""
     ids = [d.pk for d in deliveries]
-    return (
-        Delivery.objects.filter(pk__in=ids)
-        .waiting()
-        .update(status=Delivery.Status.CANCELLED, updated_at=timezone.now())
-    )
+    return Delivery.objects.filter(pk__in=ids).cancel(reason, by=by)
