@@ -297,6 +297,8 @@ class Dispatcher:
         vendor = connection.vendor
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         sql = CLAIM_SQL.format(
+            scheduled=Delivery.Status.SCHEDULED.value,
+            sending=Delivery.Status.SENDING.value,
             busy=", ".join(["(NULL, 0)"] + ["(%s, %s)"] * len(busy)),
             table=Delivery._meta.db_table,
             lease=LEASE_SQL[vendor],
@@ -428,7 +430,11 @@ class Dispatcher:
                 item.result.status_code,
                 storable(mask_secrets(move.error)),
             ]
-        sql = RECORD_SQL.format(table=Delivery._meta.db_table, rows=", ".join([row] * len(moves)))
+        sql = RECORD_SQL.format(
+            table=Delivery._meta.db_table,
+            rows=", ".join([row] * len(moves)),
+            sending=Delivery.Status.SENDING.value,
+        )
         with connection.cursor() as cursor:
             cursor.execute(sql, [*params, ops.adapt_datetimefield_value(now), self.name])
             return {pk for (pk,) in cursor.fetchall()}
