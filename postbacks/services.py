@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
@@ -216,29 +215,18 @@ def deliveries_plan(
                 detail = f"{event_detail[: 198 - len(note)]}; {note}" if event_detail else note
         prepared = get_transport(rule.kind).prepare(rule, rule_context)
         deliveries.append(
-            Delivery(
+            Delivery.planned(
+                rule,
+                prepared,
                 public_id=public_id,
-                rule=rule,
-                event_type=rule.event_type,
+                due_at=now + timedelta(seconds=rule.delay_seconds),
+                idempotency_key=f"{rule.pk}:{event_type}:{subject_key}:{version}",
+                event_detail=detail,
                 click=click,
                 conversion=conversion,
                 impression=impression,
                 traffic_source_id=subject.traffic_source_id,
-                idempotency_key=f"{rule.pk}:{event_type}:{subject_key}:{version}",
-                event_detail=detail[:200],
                 is_test=bool(conversion and conversion.is_test),
-                kind=rule.kind,
-                method=prepared.method,
-                url=prepared.url,
-                host=destination_host(prepared.url),
-                body=prepared.body,
-                headers=prepared.headers,
-                success_mode=rule.success_mode,
-                success_pattern=rule.success_pattern,
-                due_at=now + timedelta(seconds=rule.delay_seconds),
-                max_attempts=rule.max_attempts,
-                retry_base_seconds=rule.retry_base_seconds,
-                timeout_seconds=rule.timeout_seconds,
             )
         )
     rows.insert(deliveries)  # one INSERT built once per process: no ORM compiling
@@ -338,15 +326,6 @@ def stop_signing(rule: PostbackRule) -> None:
             "updated_at",
         ]
     )  # fmt: skip
-
-
-def destination_host(url: str) -> str:
-    """``host:port`` of a URL, lower-cased ('' when it has none); the per-host cap's key."""
-    try:
-        parts = urlsplit(url)
-        return f"{(parts.hostname or '').lower()}:{parts.port or ''}"[:255]
-    except ValueError:
-        return ""
 
 
 class _DispatchTask(Protocol):
