@@ -348,13 +348,14 @@ def receiver_process(
 def prepare_conversions(count: int, receiver_url: str) -> None:
     """Register ``count`` conversions, each planning exactly one delivery to the receiver.
 
-    ``conversion_register`` writes the Delivery rows and, after commit, publishes one
-    ``postbacks.dispatch`` wake-up per conversion, as the project does.
+    Through the one inbound door (``tracker.ingest.conversion_ingest``, as ``/cv`` calls it):
+    it writes the Delivery rows and, after commit, publishes the dispatcher's wake-ups as
+    the project does.
     """
     from bench.fixtures import bulk_clicks, campaign_with_rule
     from postbacks.models import Delivery
     from tracker.celery import app
-    from tracker.services import conversion_register
+    from tracker.ingest import Inbound, conversion_ingest
 
     declare_queue(app, "postbacks")
     source, offer, campaign = campaign_with_rule(
@@ -367,7 +368,10 @@ def prepare_conversions(count: int, receiver_url: str) -> None:
     )
     clicks = bulk_clicks(source, offer, campaign, count, "ext")
     for i, click in enumerate(clicks):
-        conversion_register(click, payout=Decimal("1.50"), currency="USD", txid=f"T{i}")
+        data = {"click_id": str(click.pk), "payout": "1.50", "currency": "USD", "txid": f"T{i}"}
+        answer = conversion_ingest(data, Inbound(endpoint="/cv", http_method="GET"))
+        if answer.status != 200:
+            raise BenchError(f"Conversion {i} refused: {answer.status} {answer.body}")
     planned = Delivery.objects.count()
     if planned != count:
         raise BenchError(f"Expected {count} deliveries, {planned} were planned.")

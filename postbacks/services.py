@@ -294,6 +294,23 @@ def rules_deactivate(
     return count
 
 
+def rules_enable(rule_ids: Iterable[int]) -> int:
+    """Switch these rules back on; their failure streak and attention banner start afresh.
+    Returns how many were off."""
+    count = PostbackRule.objects.filter(pk__in=list(rule_ids), is_active=False).update(
+        is_active=True, needs_attention=False, consecutive_failures=0, updated_at=timezone.now()
+    )
+    rules_cache_clear()
+    return count
+
+
+def rules_acknowledge(rule_ids: Iterable[int]) -> int:
+    """Hide the auto-disable banner of these rules (they stay off); returns how many."""
+    return PostbackRule.objects.filter(pk__in=list(rule_ids), needs_attention=True).update(
+        needs_attention=False
+    )
+
+
 def rotate_signing_secret(rule: PostbackRule, grace_hours: float | None = None) -> str:
     """Give ``rule`` a new signing secret and return it (the one time it is shown).
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.db import IntegrityError, connections, router, transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from campaigns import services as campaign_cache
@@ -469,44 +469,3 @@ def conversion_status_change(
         version=f"s{change.pk}",
     )
     return change
-
-
-def conversion_register(
-    click: Click,
-    *,
-    payout: Decimal | None,
-    currency: str = "",
-    txid: str = "",
-    conversion_type: str = "",
-    status: str = Conversion.Status.APPROVED,
-    params: Mapping[str, str] | None = None,
-    method: str = Conversion.Method.S2S,
-) -> tuple[Conversion, bool]:
-    """Register a conversion for ``click`` and plan its postbacks (see
-    :func:`conversion_create` for the payout rules), in its own atomic block.
-
-    Returns ``(conversion, created)``; ``created`` is False for a duplicate (same click and
-    txid, or a second conversion without txid), which fires nothing.
-    """
-    try:
-        with transaction.atomic():
-            is_first = not Conversion.objects.filter(click=click).exists()
-            conversion = conversion_create(
-                click,
-                is_first=is_first,
-                payout=payout,
-                currency=currency,
-                txid=txid,
-                conversion_type=conversion_type,
-                status=status,
-                params=params,
-                method=method,
-            )
-    except IntegrityError:
-        existing = Conversion.objects.filter(
-            click=click, dedup_key=dedup_key(txid, conversion_type)
-        ).first()
-        if existing is None:
-            raise
-        return existing, False
-    return conversion, True

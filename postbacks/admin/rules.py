@@ -425,10 +425,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable selected rules", permissions=["change"])
     def enable(self, request, queryset):
-        count = queryset.filter(is_active=False).update(
-            is_active=True, needs_attention=False, consecutive_failures=0, updated_at=timezone.now()
-        )
-        services.rules_cache_clear()
+        count = services.rules_enable(queryset.values_list("pk", flat=True))
         self.message_user(request, ngettext("%d rule enabled.", "%d rules enabled.", count) % count)
 
     @admin.action(
@@ -440,7 +437,6 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         ids = [rule.pk for rule in rules]
         if request.POST.get("post") == "yes":
             cancelled = services.rules_deactivate(ids, **self._reason(request, "disabled"))
-            services.rules_cache_clear()
             self.message_user(
                 request,
                 ngettext("%d rule disabled", "%d rules disabled", len(ids)) % len(ids)
@@ -470,7 +466,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Acknowledge auto-disable (hide the banner)", permissions=["change"])
     def acknowledge(self, request, queryset):
-        count = queryset.filter(needs_attention=True).update(needs_attention=False)
+        count = services.rules_acknowledge(queryset.values_list("pk", flat=True))
         self.message_user(
             request,
             ngettext("%d rule acknowledged.", "%d rules acknowledged.", count) % count,

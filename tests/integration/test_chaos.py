@@ -13,7 +13,6 @@ import statistics
 import threading
 import time
 from collections import defaultdict
-from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -24,8 +23,8 @@ from postbacks.receiver import Received, Receiver, Reply
 from tests import factories
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.brokers import publishing_to
+from tracker.ingest import Inbound, conversion_ingest
 from tracker.models import Click
-from tracker.services import conversion_register
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -89,7 +88,9 @@ def test_nothing_is_lost_or_wrongly_failed_under_chaos(
         with publishing_to(redis_server.url):
             for click in clicks:
                 converted_at[str(click.pk)] = time.time()
-                conversion_register(click, payout=Decimal("1.5"), txid=f"T-{click.pk}")
+                data = {"click_id": str(click.pk), "payout": "1.5", "txid": f"T-{click.pk}"}
+                answer = conversion_ingest(data, Inbound(endpoint="/cv", http_method="GET"))
+                assert answer.status == 200, answer.body
         connection.close()
 
     producer = threading.Thread(target=convert_all)
