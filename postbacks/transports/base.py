@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -65,6 +67,23 @@ class Secrets:
 
 
 NO_SECRETS = Secrets()
+
+
+def json_object(body: str) -> dict | None:
+    """``body`` parsed as a JSON object; None for anything else (not JSON, a list...)."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def retry_seconds(value: object) -> float | None:
+    """A ``retry_after`` value from a platform's JSON answer as seconds (may be
+    fractional); None unless a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -34,14 +34,19 @@ other 4xx                          failed     Discord 400: <message> (e.g. conte
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from postbacks.transports.base import Outcome, PreparedRequest, Result, parse_retry_after
+from postbacks.transports.base import (
+    Outcome,
+    PreparedRequest,
+    Result,
+    json_object,
+    parse_retry_after,
+    retry_seconds,
+)
 from postbacks.transports.chat import ChatWebhook
 
 if TYPE_CHECKING:
@@ -95,7 +100,7 @@ class DiscordMessage(ChatWebhook):
         code = response.status_code
         if 300 <= code < 400:
             return super().classify(response, body, duration_ms)
-        answer = _json_object(body)
+        answer = json_object(body)
         result = Result(
             Outcome.FAILED, status_code=code, response_body=body, duration_ms=duration_ms
         )
@@ -110,7 +115,7 @@ class DiscordMessage(ChatWebhook):
         result.error = f"Discord {code}: {message[:300]}"
         if code == 429:
             result.outcome = Outcome.RETRY
-            result.retry_after = _seconds((answer or {}).get("retry_after"))
+            result.retry_after = retry_seconds((answer or {}).get("retry_after"))
             if result.retry_after is None:
                 result.retry_after = parse_retry_after(response.headers.get("Retry-After"))
         elif code == 408 or code >= 500:
@@ -118,18 +123,3 @@ class DiscordMessage(ChatWebhook):
         elif code in HINTS:
             result.error += f" ({HINTS[code]})"
         return result
-
-
-def _json_object(body: str) -> dict | None:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _seconds(value: object) -> float | None:
-    """``retry_after`` (seconds, may be fractional); None unless a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) and value >= 0 else None

@@ -46,7 +46,6 @@ no token / malformed token            failed     Not sent: ... (nothing goes out
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -61,7 +60,9 @@ from postbacks.transports.base import (
     PreparedRequest,
     Result,
     Secrets,
+    json_object,
     parse_retry_after,
+    retry_seconds,
 )
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
 
@@ -205,7 +206,7 @@ class TelegramMessage(HttpTransport):
     ) -> Result:
         """Telegram's answer as delivered, retry or failed: see the module docstring's
         table. A body that is not Telegram's JSON is classified as any HTTP answer."""
-        answer = _json_object(body)
+        answer = json_object(body)
         if answer is None or "ok" not in answer:
             if 200 <= response.status_code < 300:
                 return Result(
@@ -229,7 +230,7 @@ class TelegramMessage(HttpTransport):
         result.error = f"Telegram {code}: {description}"
         if code == 429 or answer.get("error_code") == 429:
             result.outcome = Outcome.RETRY
-            result.retry_after = _seconds(parameters.get("retry_after"))
+            result.retry_after = retry_seconds(parameters.get("retry_after"))
             if result.retry_after is None:
                 result.retry_after = parse_retry_after(response.headers.get("Retry-After"))
         elif 200 <= code < 300:
@@ -277,18 +278,3 @@ def _cap(text: str, limit: int) -> str:
         if units > limit - 1:
             return text[:index] + "…"
     return text  # pragma: no cover - the length check above returned already
-
-
-def _json_object(body: str) -> dict | None:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _seconds(value: object) -> float | None:
-    """``parameters.retry_after`` as seconds; None unless a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
