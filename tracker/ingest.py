@@ -38,7 +38,6 @@ from tracker.forms import ConversionPostbackForm
 from tracker.models import (
     Click,
     Conversion,
-    ConversionStatusChange,
     ConversionType,
     ConversionUpload,
     InboundRequest,
@@ -50,19 +49,6 @@ Channel = InboundRequest.Channel
 Outcome = InboundRequest.Outcome
 # Conversion types sent without a status that mean a refund of an earlier conversion.
 REFUND_TYPES = frozenset({"refund", "chargeback"})
-_METHOD_FOR_CHANNEL = {
-    Channel.S2S: Conversion.Method.S2S,
-    Channel.PIXEL: Conversion.Method.PIXEL,
-    Channel.SCRIPT: Conversion.Method.SCRIPT,
-    Channel.UPLOAD: Conversion.Method.UPLOAD,
-    Channel.API: Conversion.Method.API,
-    Channel.ADMIN: Conversion.Method.ADMIN,
-}
-_SOURCE_FOR_CHANNEL = {
-    Channel.UPLOAD: ConversionStatusChange.Source.UPLOAD,
-    Channel.API: ConversionStatusChange.Source.API,
-    Channel.ADMIN: ConversionStatusChange.Source.ADMIN,
-}
 # Browser channels: the request comes from the visitor, so the network's IP allowlist
 # cannot apply (its token still does: it can be written into the pixel URL).
 BROWSER_CHANNELS = frozenset({Channel.PIXEL, Channel.SCRIPT})
@@ -306,7 +292,7 @@ def _in_transaction(form: ConversionPostbackForm, query: QueryDict, inbound: Inb
         conversion_type=data["ct"],
         status=status,
         params=form.params(),
-        method=_METHOD_FOR_CHANNEL[inbound.channel],
+        method=inbound.channel,
         rejection_reason=data["rejection_reason"] if status == "rejected" else "",
         is_first=not has_conversion,
         dedup=key,
@@ -380,7 +366,7 @@ def _existing(
         change = services.conversion_status_change(
             conversion,
             status,
-            source=_SOURCE_FOR_CHANNEL.get(inbound.channel, ConversionStatusChange.Source.POSTBACK),
+            source=inbound.channel,
             rejection_reason=data["rejection_reason"],
             user=inbound.user,
         )

@@ -11,6 +11,7 @@ from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
 from campaigns.models import AffiliateNetwork, Campaign, Lander, Offer, TrafficSource
+from tracker.events import Channel
 
 VAR_FIELDS = tuple(f"var{i}" for i in range(1, 11))
 # Longer external IDs are refused (400 external_id_too_long), never cut.
@@ -123,13 +124,7 @@ class Conversion(models.Model):
         REJECTED = "rejected", "Rejected"
         REFUNDED = "refunded", "Refunded / chargeback"
 
-    class Method(models.TextChoices):
-        S2S = "s2s", "S2S postback"
-        PIXEL = "pixel", "Image pixel"
-        SCRIPT = "script", "JS script"
-        UPLOAD = "upload", "CSV upload"
-        API = "api", "API"
-        ADMIN = "admin", "Added in admin"
+    Method = Channel  # how it arrived: the one channel enum (tracker.events.Channel)
 
     # No index of its own: uniq_conversion_click_dedup (click_id first) serves every lookup.
     click = models.ForeignKey(
@@ -360,12 +355,7 @@ class ConversionStatusChange(models.Model):
     Every change is an event postback rules can fire on (trigger "on status change").
     """
 
-    class Source(models.TextChoices):
-        POSTBACK = "postback", "Network postback"
-        ADMIN = "admin", "Admin"
-        API = "api", "API"
-        UPLOAD = "upload", "CSV upload"
-        CRM = "crm", "CRM status sync"
+    Source = Channel  # how it arrived: the one channel enum (tracker.events.Channel)
 
     conversion = models.ForeignKey(
         Conversion, on_delete=models.CASCADE, related_name="status_changes"
@@ -425,14 +415,7 @@ class InboundRequest(models.Model):
         ERROR = "error", "Server error"
         REJECTED = "rejected", "Refused (before 2026-11)"
 
-    class Channel(models.TextChoices):
-        S2S = "s2s", "S2S postback"
-        PIXEL = "pixel", "Image pixel"
-        SCRIPT = "script", "JS script"
-        UPLOAD = "upload", "CSV upload"
-        API = "api", "API"
-        ADMIN = "admin", "Admin"
-        CRM = "crm", "CRM status sync"
+    Channel = Channel  # the one channel enum (tracker.events.Channel)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     channel = models.CharField("method", max_length=8, choices=Channel.choices, default=Channel.S2S)

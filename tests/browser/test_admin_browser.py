@@ -62,7 +62,7 @@ def test_manager_creates_a_rule_from_a_preset_tests_it_and_opens_the_trace(
     conversion = services.conversion_create(
         click, payout=Decimal("2.35"), txid="LEAD-1", status="pending"
     )
-    services.conversion_status_change(conversion, "approved", source="postback")
+    services.conversion_status_change(conversion, "approved", source="s2s")
 
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
     page.fill("#id_username", "manager")

@@ -56,7 +56,7 @@ def test_pending_then_approved_fires_the_approved_rule_exactly_once(client, clic
     assert (change.old_status, change.new_status, change.source) == (
         "pending",
         "approved",
-        "postback",
+        "s2s",
     )
     assert change.inbound_request.outcome == InboundRequest.Outcome.STATUS_CHANGED
 
