@@ -12,7 +12,7 @@ import requests
 from postbacks.models import Attempt, Delivery
 from postbacks.receiver import Reply
 from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import wait_until, worker_swept
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_permanent_4xx_is_not_retried(worker, receiver, client):
     client.get("/cv", {"click_id": click_id_from(click), "txid": "T-3"})
 
     assert wait_until(finished())
-    time.sleep(2)  # a retry, were one scheduled, would have come by now
+    assert worker_swept()  # a retry, were one scheduled, would have been claimed by now
     assert len(receiver.received) == 1
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.last_status_code) == ("failed", 404)
@@ -140,7 +140,7 @@ def test_duplicate_txid_fires_once(worker, receiver, client):
     assert second == {"status": "duplicate", "conversion_id": first["conversion_id"]}
 
     assert len(receiver.wait_for(1)) == 1
-    time.sleep(2)
+    assert wait_until(finished())
     assert len(receiver.received) == 1
     assert Delivery.objects.count() == 1
 

@@ -3,17 +3,18 @@ replay, on PostgreSQL, Redis, a Celery worker process and local HTTP receivers."
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.utils import timezone
 
 from postbacks import services as postbacks
 from postbacks.models import Delivery, EventType, Trigger
 from postbacks.receiver import Reply
 from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import settled as deliveries_settled
+from tests.conftest import wait_until, worker_swept
 from tracker.models import RejectionReason
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def test_lead_pending_then_approved_fires_the_approved_rule_once(worker, receive
     client.get("/cv", {"click_id": click_id, "txid": "L1", "status": "approved"})
     client.get("/cv", {"click_id": click_id, "txid": "L1", "status": "approved"})
     assert len(receiver.wait_for(1)) == 1
-    time.sleep(2)
+    assert wait_until(deliveries_settled())
     assert queries(receiver.received) == [{"cid": "ext-1", "status": "approved", "ct": "lead"}]
 
 
@@ -64,7 +65,9 @@ def test_delayed_crm_rule_is_cancelled_when_the_lead_is_rejected(worker, receive
         "/cv",
         {"click_id": click_id, "txid": "L2", "status": "rejected", "rejection_reason": "fraud"},
     )
-    time.sleep(6)  # past the delay and two sweeps
+    # The delay passes at once (due now), then a whole sweep of the worker's comes and goes.
+    Delivery.objects.filter(rule=rule).update(due_at=timezone.now())
+    assert worker_swept()
     assert receiver.received == []
     delivery = Delivery.objects.get(rule=rule)
     assert delivery.status == "cancelled"
@@ -82,7 +85,6 @@ def test_rejected_rule_fires_only_for_chosen_reasons(worker, receiver, client):
         client.get("/cv", {**params, "rejection_reason": reason})
     assert len(receiver.wait_for(1)) == 1
     assert wait_until(settled(rule))
-    time.sleep(1)
     assert queries(receiver.received) == [{"cid": "ext-1", "status": "rejected", "reason": "fraud"}]
 
 
@@ -160,7 +162,7 @@ def test_firing_conditions_over_a_conversion_life(worker, receiver, client):
     client.get("/cv", {"click_id": click_id, "txid": "2", "ct": "sale"})
     client.get("/cv", {"click_id": click_id, "txid": "1", "status": "approved"})
     received = receiver.wait_for(3)
-    time.sleep(2)
+    assert wait_until(deliveries_settled())
     paths = sorted(r.path.split("&reason")[0] for r in receiver.received)
     assert paths == [
         "/changed?s=approved&was=pending",
