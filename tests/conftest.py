@@ -8,15 +8,35 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import hypothesis
 import pytest
 import redis
 from django.conf import settings
 
 from postbacks.receiver import Receiver
 from postbacks.services import rules_cache_clear
+from tests import factories
 from tracker.currency import rates_cache_clear
+
+# Hypothesis: the "ci" profile (under CI=true, as .ci/run sets) runs every property test with
+# the example counts written in it; "dev" (elsewhere) a quarter of them, for a quicker inner
+# loop. HYPOTHESIS_PROFILE=ci|dev chooses. Example counts in tests go through examples().
+CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
+hypothesis.settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
+hypothesis.settings.register_profile("dev", max_examples=25, deadline=None)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if CI else "dev")
+hypothesis.settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def examples(count: int) -> int:
+    """``count`` Hypothesis examples under the "ci" profile; a quarter (at least 10) under
+    "dev"."""
+    return count if HYPOTHESIS_PROFILE == "ci" else max(10, count // 4)
+
 
 RUNNING_WORKERS: set[WorkerProcess] = set()  # started and not stopped by the tests
 
@@ -312,3 +332,56 @@ def worker_swept(timeout: float = 30.0) -> bool:
     since = timezone.now()
     first = wait_until(lambda: (at := newest()) and at > since and at, timeout=timeout)
     return bool(first) and bool(wait_until(lambda: newest() > first, timeout=timeout))
+
+
+# --- end-to-end helpers (a campaign with a rule; a click, then the network's postback) -------
+
+OFFER_URL = "https://offer.example/?s2={cf_click_id}"
+
+
+def campaign_with_rule(
+    url: str,
+    *,
+    source=None,
+    campaign_name: str = "Campaign",
+    offer_name: str = "Offer",
+    payout: Decimal = Decimal("1"),
+    **rule_fields,
+):
+    """A traffic source (Taboola unless ``source``), an offer paying ``payout`` whose URL
+    carries ``{cf_click_id}``, a campaign of both, and a rule to ``url`` scoped to the
+    source; returns ``(campaign, rule)``."""
+    source = source or factories.traffic_source()
+    offer = factories.offer(offer_name, url=OFFER_URL, payout=payout)
+    campaign = factories.campaign(source, offer, name=campaign_name)
+    return campaign, factories.rule(url, sources=[source], **rule_fields)
+
+
+def setup_campaign(receiver, path: str = factories.TABOOLA_PATH, **rule_fields):
+    """:func:`campaign_with_rule` with the rule sending to ``receiver`` (Taboola's path)."""
+    return campaign_with_rule(receiver.url + path, **rule_fields)
+
+
+def click_id_from(response) -> str:
+    """Our click ID, from the offer URL a click redirected to (``s2=``)."""
+    return parse_qs(urlsplit(response.headers["Location"]).query)["s2"][0]
+
+
+def click(client, campaign, external_id: str = "abc", *, param: str = "external_id", **request):
+    """A visitor through the campaign link with the source's click ID as ``param``; extra
+    query parameters in ``query``, request headers and environ (``HTTP_USER_AGENT``,
+    ``REMOTE_ADDR``) as keywords. Returns our click ID."""
+    query = {param: external_id, **request.pop("query", {})}
+    answer = client.get(f"/c/{campaign.key}", query, **request)
+    assert answer.status_code == 302, answer.content
+    return click_id_from(answer)
+
+
+def convert(client, campaign, external_id: str = "abc", *, click_request=None, **postback):
+    """A click (:func:`click` with ``click_request``), then the network's S2S postback for
+    it (``/cv`` with ``postback``: txid, payout, status...); returns ``/cv``'s 200 answer."""
+    click_id = click(client, campaign, external_id, **(click_request or {}))
+    answer = client.get("/cv", {"click_id": click_id, **postback})
+    assert answer.status_code == 200, answer.content
+    answer.click_id = click_id
+    return answer

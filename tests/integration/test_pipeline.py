@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import time
-from decimal import Decimal
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from postbacks.models import Attempt, Delivery
 from postbacks.receiver import Reply
-from tests import factories
-from tests.conftest import wait_until, worker_swept
+from tests.conftest import click_id_from, setup_campaign, wait_until, worker_swept
+from tests.conftest import settled as finished
 
 pytestmark = pytest.mark.integration
-
-
-def setup_campaign(receiver, **rule_fields):
-    source = factories.traffic_source()
-    offer = factories.offer(url="https://offer.example/?s2={cf_click_id}", payout=Decimal("1"))
-    campaign = factories.campaign(source, offer)
-    rule = factories.rule(receiver.url + factories.TABOOLA_PATH, sources=[source], **rule_fields)
-    return campaign, rule
-
-
-def click_id_from(response) -> str:
-    return parse_qs(urlsplit(response.headers["Location"]).query)["s2"][0]
-
-
-def finished(delivery_filter=None):
-    def check():
-        rows = Delivery.objects.filter(**(delivery_filter or {}))
-        return rows.exists() and not rows.filter(status__in=["scheduled", "sending"]).exists()
-
-    return check
 
 
 def test_clickflare_scenario_over_http(worker, receiver, live_server):
