@@ -48,10 +48,12 @@ run: demo
 	$(DEMO_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 # Test tiers (markers given in tests/conftest.py). The fast ones run in parallel, one
-# pytest-xdist worker per core, each with a database and a Redis db of its own.
+# pytest-xdist worker per core (at most 4), each with a database and a Redis db of its own
+# (REDIS_URL's db, then the next ones; see tests/settings.py).
 FAST_TIERS := unit or database
 SLOW_TIERS := integration or chaos or broker or browser or fuzz
 TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --maxprocesses 4
 # COVERAGE=1: line coverage of tracker, campaigns and postbacks over every run, reported at the end
 COV_ARGS := $(if $(COVERAGE),--cov --cov-append --cov-report=)
 
@@ -61,16 +63,16 @@ COV_ARGS := $(if $(COVERAGE),--cov --cov-append --cov-report=)
 ## on SQLite, the database of the one-command demo, in parallel too
 test: install
 	$(if $(COVERAGE),$(BIN)/coverage erase)
-	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "$(FAST_TIERS)" $(COV_ARGS)
+	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" $(COV_ARGS)
 	$(BIN)/pytest -q -m "$(SLOW_TIERS)" $(COV_ARGS)
 	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 $(BIN)/pytest -q -p no:cacheprovider \
-		-n $(TEST_WORKERS) $(COV_ARGS) tests/postbacks tests/test_admin.py
+		$(XDIST) $(COV_ARGS) tests/postbacks tests/test_admin.py
 	$(if $(COVERAGE),$(BIN)/coverage report)
 
 ## test-fast: the inner loop: the unit and database tiers only, in parallel, stopping at the
 ## first failure (PostgreSQL + Redis; no worker process, browser or fuzzing)
 test-fast: install
-	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "$(FAST_TIERS)" -x
+	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" -x
 
 lint: install
 	$(BIN)/ruff check .

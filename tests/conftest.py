@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #   database     the test database, no worker process;          in parallel (pytest-xdist)
 #   integration  a Celery worker process, live servers, receivers over real HTTP
 #   chaos        worker kills and broker restarts under load (tests/integration/test_chaos.py)
-#   broker       a broker restarted or swapped (Redis restart, RabbitMQ, broker_stress)
+#   broker       a broker restarted or swapped (a Redis restart, RabbitMQ)
 #   browser      headless Chromium through Playwright (tests/browser)
 #   fuzz         schemathesis against a live server (tests/api/test_fuzz.py)
 # A test gets its tier here, from where it lives and what it uses, unless it names one.

@@ -43,3 +43,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # checkout do not share (and break) one test file.
     _name = Path(DATABASES["default"]["NAME"]).stem  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_name}.sqlite3")}  # noqa: F405
+
+# The tests make many users and log them in: PBKDF2's deliberate cost (a few hundred ms per
+# hash on a small machine) buys nothing here, and no test is about the hash itself.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
