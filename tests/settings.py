@@ -20,11 +20,14 @@ def _redis_db_of_this_xdist_worker(url: str, worker: str) -> str:
     return f"{base}/{number}"
 
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Written back to the environment: the worker's subprocesses (Celery, gunicorn) read it.
+if os.environ.get("PYTEST_XDIST_WORKER") and "TESTS_XDIST_REDIS_URL" not in os.environ:
+    # Written back to the environment, where the worker's subprocesses (Celery, gunicorn)
+    # read it; they inherit PYTEST_XDIST_WORKER too, and TESTS_XDIST_REDIS_URL tells them
+    # the db is already the worker's own.
     os.environ["REDIS_URL"] = _redis_db_of_this_xdist_worker(
         os.environ["REDIS_URL"], os.environ["PYTEST_XDIST_WORKER"]
     )
+    os.environ["TESTS_XDIST_REDIS_URL"] = os.environ["REDIS_URL"]
 os.environ.setdefault("POSTBACKS_ALLOW_PRIVATE_NETWORKS", "true")
 os.environ.setdefault("POSTBACKS_SWEEP_SECONDS", "1")
 os.environ.setdefault("POSTBACKS_LEASE_MARGIN_SECONDS", "2")
