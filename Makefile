@@ -47,9 +47,9 @@ demo: migrate
 run: demo
 	$(DEMO_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
-# Test tiers (markers given in tests/conftest.py). The fast ones run in parallel, one
-# pytest-xdist worker per core (at most 4), each with a database and a Redis db of its own
-# (REDIS_URL's db, then the next ones; see tests/settings.py).
+# Test tiers (markers given in tests/conftest.py), each run in parallel: one pytest-xdist
+# process per core (at most 4), each with a database, a Redis db (REDIS_URL's, then the next
+# ones; see tests/settings.py) and, for the slow tiers, a Celery worker process of its own.
 FAST_TIERS := unit or database
 SLOW_TIERS := integration or chaos or broker or browser or fuzz
 TEST_WORKERS ?= auto
@@ -59,12 +59,13 @@ COV_ARGS := $(if $(COVERAGE),--cov --cov-append --cov-report=)
 
 ## test: the whole suite on PostgreSQL + Redis (127.0.0.1, see README): the unit and
 ## database tiers in parallel, then the integration, chaos, broker, browser and fuzz tiers
-## (real Celery worker processes, receivers, browser); then the delivery engine's tests again
-## on SQLite, the database of the one-command demo, in parallel too
+## (real Celery worker processes, receivers, browser), in parallel too, each xdist process
+## with a worker of its own; then the delivery engine's tests again on SQLite, the database
+## of the one-command demo
 test: install
 	$(if $(COVERAGE),$(BIN)/coverage erase)
 	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" $(COV_ARGS)
-	$(BIN)/pytest -q -m "$(SLOW_TIERS)" $(COV_ARGS)
+	$(BIN)/pytest -q $(XDIST) -m "$(SLOW_TIERS)" $(COV_ARGS)
 	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 $(BIN)/pytest -q -p no:cacheprovider \
 		$(XDIST) $(COV_ARGS) tests/postbacks tests/test_admin.py
 	$(if $(COVERAGE),$(BIN)/coverage report)
