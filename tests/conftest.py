@@ -231,19 +231,31 @@ class WorkerProcess:
                 return False
         return True
 
-    def _in_database(self) -> bool:
-        """One of the worker's connections is in a transaction or running a statement."""
-        from django.db import connection
-
-        if connection.vendor != "postgresql":
+    def _in_database(self, *, connected: bool = False) -> bool:
+        """One of the worker's connections is in a transaction or running a statement
+        (with ``connected``: is open at all). Asked on a connection of its own to the
+        server's ``postgres`` database: outside the test's transaction (pg_stat_activity
+        is a snapshot per transaction) and outside pytest-django's guard (a session or
+        module fixture may stop the worker)."""
+        db = settings.DATABASES["default"]
+        if db["ENGINE"] != "django.db.backends.postgresql":
             return False
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE application_name = %s AND state IS DISTINCT FROM 'idle'",
+        import psycopg
+
+        busy = "" if connected else " AND state IS DISTINCT FROM 'idle'"
+        with psycopg.connect(
+            host=db["HOST"] or None,
+            port=db["PORT"] or None,
+            user=db["USER"] or None,
+            password=db["PASSWORD"] or None,
+            dbname="postgres",
+            autocommit=True,
+        ) as server:
+            row = server.execute(
+                f"SELECT count(*) FROM pg_stat_activity WHERE application_name = %s{busy}",
                 [self.app_name],
-            )
-            return cursor.fetchone()[0] > 0
+            ).fetchone()
+        return row[0] > 0
 
     def stop(self) -> None:
         RUNNING_WORKERS.discard(self)
@@ -254,6 +266,9 @@ class WorkerProcess:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+        # Stopped means gone from the database too: its pool processes may outlive the main
+        # one by a moment, and the test database cannot be dropped while they are connected.
+        wait_until(lambda: not self._in_database(connected=True), timeout=10, interval=0.05)
 
 
 @pytest.fixture(scope="session")
