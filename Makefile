@@ -19,7 +19,7 @@ DEMO_ENV := SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_KEY))}" \
 	TRACKER_BASE_URL=$${TRACKER_BASE_URL:-http://127.0.0.1:$(WEB_PORT)} WEB_PORT=$(WEB_PORT) \
 	RECEIVER_PORT=$(RECEIVER_PORT)
 
-.PHONY: install run migrate demo test lint format ci simulate bench clean
+.PHONY: install run migrate demo test test-fast lint format ci simulate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,12 +47,33 @@ demo: migrate
 run: demo
 	$(DEMO_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
-## test: the whole suite on PostgreSQL + Redis (127.0.0.1, see README), then the delivery
-## engine's tests again on SQLite, the database of the one-command demo
+# Test tiers (markers given in tests/conftest.py), each run in parallel: one pytest-xdist
+# process per core (at most 4), each with a database, a Redis db (REDIS_URL's, then the next
+# ones; see tests/settings.py) and, for the slow tiers, a Celery worker process of its own.
+FAST_TIERS := unit or database
+SLOW_TIERS := integration or chaos or broker or browser or fuzz
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --maxprocesses 4
+# COVERAGE=1: line coverage of tracker, campaigns and postbacks over every run, reported at the end
+COV_ARGS := $(if $(COVERAGE),--cov --cov-append --cov-report=)
+
+## test: the whole suite on PostgreSQL + Redis (127.0.0.1, see README): the unit and
+## database tiers in parallel, then the integration, chaos, broker, browser and fuzz tiers
+## (real Celery worker processes, receivers, browser), in parallel too, each xdist process
+## with a worker of its own; then the delivery engine's tests again on SQLite, the database
+## of the one-command demo
 test: install
-	$(BIN)/pytest
+	$(if $(COVERAGE),$(BIN)/coverage erase)
+	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" $(COV_ARGS)
+	$(BIN)/pytest -q $(XDIST) -m "$(SLOW_TIERS)" $(COV_ARGS)
 	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 $(BIN)/pytest -q -p no:cacheprovider \
-		tests/postbacks tests/test_admin.py
+		$(XDIST) $(COV_ARGS) tests/postbacks tests/test_admin.py
+	$(if $(COVERAGE),$(BIN)/coverage report)
+
+## test-fast: the inner loop: the unit and database tiers only, in parallel, stopping at the
+## first failure (PostgreSQL + Redis; no worker process, browser or fuzzing)
+test-fast: install
+	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" -x
 
 ## lint: ruff, then the import layers (import-linter contracts in pyproject.toml) and no
 ## import cycle nor import inside a function (bin/check_imports.py)

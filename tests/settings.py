@@ -6,6 +6,28 @@ from pathlib import Path
 os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postbacks")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_db_of_this_xdist_worker(url: str, worker: str) -> str:
+    """``url`` on a Redis database of the xdist worker's own (gw0 keeps the configured one,
+    gw1 the next, and so on, counting down from the configured one past db 15): each
+    worker's Celery broker, wake-up flags and cache stay apart, as its database does."""
+    base, _, db = url.rpartition("/")
+    if not worker.startswith("gw") or not db.isdigit():
+        return url
+    index, number = int(worker[2:]), int(db)
+    number = number + index if number + index <= 15 else number - index
+    return f"{base}/{number}"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER") and "TESTS_XDIST_REDIS_URL" not in os.environ:
+    # Written back to the environment, where the worker's subprocesses (Celery, gunicorn)
+    # read it; they inherit PYTEST_XDIST_WORKER too, and TESTS_XDIST_REDIS_URL tells them
+    # the db is already the worker's own.
+    os.environ["REDIS_URL"] = _redis_db_of_this_xdist_worker(
+        os.environ["REDIS_URL"], os.environ["PYTEST_XDIST_WORKER"]
+    )
+    os.environ["TESTS_XDIST_REDIS_URL"] = os.environ["REDIS_URL"]
 os.environ.setdefault("POSTBACKS_ALLOW_PRIVATE_NETWORKS", "true")
 os.environ.setdefault("POSTBACKS_SWEEP_SECONDS", "1")
 os.environ.setdefault("POSTBACKS_LEASE_MARGIN_SECONDS", "2")
@@ -14,7 +36,7 @@ os.environ.setdefault("POSTBACKS_WORKER_DEAD_SECONDS", "3")
 os.environ.setdefault("POSTBACKS_COUNTDOWN_MAX_SECONDS", "2")
 os.environ.setdefault("CELERY_WORKER_CONCURRENCY", "2")
 
-from tracker.settings import *  # noqa: F403
+from tracker.settings import *  # noqa: E402, F403
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A test database in a file, like the demo's (WAL, busy timeout), not Django's default
@@ -24,3 +46,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # checkout do not share (and break) one test file.
     _name = Path(DATABASES["default"]["NAME"]).stem  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_name}.sqlite3")}  # noqa: F405
+
+# The tests make many users and log them in: PBKDF2's deliberate cost (a few hundred ms per
+# hash on a small machine) buys nothing here, and no test is about the hash itself.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,6 +1,6 @@
 """Admin pages that read the Django cache keep working while its Redis is down.
 
-The cache here is a ``redis-server`` of the test's own (port 18150): it serves the admin
+The cache here is a ``redis-server`` of the test's own (on a free port): it serves the admin
 once, so that figures are cached, then it is stopped, as a Redis restart or outage would.
 """
 
@@ -16,13 +16,11 @@ from tests.integration.brokers import RedisServer
 
 pytestmark = pytest.mark.django_db
 
-REDIS_PORT = 18150
-
 
 @pytest.fixture
 def cache_redis(tmp_path, settings):
     """The default cache on a redis-server of our own; stopped at the end in any case."""
-    server = RedisServer(tmp_path, port=REDIS_PORT).start()
+    server = RedisServer(tmp_path).start()
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

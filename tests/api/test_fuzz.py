@@ -30,13 +30,14 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 from postbacks.models import Attempt
 from tests import factories
 from tests.api.conftest import make_token
+from tests.conftest import examples
 from tracker.api.auth import TokenRateThrottle
 from tracker.models import Conversion
 
 pytestmark = [pytest.mark.timeout(600)]
 
 SEED = 20261
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = examples(25)
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
 RECEIVER = "http://127.0.0.1:9/postback?cid={external_id}"
 

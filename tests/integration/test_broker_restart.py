@@ -16,7 +16,7 @@ import pytest
 from postbacks.models import Delivery
 from postbacks.receiver import Receiver, Reply
 from tests import factories
-from tests.conftest import WorkerProcess, wait_until
+from tests.conftest import WorkerProcess, convert, wait_until
 from tests.integration.brokers import publishing_to, worker_health
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -54,14 +54,6 @@ def own_worker(_worker_process, transactional_db, redis_server, tmp_path):
     worker.stop()
 
 
-def convert(client, campaign, external_id: str) -> None:
-    """A click on the campaign link, then the network's S2S postback for it."""
-    click = client.get(f"/c/{campaign.key}", {"external_id": external_id})
-    assert click.status_code == 302
-    answer = client.get("/cv", {"click_id": click.cookies["cf_click_id"].value, "txid": "T"})
-    assert answer.status_code == 200, answer.content
-
-
 def external_ids(receiver: Receiver) -> set[str]:
     return {item.query["click-id"] for item in receiver.received}
 
@@ -75,7 +67,7 @@ def test_redis_restart_with_postbacks_in_flight(own_worker, redis_server, slow_r
 
     with publishing_to(redis_server.url):
         for external_id in sorted(before):
-            convert(client, campaign, external_id)
+            convert(client, campaign, external_id, txid="T")
         # Every postback is now held by the slow receiver: its task is unacknowledged.
         assert len(slow_receiver.wait_for(IN_FLIGHT, timeout=20)) == IN_FLIGHT
 
@@ -91,7 +83,7 @@ def test_redis_restart_with_postbacks_in_flight(own_worker, redis_server, slow_r
 
         restarted_at = time.monotonic()
         for external_id in sorted(after):
-            convert(client, campaign, external_id)
+            convert(client, campaign, external_id, txid="T")
         arrived = wait_until(lambda: before | after <= external_ids(slow_receiver), timeout=40)
 
     settled = time.monotonic() - restarted_at

@@ -9,15 +9,15 @@ rule, so it needs no setting of its own."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from postbacks.models import Attempt, Delivery
 from postbacks.receiver import Reply
+from tests import conftest as shared
 from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import campaign_with_rule, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,24 +36,22 @@ def graph_error(code: int, message: str) -> str:
 
 
 def setup(kind: str, click_param: str, **rule_fields):
+    """A source named after its click-ID parameter (``fbclid``, ``ttclid``) and a rule of
+    ``kind`` on its approved conversions."""
     source = factories.traffic_source(click_param, external_id_param=click_param)
-    offer = factories.offer(url="https://offer.example/?s2={cf_click_id}", payout=Decimal("1"))
-    campaign = factories.campaign(source, offer)
     rule_fields.setdefault("retry_base_seconds", 1)
     page = rule_fields.pop("url_template", "")
-    rule = factories.rule(page, sources=[source], kind=kind, statuses=["approved"], **rule_fields)
-    return campaign, rule
+    return campaign_with_rule(page, source=source, kind=kind, statuses=["approved"], **rule_fields)
 
 
 def convert(client, campaign, param: str, click_id: str, txid: str, ct: str = "sale") -> str:
-    click = client.get(
-        f"/c/{campaign.key}", {param: click_id}, HTTP_USER_AGENT=UA, REMOTE_ADDR="198.51.100.23"
+    """A phone's click carrying the platform's click ID, then its conversion; returns our
+    click ID."""
+    visitor = {"param": param, "HTTP_USER_AGENT": UA, "REMOTE_ADDR": "198.51.100.23"}
+    answer = shared.convert(
+        client, campaign, click_id, click_request=visitor, payout="2.35", txid=txid, ct=ct
     )
-    assert click.status_code == 302
-    our_click_id = parse_qs(urlsplit(click.headers["Location"]).query)["s2"][0]
-    answer = client.get("/cv", {"click_id": our_click_id, "payout": "2.35", "txid": txid, "ct": ct})
-    assert answer.status_code == 200, answer.content
-    return our_click_id
+    return answer.click_id
 
 
 def finished() -> Delivery | None:

@@ -5,7 +5,7 @@ fresh signature, secret rotation, and the CRM's status sync back firing another 
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs, urlsplit
+from decimal import Decimal
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -14,42 +14,37 @@ from postbacks import signing
 from postbacks.models import Attempt, Delivery
 from postbacks.receiver import Reply
 from postbacks.services import rotate_signing_secret
+from tests import conftest as shared
 from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import campaign_with_rule, settled, wait_until
 from tracker.models import Click, Conversion, InboundRequest
 
 pytestmark = pytest.mark.integration
 
 
 def setup(receiver, **rule_fields):
-    source = factories.traffic_source("Taboola")
-    offer = factories.offer("Loans", url="https://offer.example/?s2={cf_click_id}")
-    campaign = factories.campaign(source, offer, name="Spring")
     rule_fields.setdefault("signing_secret", signing.new_secret())
-    rule = factories.rule(
+    return campaign_with_rule(
         receiver.url + "/crm?src={trafficsource.name}",
+        campaign_name="Spring",
+        offer_name="Loans",
+        payout=Decimal("1.50"),
         kind="webhook",
         name="CRM",
-        sources=[source],
         **rule_fields,
     )
-    return campaign, rule
 
 
 def convert(client, campaign, *, status: str = "approved", txid: str = "T-1") -> Conversion:
-    click = client.get(f"/c/{campaign.key}", {"external_id": "tbl-1", "site": "news"})
-    assert click.status_code == 302
-    click_id = parse_qs(urlsplit(click.headers["Location"]).query)["s2"][0]
-    answer = client.get(
-        "/cv", {"click_id": click_id, "payout": "2.35", "txid": txid, "status": status}
-    )
-    assert answer.status_code == 200, answer.content
+    answer = shared.convert(
+        client, campaign, "tbl-1", click_request={"query": {"site": "news"}},
+        payout="2.35", txid=txid, status=status,
+    )  # fmt: skip
     return Conversion.objects.get(pk=answer.json()["conversion_id"])
 
 
 def finished(rule) -> bool:
-    rows = Delivery.objects.filter(rule=rule)
-    return rows.exists() and not rows.filter(status__in=["scheduled", "sending"]).exists()
+    return settled(rule=rule)()
 
 
 def test_a_conversion_fires_the_exact_signed_json(worker, receiver, client):

@@ -4,33 +4,24 @@ on PostgreSQL, Redis, a Celery worker process and a local HTTP receiver."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from postbacks.models import Attempt, Delivery, PostbackRule
 from postbacks.receiver import Reply
+from tests import conftest as shared
 from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import campaign_with_rule, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def setup_campaign(receiver, path="/pb?c={externalid}", **rule_fields):
-    source = factories.traffic_source()
-    offer = factories.offer(url="https://offer.example/?s2={cf_click_id}", payout=Decimal("1"))
-    campaign = factories.campaign(source, offer)
-    rule = factories.rule(receiver.url + path, sources=[source], **rule_fields)
-    return campaign, rule
+def setup_campaign(receiver, **rule_fields):
+    return campaign_with_rule(receiver.url + "/pb?c={externalid}", **rule_fields)
 
 
-def convert(client, campaign, external_id: str, txid: str, payout: str = "2.35") -> None:
-    click = client.get(f"/c/{campaign.key}", {"external_id": external_id})
-    assert click.status_code == 302
-    click_id = parse_qs(urlsplit(click.headers["Location"]).query)["s2"][0]
-    answer = client.get("/cv", {"click_id": click_id, "payout": payout, "txid": txid})
-    assert answer.status_code == 200, answer.content
+def convert(client, campaign, external_id: str, txid: str) -> None:
+    shared.convert(client, campaign, external_id, txid=txid, payout="2.35")
 
 
 def all_finished():

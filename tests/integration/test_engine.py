@@ -12,16 +12,10 @@ from django.utils import timezone
 
 from postbacks.models import Attempt, Delivery, Worker
 from postbacks.receiver import Reply
-from tests.conftest import wait_until
-from tests.integration.test_pipeline import click_id_from, finished, setup_campaign
+from tests.conftest import convert, setup_campaign, wait_until
+from tests.conftest import settled as finished
 
 pytestmark = pytest.mark.integration
-
-
-def convert(client, campaign, txid: str) -> None:
-    click = client.get(f"/c/{campaign.key}", {"external_id": "abc"})
-    answer = client.get("/cv", {"click_id": click_id_from(click), "txid": txid})
-    assert answer.status_code == 200
 
 
 def test_trickling_receiver_is_cut_at_the_deadline_without_a_false_worker_lost(
@@ -30,7 +24,7 @@ def test_trickling_receiver_is_cut_at_the_deadline_without_a_false_worker_lost(
     """A receiver sending 1 byte every 0.5 s is cut at the 2 s timeout; the retry delivers."""
     campaign, _ = setup_campaign(receiver, timeout_seconds=2, retry_base_seconds=1)
     receiver.script(Reply(200, body="x" * 60, trickle=0.5))
-    convert(client, campaign, "T-trickle")
+    convert(client, campaign, txid="T-trickle")
 
     assert wait_until(finished(), timeout=30)
     attempts = list(Attempt.objects.order_by("number"))
@@ -45,7 +39,7 @@ def test_every_attempt_carries_the_same_delivery_id(worker, receiver, client):
     rule.url_template = receiver.url + "/pb?d={delivery.id}"
     rule.save()
     receiver.script(Reply(503), Reply(200))
-    convert(client, campaign, "T-id")
+    convert(client, campaign, txid="T-id")
 
     first, second = receiver.wait_for(2)
     delivery = Delivery.objects.get()
@@ -60,7 +54,7 @@ def test_secrets_are_masked_in_the_log_the_delivery_and_its_admin_page(
     campaign, rule = setup_campaign(receiver, max_attempts=1)
     rule.url_template = "http://127.0.0.1:1/bot123456:AAHsecretBOT/send?api_key=KEY-SECRET&c=1"
     rule.save()
-    convert(client, campaign, "T-mask")
+    convert(client, campaign, txid="T-mask")
 
     assert wait_until(finished(), timeout=30)
     attempt = Attempt.objects.get()
@@ -84,7 +78,7 @@ def test_killed_worker_recovers_in_under_15_seconds(worker, receiver, client):
     """The attempt in flight is taken back once the worker's heartbeat stops, not its lease."""
     campaign, _ = setup_campaign(receiver, timeout_seconds=30)
     receiver.script(Reply(200, delay=40))  # the first request hangs while we kill the worker
-    convert(client, campaign, "T-kill")
+    convert(client, campaign, txid="T-kill")
     assert len(receiver.wait_for(1)) == 1
     worker.kill()
     killed_at = time.monotonic()
@@ -107,7 +101,7 @@ def test_heartbeats_keep_beating_across_later_tasks(worker, receiver, client):
     """
     campaign, _ = setup_campaign(receiver)
     for n in range(30):  # a wake-up every 0.2 s, and the sweeper every second, for 6 s
-        convert(client, campaign, f"T-beat-{n}")
+        convert(client, campaign, txid=f"T-beat-{n}")
         time.sleep(0.2)
     assert wait_until(finished(), timeout=30)
 

@@ -14,8 +14,8 @@ import pytest
 from postbacks.models import Attempt, Delivery
 from postbacks.receiver import Receiver, Reply
 from tests import factories
-from tests.conftest import wait_until
-from tests.integration.test_pipeline import click_id_from, finished
+from tests.conftest import convert, wait_until
+from tests.conftest import settled as finished
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +47,7 @@ def _campaign_with_rules(*receivers: Receiver, **rule_fields):
 
 def _convert(client, campaign, count: int) -> None:
     for i in range(count):
-        click = client.get(f"/c/{campaign.key}", {"external_id": f"ext-{i}"})
-        answer = client.get("/cv", {"click_id": click_id_from(click), "txid": f"T-{i}"})
-        assert answer.status_code == 200, answer.content
+        convert(client, campaign, f"ext-{i}", txid=f"T-{i}")
 
 
 def _per_delivery(receiver: Receiver) -> dict[str, int]:

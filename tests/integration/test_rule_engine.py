@@ -3,17 +3,17 @@ replay, on PostgreSQL, Redis, a Celery worker process and local HTTP receivers."
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.utils import timezone
 
 from postbacks import services as postbacks
 from postbacks.models import Delivery, EventType, Trigger
 from postbacks.receiver import Reply
 from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import click, settled, setup_campaign, wait_until, worker_swept
 from tracker.models import RejectionReason
 
 pytestmark = pytest.mark.integration
@@ -21,50 +21,35 @@ PATH = "/pb?cid={externalid}&status={status}&ct={conversion.type}&reason={reject
 
 
 def setup(receiver, **rule_fields):
-    source = factories.traffic_source()
-    offer = factories.offer(payout=Decimal("2"))
-    campaign = factories.campaign(source, offer)
-    rule = factories.rule(receiver.url + PATH, sources=[source], **rule_fields)
-    return campaign, rule
-
-
-def click(client, campaign, external_id="ext-1") -> str:
-    answer = client.get(f"/c/{campaign.key}", {"external_id": external_id})
-    return parse_qs(urlsplit(answer["Location"]).query)["s2"][0]
+    return setup_campaign(receiver, PATH, payout=Decimal("2"), **rule_fields)
 
 
 def queries(received) -> list[dict[str, str]]:
     return [{k: v[0] for k, v in parse_qs(urlsplit(r.path).query).items()} for r in received]
 
 
-def settled(rule):
-    def check():
-        rows = Delivery.objects.filter(rule=rule)
-        return rows.exists() and not rows.filter(status__in=["scheduled", "sending"]).exists()
-
-    return check
-
-
 def test_lead_pending_then_approved_fires_the_approved_rule_once(worker, receiver, client):
     campaign, _rule = setup(receiver, statuses=["approved"])
-    click_id = click(client, campaign)
+    click_id = click(client, campaign, "ext-1")
     client.get("/cv", {"click_id": click_id, "txid": "L1", "status": "pending", "ct": "lead"})
     client.get("/cv", {"click_id": click_id, "txid": "L1", "status": "approved"})
     client.get("/cv", {"click_id": click_id, "txid": "L1", "status": "approved"})
     assert len(receiver.wait_for(1)) == 1
-    time.sleep(2)
+    assert wait_until(settled())
     assert queries(receiver.received) == [{"cid": "ext-1", "status": "approved", "ct": "lead"}]
 
 
 def test_delayed_crm_rule_is_cancelled_when_the_lead_is_rejected(worker, receiver, client):
     campaign, rule = setup(receiver, statuses=["approved"], delay_seconds=3)
-    click_id = click(client, campaign)
+    click_id = click(client, campaign, "ext-1")
     client.get("/cv", {"click_id": click_id, "txid": "L2", "status": "approved"})
     client.get(
         "/cv",
         {"click_id": click_id, "txid": "L2", "status": "rejected", "rejection_reason": "fraud"},
     )
-    time.sleep(6)  # past the delay and two sweeps
+    # The delay passes at once (due now), then a whole sweep of the worker's comes and goes.
+    Delivery.objects.filter(rule=rule).update(due_at=timezone.now())
+    assert worker_swept()
     assert receiver.received == []
     delivery = Delivery.objects.get(rule=rule)
     assert delivery.status == "cancelled"
@@ -76,13 +61,12 @@ def test_rejected_rule_fires_only_for_chosen_reasons(worker, receiver, client):
     fraud, _ = RejectionReason.objects.get_or_create(code="fraud", defaults={"label": "Fraud"})
     rule.rejection_reasons.set([fraud])
     postbacks.rules_cache_clear()
-    click_id = click(client, campaign)
+    click_id = click(client, campaign, "ext-1")
     for txid, reason in (("R1", "duplicate"), ("R2", "fraud"), ("R3", "")):
         params = {"click_id": click_id, "txid": txid, "status": "rejected"}
         client.get("/cv", {**params, "rejection_reason": reason})
     assert len(receiver.wait_for(1)) == 1
-    assert wait_until(settled(rule))
-    time.sleep(1)
+    assert wait_until(settled(rule=rule))
     assert queries(receiver.received) == [{"cid": "ext-1", "status": "rejected", "reason": "fraud"}]
 
 
@@ -109,15 +93,15 @@ def test_each_type_fires(worker, receiver, client):
 def test_failed_delivery_is_replayed_from_the_log(worker, receiver, client):
     campaign, rule = setup(receiver, max_attempts=1)
     receiver.default = Reply(500, body="down")
-    click_id = click(client, campaign)
+    click_id = click(client, campaign, "ext-1")
     client.get("/cv", {"click_id": click_id, "txid": "F1"})
-    assert wait_until(settled(rule))
+    assert wait_until(settled(rule=rule))
     delivery = Delivery.objects.get(rule=rule)
     assert delivery.status == "failed"
     receiver.default = Reply(200)
     assert postbacks.deliveries_retry_now(Delivery.objects.filter(pk=delivery.pk)) == 1
     assert len(receiver.wait_for(2)) == 2
-    assert wait_until(settled(rule))
+    assert wait_until(settled(rule=rule))
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempt_count) == ("delivered", 2)
     first, second = receiver.received
@@ -155,12 +139,12 @@ def test_firing_conditions_over_a_conversion_life(worker, receiver, client):
         name="changed",
         trigger=Trigger.CHANGED,
     )
-    click_id = click(client, campaign)
+    click_id = click(client, campaign, "ext-1")
     client.get("/cv", {"click_id": click_id, "txid": "1", "ct": "lead", "status": "pending"})
     client.get("/cv", {"click_id": click_id, "txid": "2", "ct": "sale"})
     client.get("/cv", {"click_id": click_id, "txid": "1", "status": "approved"})
     received = receiver.wait_for(3)
-    time.sleep(2)
+    assert wait_until(settled())
     paths = sorted(r.path.split("&reason")[0] for r in receiver.received)
     assert paths == [
         "/changed?s=approved&was=pending",

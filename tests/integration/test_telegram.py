@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import socket
 from collections import deque
-from decimal import Decimal
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from postbacks.models import Attempt, Delivery
 from postbacks.receiver import Receiver, Reply
-from tests import factories
-from tests.conftest import wait_until
+from tests import conftest as shared
+from tests.conftest import campaign_with_rule, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -69,21 +67,14 @@ def bot_api(telegram_api, worker, settings):
 
 
 def setup_campaign(**rule_fields):
-    source = factories.traffic_source()
-    offer = factories.offer(url="https://offer.example/?s2={cf_click_id}", payout=Decimal("1"))
-    campaign = factories.campaign(source, offer, name="Spring")
     rule_fields.setdefault("body_template", "{conversion.type|lead} {payout} {payout_currency}")
     rule_fields.setdefault("access_token", TOKEN)
     rule_fields.setdefault("account_id", "-1001234567890")
-    rule = factories.rule("", sources=[source], kind="telegram", **rule_fields)
-    return campaign, rule
+    return campaign_with_rule("", campaign_name="Spring", kind="telegram", **rule_fields)
 
 
 def convert(client, campaign, external_id: str, txid: str) -> None:
-    click = client.get(f"/c/{campaign.key}", {"external_id": external_id})
-    click_id = parse_qs(urlsplit(click.headers["Location"]).query)["s2"][0]
-    answer = client.get("/cv", {"click_id": click_id, "payout": "2.35", "txid": txid, "ct": "sale"})
-    assert answer.status_code == 200, answer.content
+    shared.convert(client, campaign, external_id, txid=txid, payout="2.35", ct="sale")
 
 
 def finished():

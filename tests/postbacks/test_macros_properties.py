@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postbacks import macros
+from tests.conftest import examples
 from tracker import enrichment
 
-FAST = settings(max_examples=200, deadline=None, database=None)
+FAST = settings(max_examples=examples(200), deadline=None, database=None)
 
 # Any code point, lone surrogates included, with the characters that matter made likely.
 chars = st.characters(exclude_categories=())

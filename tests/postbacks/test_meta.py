@@ -142,6 +142,9 @@ def test_request_from_a_recorded_click_and_conversion():
         # no click time yet (macro missing): the event's time
         ({"click.timestamp": ""}, f"fb.1.{(NOW - 60) * 1000}.IwAR2F4-dbP0l7Mn1IawQQ"),
     ],
+    # Named, not numbered by value: the expected values hold the time of collection, and
+    # pytest-xdist workers must collect the same test IDs.
+    ids=["fbclid-as-external-id", "named-var", "no-fbclid", "empty", "fbc-cookie", "no-click-time"],
 )  # fmt: skip
 def test_fbc_comes_from_the_stored_fbclid(values, fbc):
     user = event_of(META.prepare(make_rule(), context(**values)))["user_data"]

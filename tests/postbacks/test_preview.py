@@ -20,6 +20,7 @@ from postbacks.preview import (
 )
 from postbacks.receiver import Reply
 from tests import factories
+from tests.conftest import examples
 from tracker.models import Click, Conversion
 
 # Empty for an approved conversion that was just created, as they would be.
@@ -175,7 +176,7 @@ PIECES = [*'{}|:=,*"\\ \r\n\x00a1é&?/.()+[', "{payout", "externalid}", "{var:",
 TEMPLATE_TEXT = st.lists(st.sampled_from(PIECES), max_size=16).map("".join)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     url=TEMPLATE_TEXT,
     body=TEMPLATE_TEXT,

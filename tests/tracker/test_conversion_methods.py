@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from campaigns.models import AffiliateNetwork
 from postbacks.models import Delivery
 from tests import factories
+from tests.conftest import examples
 from tracker.forms import ConversionPostbackForm
 from tracker.models import Click, Conversion, ExchangeRate, InboundRequest
 from tracker.views.common import PIXEL_GIF
@@ -305,7 +306,7 @@ NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True).filter(
 )
 
 
-@hsettings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=examples(60), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     names=st.lists(NAMES, min_size=4, max_size=4, unique=True),
     payout=st.decimals(min_value=-1000, max_value=1000, places=2),

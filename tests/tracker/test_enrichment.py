@@ -19,6 +19,7 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from tests import factories
+from tests.conftest import examples
 from tracker import enrichment
 from tracker.models import Click, DeviceType, Impression
 
@@ -295,7 +296,7 @@ def test_referrer_domain(referrer, domain):
     assert enrichment.referrer_domain(referrer) == domain
 
 
-FAST = settings(max_examples=200, deadline=None, database=None)
+FAST = settings(max_examples=examples(200), deadline=None, database=None)
 
 
 @FAST

@@ -3,7 +3,7 @@ a restart does) while clicks and ``/cv`` postbacks arrive: none is refused or wr
 every postback is in the inbound log.
 
 The web server is gunicorn on the test database (threads sharing each process's psycopg
-connection pool, as in production), on port 18160.
+connection pool, as in production), on a free port.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from django.db import connection
 from tests import factories
 from tests.api.conftest import client_with, make_token
 from tests.conftest import _database_url, wait_until
+from tests.integration.brokers import free_port
 from tracker import ingest, services
 from tracker.ingest import Inbound
 from tracker.models import Click, Conversion, InboundRequest
@@ -32,7 +33,6 @@ from tracker.models import Click, Conversion, InboundRequest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT = 18160
 # The web server's connections carry this name (libpq's PGAPPNAME), so that the test drops
 # them, and only them: the test's own connection and any Celery worker's stay.
 APP_NAME = "pool-reconnect-web"
@@ -45,6 +45,7 @@ def web(transactional_db, tmp_path):
     """gunicorn (2 processes of 4 threads) serving the tracker from the test database."""
     assert settings.DATABASES["default"]["OPTIONS"]["pool"]  # the settings the server reads
     log = tmp_path / "gunicorn.log"
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -53,14 +54,14 @@ def web(transactional_db, tmp_path):
         "PGAPPNAME": APP_NAME,
     }
     command = [
-        sys.executable, "-m", "gunicorn", "tracker.wsgi", "--bind", f"127.0.0.1:{PORT}",
+        sys.executable, "-m", "gunicorn", "tracker.wsgi", "--bind", f"127.0.0.1:{port}",
         "--workers", "2", "--threads", "4", "--worker-class", "gthread",
     ]  # fmt: skip
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
-    base = f"http://127.0.0.1:{PORT}"
+    base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
         if proc.poll() is not None:

@@ -18,16 +18,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests import factories
+from tests.conftest import examples
 from tracker.forms import PARAM_FIELDS, PAYOUT_LIMIT, ConversionPostbackForm
 from tracker.models import Click, Conversion, InboundRequest
 
 FAST = settings(
-    max_examples=80,
+    max_examples=examples(80),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-HTTP = settings(FAST, max_examples=30)
+HTTP = settings(FAST, max_examples=examples(30))
 FIELDS = ["click_id", "cf_click_id", "payout", "txid", "ct", "status", "payout_currency",
           "token", *PARAM_FIELDS[:3], "param20", "unknown"]  # fmt: skip
 
@@ -72,7 +73,7 @@ def values(click_ids: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, str
 @example(data={"click_id": str(uuid.UUID(int=1)), "payout": "9999999999.9999995"})
 @example(data={"click_id": str(uuid.UUID(int=1)), "txid": "\ud800", "status": "Pending"})
 @example(data={"click_id": str(uuid.UUID(int=1)), "payout_currency": "eur\n"})
-@settings(FAST, max_examples=300)
+@settings(FAST, max_examples=examples(300))
 def test_form_never_raises_and_accepts_only_storable_values(data):
     form = ConversionPostbackForm(data)
     if not form.is_valid():

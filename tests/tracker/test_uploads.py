@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from postbacks.models import Delivery
 from tests import factories
+from tests.conftest import examples
 from tracker import services, tasks, uploads
 from tracker.models import (
     Click,
@@ -435,7 +436,7 @@ def test_progress_time_is_written_by_the_run(click):
 cell_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(
         st.tuples(st.uuids(), cell_text, cell_text, cell_text, cell_text), min_size=1, max_size=8
@@ -462,7 +463,7 @@ def test_rows_written_with_csv_parse_back_the_same(records):
         line += len(re.findall(r"\r\n|\r|\n", raw))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=400) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "replace")))
 def test_garbage_bytes_never_raise_anything_but_upload_error(data):
     try:
@@ -477,7 +478,9 @@ def test_garbage_bytes_never_raise_anything_but_upload_error(data):
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     st.lists(
