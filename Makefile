@@ -79,4 +79,4 @@ bench: install
 	$(BIN)/python bench/latency.py --rate 400 --seconds 30
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache .mypy_cache
