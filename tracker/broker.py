@@ -29,6 +29,7 @@ from json import JSONDecodeError
 from pathlib import Path
 from queue import Empty
 from time import monotonic
+from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
@@ -54,7 +55,7 @@ def write_new_file(folder: str | Path, data: bytes) -> str:
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
+    def _put(self, queue: str, payload: dict, **kwargs: Any) -> None:
         """Put a message on ``queue``: written aside, then renamed into the queue folder."""
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         try:

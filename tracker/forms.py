@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -112,7 +113,7 @@ class ConversionPostbackForm(forms.Form):
     test = TextField(required=False, max_length=8)
     token = TextField(required=False, max_length=256)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.click_uuid: uuid.UUID | None = None
         self._code = ""

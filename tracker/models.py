@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -254,7 +255,7 @@ class RejectionReason(models.Model):
     def __str__(self) -> str:
         return f"{self.label} ({self.code})"
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.code = self.code.strip().lower()
         super().save(*args, **kwargs)
 

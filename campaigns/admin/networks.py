@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -82,7 +83,7 @@ class AffiliateNetworkForm(forms.ModelForm):
             "param_map",
         )
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.status_map_from_preset: network_presets.NetworkPreset | None = None
         choices = [("", "None: REPLACE_WITH_... placeholders")]

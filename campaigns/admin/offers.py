@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -37,7 +39,7 @@ class LanderForm(forms.ModelForm):
         model = Lander
         fields = ("name", "url", "is_active")
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if "url" not in self.fields:  # a read-only page (view permission only)
             return
@@ -97,7 +99,7 @@ class CampaignForm(forms.ModelForm):
         model = Campaign
         fields = ("name", "traffic_source", "key", "is_active", "lander", "fallback_url")
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # A read-only page (view permission only) builds the form without its fields.
         self.set_help_text(
