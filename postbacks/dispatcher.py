@@ -362,7 +362,7 @@ class Dispatcher:
         connection.close()
         return True
 
-    def _record(self, moves: dict[int, tuple[Finished, Transition]], now) -> int:
+    def _record(self, moves: dict[int, tuple[Finished, Transition]], now: datetime) -> int:
         """The batch's one transaction: one conditional ``UPDATE ... FROM (VALUES ...)
         RETURNING id`` moves the deliveries still ``sending`` under this worker and attempt
         number, one multi-row INSERT logs the attempts of exactly those, one UPDATE counts
@@ -412,7 +412,9 @@ class Dispatcher:
             )  # fmt: skip
         return len(attempts)
 
-    def _write_states(self, moves: dict[int, tuple[Finished, Transition]], now) -> set[int]:
+    def _write_states(
+        self, moves: dict[int, tuple[Finished, Transition]], now: datetime
+    ) -> set[int]:
         """The one UPDATE of :meth:`record`; returns the ids it changed (still owned)."""
         ops = connection.ops
         casts = RECORD_CASTS[connection.vendor]
@@ -434,7 +436,7 @@ class Dispatcher:
             return {pk for (pk,) in cursor.fetchall()}
 
     def _auto_disable(
-        self, moves: dict[int, tuple[Finished, Transition]], owned: set[int], now
+        self, moves: dict[int, tuple[Finished, Transition]], owned: set[int], now: datetime
     ) -> dict[int, str]:
         """Count each rule's failed deliveries in a row, set-based; deactivate the rules
         that reached ``disable_after_failures`` or got a 410 Gone. Returns ``{rule id:
@@ -554,7 +556,7 @@ def _without_answer(move: tuple[Finished, Transition]) -> tuple[Finished, Transi
     )
 
 
-def rule_deactivate_automatically(rule_id: int, reason: str, now) -> bool:
+def rule_deactivate_automatically(rule_id: int, reason: str, now: datetime) -> bool:
     """Deactivate an active rule for ``reason``, flag it for attention and cancel its
     waiting deliveries (``last_error`` says why). False when it was no longer active."""
     updated = PostbackRule.objects.filter(pk=rule_id, is_active=True).update(

@@ -10,15 +10,17 @@ rule, from the list or the form, and deleting one cancel its scheduled deliverie
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib.admin import ModelAdmin, helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, JsonResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
@@ -49,7 +51,9 @@ def _existing_choices_filter(field_name: str, title: str) -> type[admin.SimpleLi
     class ExistingChoicesFilter(admin.SimpleListFilter):
         parameter_name = field_name
 
-        def lookups(self, request, model_admin):
+        def lookups(
+            self, request: HttpRequest, model_admin: ModelAdmin[Any]
+        ) -> list[tuple[str, str]]:
             labels = dict(PostbackRule._meta.get_field(field_name).flatchoices)
             values = (
                 PostbackRule.objects.order_by(field_name)
@@ -59,7 +63,7 @@ def _existing_choices_filter(field_name: str, title: str) -> type[admin.SimpleLi
             found = [(value, labels.get(value, value)) for value in values]
             return found if len(found) > 1 else []
 
-        def queryset(self, request, queryset):
+        def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
             if self.value():
                 return queryset.filter(**{field_name: self.value()})
             return queryset
@@ -80,7 +84,7 @@ class StateFilter(admin.SimpleListFilter):
         "attention": ("Needs attention", {"needs_attention": True}),
     }
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
         rules = PostbackRule.objects.all()
         return [
             (key, label)
@@ -88,7 +92,7 @@ class StateFilter(admin.SimpleListFilter):
             if rules.filter(**lookup).exists()
         ]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() in self.STATES:
             return queryset.filter(**self.STATES[self.value()][1])
         return queryset
@@ -233,7 +237,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     # --- form --------------------------------------------------------------------------
 
-    def get_fieldsets(self, request, obj=None):
+    def get_fieldsets(self, request: HttpRequest, obj: PostbackRule | None = None) -> Any:
         fieldsets = list(super().get_fieldsets(request, obj))
         if obj is not None and not obj.is_active and obj.disabled_at is not None:
             fieldsets.insert(1, self.status_fieldset)
@@ -257,7 +261,15 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     def headers_template_masked(self, obj: PostbackRule) -> str:
         return mask_header_lines(obj.headers_template)
 
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: PostbackRule | None = None,
+    ) -> HttpResponse:
         opts = self.opts
         context.update(
             editable=add or self.has_change_permission(request, obj),
@@ -277,7 +289,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
             return reverse("admin:{}_{}_test_unsaved".format(*info))
         return reverse("admin:{}_{}_test".format(*info), args=[obj.pk])
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: PostbackRule, form: Any, change: bool) -> None:
         deactivated = change and "is_active" in form.changed_data and not obj.is_active
         if change and "is_active" in form.changed_data and obj.is_active:
             # Switched back on by hand: the failure streak and the banner start afresh.
@@ -339,21 +351,21 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     # --- delete: say how many scheduled deliveries go, then cancel them -----------------
 
-    def render_delete_form(self, request, context):
+    def render_delete_form(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
         obj = context.get("object")
         if obj is not None:
             context["waiting_deliveries"] = services.rules_waiting_count([obj.pk])
         return super().render_delete_form(request, context)
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: PostbackRule) -> None:
         self._cancel_before_delete(request, [obj.pk])
         super().delete_model(request, obj)
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PostbackRule]) -> None:
         self._cancel_before_delete(request, list(queryset.values_list("pk", flat=True)))
         super().delete_queryset(request, queryset)
 
-    def _cancel_before_delete(self, request, ids: list[int]) -> None:
+    def _cancel_before_delete(self, request: HttpRequest, ids: list[int]) -> None:
         cancelled = services.rules_deactivate(ids, self._reason(request, "deleted"))
         if cancelled:
             self.message_user(
@@ -373,7 +385,9 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     # --- list ----------------------------------------------------------------------------
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         attention = PostbackRule.objects.filter(needs_attention=True).order_by("-disabled_at")
         extra_context = {
             **(extra_context or {}),
@@ -423,7 +437,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     # --- actions -------------------------------------------------------------------------
 
     @admin.action(description="Enable selected rules", permissions=["change"])
-    def enable(self, request, queryset):
+    def enable(self, request: HttpRequest, queryset: QuerySet[PostbackRule]) -> None:
         count = queryset.filter(is_active=False).update(
             is_active=True, needs_attention=False, consecutive_failures=0, updated_at=timezone.now()
         )
@@ -434,7 +448,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         description="Disable selected rules (cancels their scheduled deliveries)",
         permissions=["change"],
     )
-    def disable(self, request, queryset):
+    def disable(self, request: HttpRequest, queryset: QuerySet[PostbackRule]) -> None:
         rules = list(queryset.order_by("name"))
         ids = [rule.pk for rule in rules]
         if request.POST.get("post") == "yes":
@@ -468,7 +482,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Acknowledge auto-disable (hide the banner)", permissions=["change"])
-    def acknowledge(self, request, queryset):
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet[PostbackRule]) -> None:
         count = queryset.filter(needs_attention=True).update(needs_attention=False)
         self.message_user(
             request,
@@ -479,7 +493,9 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         description="Delete selected rules (cancels their scheduled deliveries)",
         permissions=["delete"],
     )
-    def delete_selected(self, request, queryset):
+    def delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[PostbackRule]
+    ) -> HttpResponse | None:
         response = django_delete_selected(self, request, queryset)
         if isinstance(response, TemplateResponse):
             ids = list(queryset.values_list("pk", flat=True))
@@ -488,7 +504,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     # --- preview and test ----------------------------------------------------------------
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern | URLResolver]:
         info = self.opts.app_label, self.opts.model_name
         wrap = self.admin_site.admin_view
         return [
