@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,7 +51,7 @@ Channel = InboundRequest.Channel
 Outcome = InboundRequest.Outcome
 # Conversion types sent without a status that mean a refund of an earlier conversion.
 REFUND_TYPES = frozenset({"refund", "chargeback"})
-_METHOD_FOR_CHANNEL = {
+_METHOD_FOR_CHANNEL: dict[str, str] = {
     Channel.S2S: Conversion.Method.S2S,
     Channel.PIXEL: Conversion.Method.PIXEL,
     Channel.SCRIPT: Conversion.Method.SCRIPT,
@@ -58,7 +59,7 @@ _METHOD_FOR_CHANNEL = {
     Channel.API: Conversion.Method.API,
     Channel.ADMIN: Conversion.Method.ADMIN,
 }
-_SOURCE_FOR_CHANNEL = {
+_SOURCE_FOR_CHANNEL: dict[str, str] = {
     Channel.UPLOAD: ConversionStatusChange.Source.UPLOAD,
     Channel.API: ConversionStatusChange.Source.API,
     Channel.ADMIN: ConversionStatusChange.Source.ADMIN,
@@ -122,7 +123,7 @@ class Result:
         return {
             "ok": Outcome.ACCEPTED,
             "status_changed": Outcome.STATUS_CHANGED,
-        }.get(self.body.get("status"), Outcome.DUPLICATE)
+        }.get(self.body.get("status", ""), Outcome.DUPLICATE)
 
     @property
     def accepted(self) -> bool:
@@ -246,12 +247,19 @@ def _write(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> 
     return written
 
 
+def _click_uuid(form: ConversionPostbackForm) -> uuid.UUID:
+    """The click ID of a validated form: ``is_valid()`` sets it or fails."""
+    if form.click_uuid is None:
+        raise ValueError("The conversion form has not been validated.")
+    return form.click_uuid
+
+
 def _in_transaction(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> Result:
     """The transactional part: lookup, checks, create or change, deliveries, log row."""
     data = form.cleaned_data
     several = allows_several(data["ct"])
     key = services.dedup_key(data["txid"], data["ct"], several=several)
-    click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, key)
+    click, existing_id, has_conversion = services.click_for_conversion(_click_uuid(form), key)
     click_text = str(form.click_uuid)
     if click is None:
         result = error_result(
@@ -276,11 +284,17 @@ def _in_transaction(form: ConversionPostbackForm, query: QueryDict, inbound: Inb
         new_key = services.dedup_key(data["txid"], data["ct"], several=several)
         if new_key != key:
             key = new_key
-            click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, key)
+            click, existing_id, has_conversion = services.click_for_conversion(
+                _click_uuid(form), key
+            )
+            if click is None:
+                detail = f"No click with ID {form.click_uuid}."
+                result = error_result(404, "unknown_click_id", detail, network=network)
+                return record(inbound, result, click_id=str(form.click_uuid), strict=True)
     sent_status = data["status"]
     if not sent_status and data["ct"].lower() in REFUND_TYPES:
         sent_status = Conversion.Status.REFUNDED
-    status = status_from_text(sent_status or "approved", network and network.status_map)
+    status = status_from_text(sent_status or "approved", network.status_map if network else None)
     if status is None:
         return record(inbound, _invalid_status(data["status"], network), click=click, strict=True)
     converted_at = data["timestamp"] or inbound.received_at or timezone.now()
