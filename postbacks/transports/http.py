@@ -10,8 +10,10 @@ import re
 import time
 from dataclasses import replace
 from functools import lru_cache
-from re import _constants as sre_constants
-from re import _parser as sre_parser
+
+# Private modules of re, absent from typeshed.
+from re import _constants as sre_constants  # type: ignore[attr-defined]
+from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -214,21 +216,15 @@ class HttpTransport(Transport):
 
     # --- prepare -------------------------------------------------------------------------
 
-    def prepare(self, rule: PostbackRule | str, context: dict[str, str]) -> PreparedRequest:
+    def prepare(self, rule: PostbackRule, context: dict[str, str]) -> PreparedRequest:
         """Render ``rule`` for one event. The body is form-encoded or JSON after
         ``rule.body_format`` (POST only) with its Content-Type; each header line of
         ``rule.headers_template`` is rendered with control characters removed, so a value
         cannot add a header; ``Idempotency-Key`` carries ``context["delivery.id"]``.
-
-        The older call ``prepare(url_template, context)`` still renders a plain GET.
         """
         headers: dict[str, str] = {}
         if context.get("delivery.id"):
             headers[IDEMPOTENCY_HEADER] = context["delivery.id"]
-        if isinstance(rule, str):
-            return PreparedRequest(
-                HttpMethod.GET, macros.render(rule, context, escape="url"), headers=headers
-            )
         method = rule.http_method or HttpMethod.GET
         body = ""
         body_format = rule.body_format or BodyFormat.NONE
