@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -307,7 +308,7 @@ class Dispatcher:
                 rules=PostbackRule._meta.db_table, table=Delivery._meta.db_table
             ),
         )
-        params: list[object] = [value for pair in busy for value in pair]
+        params: list[Any] = [value for pair in busy for value in pair]
         params += [self.name, now, settings.POSTBACKS_LEASE_MARGIN_SECONDS, now, now, *full]
         params += [limit * 4, self.host_cap, limit, now]
         with connection.cursor() as cursor:
@@ -419,7 +420,7 @@ class Dispatcher:
         ops = connection.ops
         casts = RECORD_CASTS[connection.vendor]
         row = "(" + ", ".join(cast.format("%s") for cast in casts) + ")"
-        params: list[object] = []
+        params: list[Any] = []
         for pk, (item, move) in moves.items():
             params += [
                 pk,
@@ -464,7 +465,7 @@ class Dispatcher:
             return {}
         casts = STREAK_CASTS[connection.vendor]
         row = "(" + ", ".join(cast.format("%s") for cast in casts) + ")"
-        params: list[object] = []
+        params: list[Any] = []
         for rule_id in sorted(streaks):
             streak = streaks[rule_id]
             params += [rule_id, int(streak.reset), streak.failures, int(streak.gone)]

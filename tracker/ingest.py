@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, DataError, IntegrityError
 from django.http import QueryDict
@@ -415,15 +415,18 @@ def _existing(
     return result
 
 
+_R = TypeVar("_R", bound="Result")
+
+
 def record(
     inbound: Inbound,
-    result: Result,
+    result: _R,
     *,
     click: Click | None = None,
     click_id: str = "",
     converted_at: datetime | None = None,
     strict: bool = False,
-) -> Result:
+) -> _R:
     """Write ``result`` for ``inbound`` to the inbound log; returns ``result`` with ``log``.
 
     ``strict`` (inside the conversion's transaction): a failure to write raises, so that
@@ -466,7 +469,7 @@ def record(
     return result
 
 
-def _not_logged(inbound: Inbound, result: Result) -> Result:
+def _not_logged(inbound: Inbound, result: _R) -> _R:
     logger.warning(
         "Inbound request not logged (database error): %s %s answered %s %s.",
         inbound.channel,

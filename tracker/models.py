@@ -132,6 +132,10 @@ class Conversion(models.Model):
         API = "api", "API"
         ADMIN = "admin", "Added in admin"
 
+    # Not a column: set on the instance by the services that load or change a conversion,
+    # for the {rejection_reason.label} macro.
+    rejection_reason_label: str
+
     # No index of its own: uniq_conversion_click_dedup (click_id first) serves every lookup.
     click = models.ForeignKey(
         Click, on_delete=models.PROTECT, related_name="conversions", db_index=False

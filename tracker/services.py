@@ -39,7 +39,19 @@ class Planner(Protocol):
 
     def rules_for(self, event_type: str) -> Sequence[object]: ...
 
-    def deliveries_plan(self, **kwargs: Any) -> object: ...
+    def deliveries_plan(
+        self,
+        *,
+        event_type: str,
+        click: Click | None = ...,
+        conversion: Conversion | None = ...,
+        impression: Impression | None = ...,
+        trigger: str = ...,
+        previous_status: str = ...,
+        is_first: bool = ...,
+        version: str = ...,
+        event_detail: str = ...,
+    ) -> object: ...
 
     def deliveries_cancel_obsolete(self, conversion: Conversion, *, is_first: bool) -> int: ...
 
