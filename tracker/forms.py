@@ -38,6 +38,7 @@ def parse_timestamp(text: str) -> datetime:
     or milliseconds (13 digits). Aware datetime. Raises ValueError naming the problem:
     unreadable, before 2000, or more than an hour in the future."""
     text = text.strip()
+    when: datetime | None
     if text.isdigit() and len(text) in (13, *range(1, 11)):
         seconds = int(text) / 1000 if len(text) == 13 else int(text)
         when = datetime.fromtimestamp(seconds, tz=UTC)
@@ -188,8 +189,9 @@ class ConversionPostbackForm(forms.Form):
     def clean_ct(self) -> str:
         return self.cleaned_data.get("ct", "").strip()
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if self.errors:
             return data
         data["payout_currency"] = data.get("payout_currency") or data.get("currency", "")
@@ -229,7 +231,9 @@ class ConversionPostbackForm(forms.Form):
             return f"{name} (sent as {sent_as[name]})" if name in sent_as else name
 
         return "; ".join(
-            f"{label(name)}: {' '.join(msgs)}" if name != "__all__" else " ".join(msgs)
+            f"{label(name)}: {' '.join(map(str, msgs))}"
+            if name != "__all__"
+            else " ".join(map(str, msgs))
             for name, msgs in self.errors.items()
         )
 
