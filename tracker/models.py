@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -518,7 +518,7 @@ class APIToken(AbstractAPIKey):
     )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
-    objects = APITokenManager()
+    objects: ClassVar[APITokenManager] = APITokenManager()
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API token"

@@ -62,7 +62,8 @@ def conversion_ingest_as(
                 raise _StatusChangeRefused(result)
     except _StatusChangeRefused as refused:
         changed = refused.result
-        click = Conversion.objects.filter(pk=changed.conversion_id).select_related("click").first()
+        conversions = Conversion.objects.filter(pk=changed.conversion_id or 0)  # a change has one
+        click = conversions.select_related("click").first()
         denied = ingest.error_result(
             403,
             PERMISSION_DENIED,
