@@ -281,7 +281,7 @@ def preview_answer(**fields: Any) -> dict[str, Any]:
     return answer
 
 
-def form_messages(form: forms.Form) -> list[str]:
+def form_messages(form: forms.BaseForm) -> list[str]:
     """The form's errors as "Label: message" sentences, as ``preview.field_messages``."""
     messages_ = []
     for name, errors in form.errors.items():
