@@ -55,12 +55,14 @@ test: install
 		tests/postbacks tests/test_admin.py
 
 ## lint: ruff, then the import layers (import-linter contracts in pyproject.toml) and no
-## import cycle nor import inside a function (bin/check_imports.py)
+## import cycle nor import inside a function (bin/check_imports.py), then the types (mypy
+## with the Django and DRF plugins, [tool.mypy] in pyproject.toml)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/python bin/check_imports.py
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .
