@@ -30,11 +30,11 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.db.models.functions import Substr
 from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.urls import URLPattern, URLResolver, path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
@@ -55,6 +55,7 @@ from postbacks.models import Attempt, Delivery, PostbackRule, Worker
 from postbacks.preview import UNSAVED_RULE_TEST
 from tracker.logadmin import (
     EXPORT_MAX_ROWS,
+    AdminMixinBase,
     ExportChangeList,
     HttpStatusFilter,
     LastHttpStatusFilter,
@@ -98,7 +99,7 @@ def delivery_ids_for(term: str, limit: int = SEARCH_LIMIT) -> list[int]:
     return list(first.union(*rest)[:limit])
 
 
-class LogSearchMixin:
+class LogSearchMixin(AdminMixinBase):
     """Search box: exact click ID, external ID, transaction ID or delivery ID (UUID)."""
 
     search_fields = ("click_id",)  # shows the search box; the lookups are delivery_ids_for
@@ -136,7 +137,7 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
     list_annotations: dict = {}
     csv_columns: tuple[tuple[str, str], ...] = ()
     csv_masked: frozenset[str] = frozenset()
-    csv_names: dict[str, type] = {}
+    csv_names: dict[str, type[Model]] = {}
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ExportChangeList if getattr(request, "_log_export", False) else LogChangeList
@@ -159,7 +160,7 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         """What a list page reads: ``list_only`` and ``list_annotations``."""
         return queryset.only(*self.list_only).annotate(**self.list_annotations)
 
-    def get_urls(self) -> list[URLPattern | URLResolver]:
+    def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         export = self.admin_site.admin_view(self.export_view)
         return [
@@ -171,7 +172,7 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         """The changelist's rows (filters, search and order of the query string) as CSV."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        request._log_export = True
+        request._log_export = True  # type: ignore[attr-defined]  # read by get_changelist
         try:
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters:
@@ -425,7 +426,7 @@ class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="last error")
     def short_error(self, obj: Delivery) -> str:
-        return shorten(mask_secrets(obj.error_head), ERROR_CHARS)
+        return shorten(mask_secrets(obj.error_head), ERROR_CHARS)  # type: ignore[attr-defined]
 
     @admin.action(description="Retry selected deliveries now", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
@@ -547,12 +548,12 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="URL")
     def url_short(self, obj: Attempt) -> str:
-        url = shorten(obj.url_head, URL_CHARS)
+        url = shorten(obj.url_head, URL_CHARS)  # type: ignore[attr-defined]  # list_annotations
         return format_html('<span style="word-break:break-all">{}</span>', url)
 
     @admin.display(description="error")
     def error_short(self, obj: Attempt) -> str:
-        return shorten(obj.error_head, ERROR_CHARS)
+        return shorten(obj.error_head, ERROR_CHARS)  # type: ignore[attr-defined]  # annotated
 
     @admin.action(description="Retry the deliveries of the selected attempts now",
                   permissions=["retry"])  # fmt: skip

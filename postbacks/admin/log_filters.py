@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin import ModelAdmin
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 
 from campaigns.models import Campaign, Offer, TrafficSource
@@ -39,8 +39,8 @@ class RelatedLogFilter(admin.SimpleListFilter):
     admin's model to the delivery ("" on Delivery, "delivery__" on Attempt).
     """
 
-    model: type = PostbackRule
-    probe_model: type = Delivery
+    model: type[Model] = PostbackRule
+    probe_model: type[Model] = Delivery
     probe_field = "rule"
     lookup = "rule_id"
     prefix = ""
@@ -48,9 +48,10 @@ class RelatedLogFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
         probe = self.probe_model._default_manager.filter(**{self.probe_field: OuterRef("pk")})
         rows = self.model._default_manager.filter(Exists(probe))
-        if self.value():
+        chosen = self.value()
+        if chosen:
             with contextlib.suppress(ValueError):
-                rows = self.model._default_manager.filter(Exists(probe) | Q(pk=int(self.value())))
+                rows = self.model._default_manager.filter(Exists(probe) | Q(pk=int(chosen)))
         return [(str(pk), name) for pk, name in rows.order_by("name").values_list("pk", "name")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:

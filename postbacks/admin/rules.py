@@ -10,17 +10,17 @@ rule, from the list or the form, and deleting one cancel its scheduled deliverie
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import ModelAdmin, helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, URLResolver, path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
@@ -54,7 +54,8 @@ def _existing_choices_filter(field_name: str, title: str) -> type[admin.SimpleLi
         def lookups(
             self, request: HttpRequest, model_admin: ModelAdmin[Any]
         ) -> list[tuple[str, str]]:
-            labels = dict(PostbackRule._meta.get_field(field_name).flatchoices)
+            field = cast("Field[Any, Any]", PostbackRule._meta.get_field(field_name))
+            labels = dict(field.flatchoices)
             values = (
                 PostbackRule.objects.order_by(field_name)
                 .values_list(field_name, flat=True)
@@ -93,8 +94,9 @@ class StateFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() in self.STATES:
-            return queryset.filter(**self.STATES[self.value()][1])
+        value = self.value()
+        if value in self.STATES:
+            return queryset.filter(**self.STATES[value][1])
         return queryset
 
 
@@ -104,7 +106,11 @@ MASKED_DISPLAY = {
     "body_template": "body_template_masked",
     "headers_template": "headers_template_masked",
 }
-TRIGGER_SHORT = {Trigger.CREATED: "on create", Trigger.CHANGED: "on change", Trigger.BOTH: "both"}
+TRIGGER_SHORT: dict[str, str] = {
+    Trigger.CREATED: "on create",
+    Trigger.CHANGED: "on change",
+    Trigger.BOTH: "both",
+}
 CONVERSION_TYPES = (EventType.CONVERSION, EventType.EVENT)
 
 
@@ -238,7 +244,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     # --- form --------------------------------------------------------------------------
 
     def get_fieldsets(self, request: HttpRequest, obj: PostbackRule | None = None) -> Any:
-        fieldsets = list(super().get_fieldsets(request, obj))
+        fieldsets: list[Any] = list(super().get_fieldsets(request, obj))
         if obj is not None and not obj.is_active and obj.disabled_at is not None:
             fieldsets.insert(1, self.status_fieldset)
         if obj is not None and not self.has_change_permission(request, obj):
@@ -448,7 +454,9 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         description="Disable selected rules (cancels their scheduled deliveries)",
         permissions=["change"],
     )
-    def disable(self, request: HttpRequest, queryset: QuerySet[PostbackRule]) -> None:
+    def disable(
+        self, request: HttpRequest, queryset: QuerySet[PostbackRule]
+    ) -> TemplateResponse | None:
         rules = list(queryset.order_by("name"))
         ids = [rule.pk for rule in rules]
         if request.POST.get("post") == "yes":
@@ -497,14 +505,14 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[PostbackRule]
     ) -> HttpResponse | None:
         response = django_delete_selected(self, request, queryset)
-        if isinstance(response, TemplateResponse):
+        if isinstance(response, TemplateResponse) and response.context_data is not None:
             ids = list(queryset.values_list("pk", flat=True))
             response.context_data["waiting_deliveries"] = services.rules_waiting_count(ids)
         return response
 
     # --- preview and test ----------------------------------------------------------------
 
-    def get_urls(self) -> list[URLPattern | URLResolver]:
+    def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         wrap = self.admin_site.admin_view
         return [
@@ -599,7 +607,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         """The bound rule form and an unsaved rule with its values (``obj`` untouched).
         A template with errors is kept as typed, so a preview shows what was written."""
         form_class = self.get_form(request, obj, change=obj is not None)
-        form = form_class(request.POST, instance=obj)
+        form = cast(PostbackRuleForm, form_class(request.POST, instance=obj))  # self.form
         form.is_valid()
         rule = form.rule_from_data()
         for name in TEMPLATE_FIELDS:
