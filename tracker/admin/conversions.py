@@ -274,7 +274,8 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
                 f"{what}, with this status. Nothing was changed and no postback fired.",
             )
             return None
-        conversion = Conversion.objects.get(pk=result.conversion_id)
+        # An accepted result has its conversion_id.
+        conversion = Conversion.objects.get(pk=result.conversion_id)  # type: ignore[misc]
         if status == "status_changed":
             message = format_html(
                 "Conversion #{} already had this click ID and {}: its status changed {} → {} "
