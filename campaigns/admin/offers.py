@@ -78,7 +78,7 @@ class LanderAdmin(admin.ModelAdmin):
 
     @admin.display(description="campaigns", ordering="campaign_count")
     def campaign_count(self, obj: Lander) -> int:
-        return obj.campaign_count
+        return obj.campaign_count  # type: ignore[attr-defined]  # annotated by get_queryset
 
 
 class CampaignOfferInline(admin.TabularInline):
@@ -177,7 +177,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 f"“{obj}” is paused without a fallback URL: its visitors get 404.",
                 messages.WARNING,
             )
-        if obj.lander_id and not obj.lander.is_active:
+        if obj.lander is not None and not obj.lander.is_active:
             self.message_user(
                 request,
                 f"The lander “{obj.lander}” is inactive: visitors go straight to the offer.",
