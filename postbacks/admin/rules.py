@@ -607,7 +607,8 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         """The bound rule form and an unsaved rule with its values (``obj`` untouched).
         A template with errors is kept as typed, so a preview shows what was written."""
         form_class = self.get_form(request, obj, change=obj is not None)
-        form = cast(PostbackRuleForm, form_class(request.POST, instance=obj))  # self.form
+        # get_form builds on self.form, a PostbackRuleForm.
+        form = cast(PostbackRuleForm, form_class(request.POST, instance=obj))
         form.is_valid()
         rule = form.rule_from_data()
         for name in TEMPLATE_FIELDS:
