@@ -383,6 +383,7 @@ class HttpTransport(Transport):
         """The result of an answer read up to ``cap + 1`` bytes (``raw``): classified on its
         decoded text, whose log form is that text or, for a binary answer, a description."""
         body = raw[:cap].decode(_codec(encoding), errors="replace")
+        # classify reads what a requests.Response and an http_async.Answer both have.
         result = self.classify(response, body, _ms(started), request)  # type: ignore[arg-type]
         if result.response_body == body:
             content_type = response.headers.get("Content-Type", "")
@@ -494,7 +495,7 @@ _REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
 
 def _nested_repeat(items: object, inside: bool = False) -> bool:
     """Whether a parsed pattern holds an unbounded repeat inside another one."""
-    for op, av in items:  # type: ignore[attr-defined]
+    for op, av in items:  # type: ignore[attr-defined]  # re._parser's items, untyped
         if op in _REPEATS:
             _low, high, sub = av
             unbounded = high == sre_constants.MAXREPEAT
