@@ -8,16 +8,19 @@ revoked or expired token, or one whose user is inactive, gets 401.
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
-from rest_framework.views import APIView
 
 from tracker.models import APIToken
+
+if TYPE_CHECKING:
+    # Not at run time: DRF imports this module while rest_framework.views loads.
+    from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 KEYWORDS = ("token", "bearer")
