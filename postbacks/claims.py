@@ -28,17 +28,19 @@ LEASE_SQL = {
     " '+' || (timeout_seconds + %s) || ' seconds')",
 }
 ROW_LOCK_SQL = {"postgresql": "FOR UPDATE SKIP LOCKED", "sqlite": ""}
+# States ({scheduled}, {sending}) are formatted in from ``Delivery.Status`` as constants, not
+# bound as parameters: the planner then matches the partial indexes on status.
 CLAIM_SQL = """
 WITH busy (host, n) AS (VALUES {busy})
-UPDATE {table} SET status = 'sending', attempt_count = attempt_count + 1, claimed_by = %s,
+UPDATE {table} SET status = '{sending}', attempt_count = attempt_count + 1, claimed_by = %s,
     lease_expires_at = {lease}, updated_at = %s
-WHERE status = 'scheduled' AND id IN (
+WHERE status = '{scheduled}' AND id IN (
     SELECT id FROM (
         SELECT id, due_at, COALESCE(busy.n, 0)
             + ROW_NUMBER() OVER (PARTITION BY due.host ORDER BY due_at, id) AS nth
         FROM (
             SELECT id, host, due_at FROM {table}
-            WHERE status = 'scheduled' AND due_at <= %s {exclude}
+            WHERE status = '{scheduled}' AND due_at <= %s {exclude}
             ORDER BY due_at, id LIMIT %s {lock}
         ) AS due LEFT JOIN busy ON busy.host = due.host
     ) AS ranked
@@ -60,7 +62,7 @@ UPDATE {table} SET status = v.status, due_at = COALESCE(v.due_at, {table}.due_at
     delivered_at = v.delivered_at, last_status_code = v.last_status_code,
     last_error = v.last_error, lease_expires_at = NULL, claimed_by = '', updated_at = %s
 FROM v
-WHERE {table}.id = v.id AND {table}.status = 'sending' AND {table}.claimed_by = %s
+WHERE {table}.id = v.id AND {table}.status = '{sending}' AND {table}.claimed_by = %s
     AND {table}.attempt_count = v.attempt_count
 RETURNING {table}.id
 """

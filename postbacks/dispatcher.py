@@ -298,6 +298,8 @@ class Dispatcher:
         vendor = connection.vendor
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         sql = CLAIM_SQL.format(
+            scheduled=Delivery.Status.SCHEDULED.value,
+            sending=Delivery.Status.SENDING.value,
             busy=", ".join(["(NULL, 0)"] + ["(%s, %s)"] * len(busy)),
             table=Delivery._meta.db_table,
             lease=LEASE_SQL[vendor],
@@ -431,7 +433,11 @@ class Dispatcher:
                 item.result.status_code,
                 storable(mask_secrets(move.error)),
             ]
-        sql = RECORD_SQL.format(table=Delivery._meta.db_table, rows=", ".join([row] * len(moves)))
+        sql = RECORD_SQL.format(
+            table=Delivery._meta.db_table,
+            rows=", ".join([row] * len(moves)),
+            sending=Delivery.Status.SENDING.value,
+        )
         with connection.cursor() as cursor:
             cursor.execute(sql, [*params, ops.adapt_datetimefield_value(now), self.name])
             return {pk for (pk,) in cursor.fetchall()}
@@ -564,9 +570,7 @@ def rule_deactivate_automatically(rule_id: int, reason: str, now: datetime) -> b
         is_active=False, needs_attention=True, disabled_at=now, disabled_reason=reason
     )
     if updated:
-        Delivery.objects.waiting().filter(rule_id=rule_id).update(
-            status=Delivery.Status.CANCELLED,
-            last_error=f"Cancelled: the rule was deactivated automatically. {reason}",
-            updated_at=now,
+        Delivery.objects.filter(rule_id=rule_id).cancel(
+            f"the rule was deactivated automatically. {reason}"
         )
     return bool(updated)

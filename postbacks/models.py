@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -24,9 +25,16 @@ from postbacks.choices import (
 )
 from postbacks.masking import mask_secrets
 from postbacks.matching import RuleMatching
-from postbacks.transports import KIND_CHOICES, Outcome, Result, Secrets, get_transport
+from postbacks.transports import (
+    KIND_CHOICES,
+    Outcome,
+    PreparedRequest,
+    Result,
+    Secrets,
+    get_transport,
+)
 from tracker import currency
-from tracker.models import Conversion
+from tracker.models import Click, Conversion, Impression
 
 
 class PostbackRule(RuleMatching, models.Model):
@@ -295,6 +303,15 @@ class PostbackRule(RuleMatching, models.Model):
         return Secrets(signing=tuple(keys), access_token=self.access_token)
 
 
+def destination_host(url: str) -> str:
+    """``host:port`` of a URL, lower-cased ('' when it has none); the per-host cap's key."""
+    try:
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or ''}"[:255]
+    except ValueError:
+        return ""
+
+
 class DeliveryQuerySet(models.QuerySet):
     """Named sets of deliveries the pipeline works on (each backed by a partial index)."""
 
@@ -315,6 +332,17 @@ class DeliveryQuerySet(models.QuerySet):
     def waiting(self) -> DeliveryQuerySet:
         """Not yet sent or between two attempts: what replay and cancel may act on."""
         return self.filter(status=Delivery.Status.SCHEDULED)
+
+    def cancel(self, reason: str, *, by: str = "") -> int:
+        """Cancel the deliveries of this set still waiting (in flight and finished ones are
+        left alone); the one way any code cancels. ``last_error`` records who or what and
+        why, as the trace and the log show it: "Cancelled by <by>: <reason>", or
+        "Cancelled: <reason>" when ``by`` is empty (the reason names the cause). Returns how
+        many were cancelled."""
+        text = f"Cancelled by {by}: {reason}" if by else f"Cancelled: {reason}"
+        return self.waiting().update(
+            status=Delivery.Status.CANCELLED, last_error=text, updated_at=timezone.now()
+        )
 
 
 class Delivery(models.Model):
@@ -442,6 +470,54 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.get_status_display()}"
+
+    @classmethod
+    def planned(
+        cls,
+        rule: PostbackRule,
+        request: PreparedRequest,
+        *,
+        public_id: uuid.UUID,
+        due_at: datetime,
+        idempotency_key: str,
+        event_detail: str = "",
+        click: Click | None = None,
+        conversion: Conversion | None = None,
+        impression: Impression | None = None,
+        traffic_source_id: int | None = None,
+        is_test: bool = False,
+        **fields: object,
+    ) -> Delivery:
+        """An unsaved delivery of ``rule`` (None when the rule is unsaved, e.g. a test from
+        the form) that sends ``request`` as its transport prepared it (method, URL, body,
+        headers, success mode and pattern), due at ``due_at``, with the rule's attempt
+        settings; ``event_detail`` is cut at 200 characters. ``fields`` set any other column
+        (a test send: ``attempt_count=1, max_attempts=1``)."""
+        values: dict[str, object] = {
+            "public_id": public_id,
+            "rule": rule if rule.pk else None,
+            "event_type": rule.event_type,
+            "click": click,
+            "conversion": conversion,
+            "impression": impression,
+            "traffic_source_id": traffic_source_id,
+            "idempotency_key": idempotency_key,
+            "event_detail": event_detail[:200],
+            "is_test": is_test,
+            "kind": rule.kind,
+            "method": request.method,
+            "url": request.url,
+            "host": destination_host(request.url),
+            "body": request.body,
+            "headers": request.headers,
+            "success_mode": request.success_mode,
+            "success_pattern": request.success_pattern,
+            "due_at": due_at,
+            "max_attempts": rule.max_attempts,
+            "retry_base_seconds": rule.retry_base_seconds,
+            "timeout_seconds": rule.timeout_seconds,
+        }
+        return cls(**{**values, **fields})
 
 
 # An attempt slower than this (milliseconds) is "slow" in the postback log's filters (admin,

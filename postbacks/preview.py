@@ -31,7 +31,7 @@ from postbacks.samples import (
     SAMPLE_VALUES,
     sample_values_context,
 )
-from postbacks.services import destination_host, payout_in, unconverted_note
+from postbacks.services import payout_in, unconverted_note
 from postbacks.transports import Outcome, PreparedRequest, get_transport
 from tracker.models import Click, Conversion, RejectionReason
 
@@ -241,29 +241,19 @@ def send_test(
     request = transport.prepare(rule, context)
     who = getattr(user, "get_username", lambda: "")() if user is not None else ""
     now = timezone.now()
-    delivery = Delivery(
+    delivery = Delivery.planned(
+        rule,
+        request,
         public_id=public_id,
-        rule=rule if rule.pk else None,
-        event_type=rule.event_type,
+        due_at=now,
+        idempotency_key=f"test:{public_id}",
+        event_detail=_test_detail(rule, who),
         click=click,
         conversion=conversion,
-        event_detail=_test_detail(rule, who),
-        is_test=True,
         traffic_source_id=click.traffic_source_id if click is not None else None,
-        idempotency_key=f"test:{public_id}",
-        kind=rule.kind,
-        method=request.method,
-        url=request.url,
-        host=destination_host(request.url),
-        body=request.body,
-        headers=request.headers,
-        success_mode=request.success_mode,
-        success_pattern=request.success_pattern,
-        due_at=now,
+        is_test=True,
         attempt_count=1,
         max_attempts=1,
-        retry_base_seconds=rule.retry_base_seconds,
-        timeout_seconds=rule.timeout_seconds,
     )
     result = transport.send(request, timeout=rule.timeout_seconds, secrets=rule.secrets())
     error = result.error

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
@@ -218,29 +217,18 @@ def deliveries_plan(
                 detail = f"{event_detail[: 198 - len(note)]}; {note}" if event_detail else note
         prepared = get_transport(rule.kind).prepare(rule, rule_context)
         deliveries.append(
-            Delivery(
+            Delivery.planned(
+                rule,
+                prepared,
                 public_id=public_id,
-                rule=rule,
-                event_type=rule.event_type,
+                due_at=now + timedelta(seconds=rule.delay_seconds),
+                idempotency_key=f"{rule.pk}:{event_type}:{subject_key}:{version}",
+                event_detail=detail,
                 click=click,
                 conversion=conversion,
                 impression=impression,
                 traffic_source_id=subject.traffic_source_id,
-                idempotency_key=f"{rule.pk}:{event_type}:{subject_key}:{version}",
-                event_detail=detail[:200],
                 is_test=bool(conversion and conversion.is_test),
-                kind=rule.kind,
-                method=prepared.method,
-                url=prepared.url,
-                host=destination_host(prepared.url),
-                body=prepared.body,
-                headers=prepared.headers,
-                success_mode=rule.success_mode,
-                success_pattern=rule.success_pattern,
-                due_at=now + timedelta(seconds=rule.delay_seconds),
-                max_attempts=rule.max_attempts,
-                retry_base_seconds=rule.retry_base_seconds,
-                timeout_seconds=rule.timeout_seconds,
             )
         )
     rows.insert(deliveries)  # one INSERT built once per process: no ORM compiling
@@ -279,18 +267,12 @@ def deliveries_cancel_obsolete(conversion: Conversion, *, is_first: bool) -> int
         fires_on = ", ".join(rule.statuses) or "any status"
         reason = conversion.rejection_reason
         why = (
-            f"Cancelled before sending: the conversion changed to {conversion.status}"
-            f"{f' ({reason})' if reason else ''}; rule '{rule.name}' fires on {fires_on}."
+            f"the conversion changed to {conversion.status}"
+            f"{f' ({reason})' if reason else ''} before sending; rule '{rule.name}' fires on "
+            f"{fires_on}."
         )
         obsolete.setdefault(why, []).append(delivery.pk)
-    count = 0
-    for why, ids in obsolete.items():
-        count += (
-            Delivery.objects.filter(pk__in=ids)
-            .waiting()
-            .update(status=Delivery.Status.CANCELLED, last_error=why, updated_at=timezone.now())
-        )
-    return count
+    return sum(Delivery.objects.filter(pk__in=ids).cancel(why) for why, ids in obsolete.items())
 
 
 def rules_waiting_count(rule_ids: Iterable[int]) -> int:
@@ -298,20 +280,18 @@ def rules_waiting_count(rule_ids: Iterable[int]) -> int:
     return Delivery.objects.waiting().filter(rule_id__in=list(rule_ids)).count()
 
 
-def rules_deactivate(rule_ids: Iterable[int], reason: str = "") -> int:
+def rules_deactivate(
+    rule_ids: Iterable[int], reason: str = "the rule was deactivated.", *, by: str = ""
+) -> int:
     """Deactivate these rules and cancel their waiting deliveries; returns how many were
-    cancelled. ``reason`` goes to each cancelled delivery's ``last_error``."""
+    cancelled. ``reason`` and ``by`` (who: e.g. "alice (admin)") go to each cancelled
+    delivery's ``last_error`` (see ``DeliveryQuerySet.cancel``)."""
     ids = list(rule_ids)
-    why = reason or "Cancelled: the rule was deactivated."
     with transaction.atomic():
         PostbackRule.objects.filter(pk__in=ids, is_active=True).update(
             is_active=False, updated_at=timezone.now()
         )
-        count = (
-            Delivery.objects.waiting()
-            .filter(rule_id__in=ids)
-            .update(status=Delivery.Status.CANCELLED, last_error=why, updated_at=timezone.now())
-        )
+        count = Delivery.objects.filter(rule_id__in=ids).cancel(reason, by=by)
     rules_cache_clear()
     return count
 
@@ -348,15 +328,6 @@ def stop_signing(rule: PostbackRule) -> None:
             "updated_at",
         ]
     )  # fmt: skip
-
-
-def destination_host(url: str) -> str:
-    """``host:port`` of a URL, lower-cased ('' when it has none); the per-host cap's key."""
-    try:
-        parts = urlsplit(url)
-        return f"{(parts.hostname or '').lower()}:{parts.port or ''}"[:255]
-    except ValueError:
-        return ""
 
 
 class _DispatchTask(Protocol):
@@ -548,11 +519,14 @@ def deliveries_retry_now(deliveries: Iterable[Delivery]) -> int:
     return count
 
 
-def deliveries_cancel(deliveries: Iterable[Delivery]) -> int:
-    """Cancel deliveries still waiting for an attempt; returns how many were cancelled."""
+MANUAL_CANCEL_REASON = "no further attempt will be made."
+
+
+def deliveries_cancel(
+    deliveries: Iterable[Delivery], *, by: str, reason: str = MANUAL_CANCEL_REASON
+) -> int:
+    """Cancel deliveries still waiting for an attempt, by hand; returns how many were
+    cancelled. ``by``: who, e.g. "alice (admin)"; recorded with ``reason`` in each one's
+    ``last_error`` (see ``DeliveryQuerySet.cancel``)."""
     ids = [d.pk for d in deliveries]
-    return (
-        Delivery.objects.filter(pk__in=ids)
-        .waiting()
-        .update(status=Delivery.Status.CANCELLED, updated_at=timezone.now())
-    )
+    return Delivery.objects.filter(pk__in=ids).cancel(reason, by=by)

@@ -16,8 +16,7 @@ from campaigns.models import (
     TrafficSource,
     TrafficSourceParameter,
 )
-from postbacks.models import Delivery, EventType, PostbackRule
-from postbacks.services import destination_host
+from postbacks.models import Delivery, EventType, PostbackRule, destination_host
 from tracker.models import Click
 
 TABOOLA_PATH = (

@@ -434,7 +434,10 @@ class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Cancel selected waiting deliveries", permissions=["retry"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        count = services.deliveries_cancel(queryset.select_related(None).only("pk").iterator())
+        count = services.deliveries_cancel(
+            queryset.select_related(None).only("pk").iterator(),
+            by=f"{request.user.get_username()} (admin)",
+        )
         self.message_user(
             request, ngettext("%d delivery cancelled.", "%d deliveries cancelled.", count) % count
         )

@@ -307,7 +307,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         if form.cleaned_data.get("new_signing_secret"):
             self._show_new_secret(request, obj)
         if deactivated:
-            cancelled = services.rules_deactivate([obj.pk], self._reason(request, "deactivated"))
+            cancelled = services.rules_deactivate([obj.pk], **self._reason(request, "deactivated"))
             self.message_user(
                 request,
                 "Rule deactivated: "
@@ -372,7 +372,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         super().delete_queryset(request, queryset)
 
     def _cancel_before_delete(self, request: HttpRequest, ids: list[int]) -> None:
-        cancelled = services.rules_deactivate(ids, self._reason(request, "deleted"))
+        cancelled = services.rules_deactivate(ids, **self._reason(request, "deleted"))
         if cancelled:
             self.message_user(
                 request,
@@ -386,8 +386,9 @@ class PostbackRuleAdmin(admin.ModelAdmin):
             )
 
     @staticmethod
-    def _reason(request: HttpRequest, what: str) -> str:
-        return f"Rule {what} in admin by {request.user.get_username()}."
+    def _reason(request: HttpRequest, what: str) -> dict[str, str]:
+        """``rules_deactivate``'s reason and who: recorded in each cancelled delivery."""
+        return {"reason": f"the rule was {what}.", "by": f"{request.user.get_username()} (admin)"}
 
     # --- list ----------------------------------------------------------------------------
 
@@ -460,7 +461,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         rules = list(queryset.order_by("name"))
         ids = [rule.pk for rule in rules]
         if request.POST.get("post") == "yes":
-            cancelled = services.rules_deactivate(ids, self._reason(request, "disabled"))
+            cancelled = services.rules_deactivate(ids, **self._reason(request, "disabled"))
             services.rules_cache_clear()
             self.message_user(
                 request,

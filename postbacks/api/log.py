@@ -5,6 +5,7 @@ log; replay and cancel of deliveries, one or many."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import django_filters
@@ -355,7 +356,9 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel this delivery if it is still waiting (scheduled)."""
-        return self._act_on_one(services.deliveries_cancel, "not_cancellable")
+        return self._act_on_one(
+            partial(services.deliveries_cancel, by=self._by(request)), "not_cancellable"
+        )
 
     def _act_on_one(self, service: Callable[[list[Delivery]], int], refusal: str) -> Response:
         """Run ``service`` on this delivery; 409 ``refusal`` when it acted on none."""
@@ -388,13 +391,18 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
         """Cancel those of these deliveries still waiting; the others are skipped."""
         ids = self._ids(request)
         waiting = set(Delivery.objects.filter(pk__in=ids).waiting().values_list("pk", flat=True))
-        services.deliveries_cancel(Delivery(pk=pk) for pk in waiting)
+        services.deliveries_cancel((Delivery(pk=pk) for pk in waiting), by=self._by(request))
         done = set(
             Delivery.objects.filter(pk__in=waiting, status=Delivery.Status.CANCELLED).values_list(
                 "pk", flat=True
             )
         )
         return self._bulk_answer(ids, done)
+
+    @staticmethod
+    def _by(request: Request) -> str:
+        """Who acts, as a cancelled delivery records it."""
+        return f"{request.user.get_username()} (API)"
 
     @staticmethod
     def _ids(request: Request) -> list[int]:

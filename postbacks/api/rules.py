@@ -332,15 +332,17 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
         else:
             serializer.save()
         if was_active and not active:
-            services.rules_deactivate([rule.pk], self._reason("deactivated"))
+            services.rules_deactivate([rule.pk], **self._reason("deactivated"))
 
     def perform_destroy(self, instance: PostbackRule) -> None:
         with transaction.atomic():
-            services.rules_deactivate([instance.pk], self._reason("deleted"))
+            services.rules_deactivate([instance.pk], **self._reason("deleted"))
             instance.delete()
 
-    def _reason(self, what: str) -> str:
-        return f"Rule {what} through the API by {self.request.user.get_username()}."
+    def _reason(self, what: str) -> dict[str, str]:
+        """``rules_deactivate``'s reason and who: recorded in each cancelled delivery."""
+        who = self.request.user.get_username()
+        return {"reason": f"the rule was {what}.", "by": f"{who} (API)"}
 
     # Preview and test: the admin rule form's (``postbacks.preview``), on the saved rule.
     # Documented by ``extend_schema_view`` below, once the delivery serializers exist.

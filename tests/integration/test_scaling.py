@@ -18,9 +18,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from postbacks.models import Attempt, Delivery, EventType, Worker
+from postbacks.models import Attempt, Delivery, EventType, Worker, destination_host
 from postbacks.receiver import Reply
-from postbacks.services import destination_host, wake
+from postbacks.services import wake
 from tests import factories
 from tests.conftest import WorkerProcess, stop_running_workers, wait_until
 

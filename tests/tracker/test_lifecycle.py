@@ -249,7 +249,7 @@ def test_admin_status_change_and_trace_page(admin_client, click):
         "approved → <b>rejected</b>",
         "Chargeback risk",
         "delayed CRM",
-        "Cancelled before sending",
+        "Cancelled: the conversion changed to rejected (fraud) before sending",
         "status approved -&gt; rejected",
     ):
         assert expected in text, expected
