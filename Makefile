@@ -76,12 +76,14 @@ test-fast: install
 	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" -x
 
 ## lint: ruff, then the import layers (import-linter contracts in pyproject.toml) and no
-## import cycle nor import inside a function (bin/check_imports.py)
+## import cycle nor import inside a function (bin/check_imports.py), then the types (mypy
+## with the Django and DRF plugins, [tool.mypy] in pyproject.toml)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/python bin/check_imports.py
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -100,4 +102,4 @@ bench: install
 	$(BIN)/python bench/latency.py --rate 400 --seconds 30
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache .mypy_cache

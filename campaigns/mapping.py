@@ -39,7 +39,8 @@ class MappingField(forms.CharField):
             return "\n".join(f"{key} = {item}" for key, item in value.items())
         return value
 
-    def to_python(self, value: object) -> dict[str, str]:
+    # A text field whose value is a mapping, not the text.
+    def to_python(self, value: object) -> dict[str, str]:  # type: ignore[override]
         if isinstance(value, dict):
             return value
         mapping: dict[str, str] = {}

@@ -338,8 +338,9 @@ class AffiliateNetwork(models.Model):
             return data
         mapped = data.copy()
         for ours, theirs in self.param_map.items():
-            if not mapped.get(ours) and data.get(theirs):
-                mapped[ours] = data[theirs]
+            value = data.get(theirs)
+            if not mapped.get(ours) and value:
+                mapped[ours] = value
         return mapped
 
     def sent_as(self, data: QueryDict) -> dict[str, str]:

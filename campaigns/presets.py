@@ -20,9 +20,9 @@ the rule itself is made by the postbacks app (:func:`use_rule_factory`, set in i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.db import IntegrityError, transaction
 
@@ -478,7 +478,7 @@ def choices() -> list[tuple[str, str]]:
     return sorted(((p.key, p.name) for p in _PRESETS), key=lambda pair: pair[1].lower())
 
 
-def _names(base: str, limit: int):
+def _names(base: str, limit: int) -> Iterator[str]:
     """``base``, then ``base (2)``, ``base (3)``..., each cut to fit ``limit`` characters."""
     yield base[:limit]
     number = 2
@@ -490,7 +490,7 @@ def _names(base: str, limit: int):
 
 def _free_name(base: str) -> str:
     """The first of :func:`_names` no traffic source has."""
-    limit = TrafficSource._meta.get_field("name").max_length
+    limit = cast(int, TrafficSource._meta.get_field("name").max_length)  # a CharField's
     # Every candidate starts with the base cut to leave room for the longest suffix used.
     prefix = base[: limit - 10]
     taken = set(

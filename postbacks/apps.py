@@ -13,7 +13,8 @@ class PostbacksConfig(AppConfig):
         from postbacks.services import rules_cache_clear
         from tracker import services as tracker_services
 
-        services.use_dispatch_task(tasks.dispatch_task)
+        # celery-types: apply_async(countdown: float); Celery takes None for no countdown.
+        services.use_dispatch_task(tasks.dispatch_task)  # type: ignore[arg-type]
         presets.use_rule_factory(rules.rule_from_preset)
         tracker_services.use_planner(services)
 

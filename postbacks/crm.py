@@ -336,7 +336,7 @@ def _apply(
             200,
             {**answer, "detail": detail},
             conversion_id=conversion.pk,
-            network=click.offer.affiliate_network if click.offer_id else None,
+            network=click.offer.affiliate_network if click.offer else None,
             answer=answer,
             log_outcome=outcome,
         )

@@ -170,7 +170,7 @@ def compute(now: datetime | None = None) -> dict:
         if hour >= day_start:
             row.day.add(status, count)
             day_total.add(status, count)
-    names = dict(
+    names: dict[int | None, str] = dict(
         TrafficSource.objects.filter(pk__in=[pk for pk in sources if pk]).values_list("pk", "name")
     )
     for row in sources.values():

@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -309,7 +310,7 @@ class Dispatcher:
                 rules=PostbackRule._meta.db_table, table=Delivery._meta.db_table
             ),
         )
-        params: list[object] = [value for pair in busy for value in pair]
+        params: list[Any] = [value for pair in busy for value in pair]
         params += [self.name, now, settings.POSTBACKS_LEASE_MARGIN_SECONDS, now, now, *full]
         params += [limit * 4, self.host_cap, limit, now]
         with connection.cursor() as cursor:
@@ -364,7 +365,7 @@ class Dispatcher:
         connection.close()
         return True
 
-    def _record(self, moves: dict[int, tuple[Finished, Transition]], now) -> int:
+    def _record(self, moves: dict[int, tuple[Finished, Transition]], now: datetime) -> int:
         """The batch's one transaction: one conditional ``UPDATE ... FROM (VALUES ...)
         RETURNING id`` moves the deliveries still ``sending`` under this worker and attempt
         number, one multi-row INSERT logs the attempts of exactly those, one UPDATE counts
@@ -414,12 +415,14 @@ class Dispatcher:
             )  # fmt: skip
         return len(attempts)
 
-    def _write_states(self, moves: dict[int, tuple[Finished, Transition]], now) -> set[int]:
+    def _write_states(
+        self, moves: dict[int, tuple[Finished, Transition]], now: datetime
+    ) -> set[int]:
         """The one UPDATE of :meth:`record`; returns the ids it changed (still owned)."""
         ops = connection.ops
         casts = RECORD_CASTS[connection.vendor]
         row = "(" + ", ".join(cast.format("%s") for cast in casts) + ")"
-        params: list[object] = []
+        params: list[Any] = []
         for pk, (item, move) in moves.items():
             params += [
                 pk,
@@ -440,7 +443,7 @@ class Dispatcher:
             return {pk for (pk,) in cursor.fetchall()}
 
     def _auto_disable(
-        self, moves: dict[int, tuple[Finished, Transition]], owned: set[int], now
+        self, moves: dict[int, tuple[Finished, Transition]], owned: set[int], now: datetime
     ) -> dict[int, str]:
         """Count each rule's failed deliveries in a row, set-based; deactivate the rules
         that reached ``disable_after_failures`` or got a 410 Gone. Returns ``{rule id:
@@ -468,7 +471,7 @@ class Dispatcher:
             return {}
         casts = STREAK_CASTS[connection.vendor]
         row = "(" + ", ".join(cast.format("%s") for cast in casts) + ")"
-        params: list[object] = []
+        params: list[Any] = []
         for rule_id in sorted(streaks):
             streak = streaks[rule_id]
             params += [rule_id, int(streak.reset), streak.failures, int(streak.gone)]
@@ -560,7 +563,7 @@ def _without_answer(move: tuple[Finished, Transition]) -> tuple[Finished, Transi
     )
 
 
-def rule_deactivate_automatically(rule_id: int, reason: str, now) -> bool:
+def rule_deactivate_automatically(rule_id: int, reason: str, now: datetime) -> bool:
     """Deactivate an active rule for ``reason``, flag it for attention and cancel its
     waiting deliveries (``last_error`` says why). False when it was no longer active."""
     updated = PostbackRule.objects.filter(pk=rule_id, is_active=True).update(

@@ -15,11 +15,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import requests
 from django.conf import settings
 from requests_hardened import Config, Manager
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection
 
 _local = threading.local()
 
@@ -107,8 +111,9 @@ def deadline(seconds: float) -> Iterator[Deadline]:
 
 
 class _DeadlinePoolMixin:
-    def _get_conn(self, timeout: float | None = None):  # type: ignore[no-untyped-def]
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
+    def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
+        # A mixin: the pool class after it in the MRO has _get_conn.
+        conn: BaseHTTPConnection = super()._get_conn(timeout)  # type: ignore[misc]
         current = getattr(_local, "deadline", None)
         if current is not None:
             with current._lock:

@@ -387,7 +387,9 @@ class _Modifiers:
 @lru_cache(maxsize=512)
 def _modifiers(text: str) -> _Modifiers:
     """Parse ``":raw:approved=1,*=0"`` (the part after the name)."""
-    steps, raw, problems = [], False, []
+    steps: list[tuple[str, Any]] = []
+    problems: list[tuple[str, str]] = []
+    raw = False
     for part in (p.strip() for p in text.split(":")[1:]):
         if part == "raw":
             raw = True

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from django.db import models
+from typing import Any
 
 from postbacks.choices import EventType, Trigger
 
@@ -40,7 +39,7 @@ class RuleMatching:
     conversion_types: list[str]
     first_only: bool
 
-    def _chosen(self, relation: str) -> Iterable[models.Model]:
+    def _chosen(self, relation: str) -> Iterable[Any]:
         """The objects of M2M ``relation``: the prefetched ones when they are (without
         building a related manager: the planner checks every rule on every event), else
         ``.all()``. The same objects either way; ``add``/``set``/``clear`` drop the prefetch."""

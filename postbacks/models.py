@@ -315,7 +315,7 @@ def destination_host(url: str) -> str:
 class DeliveryQuerySet(models.QuerySet):
     """Named sets of deliveries the pipeline works on (each backed by a partial index)."""
 
-    def due(self, now) -> DeliveryQuerySet:
+    def due(self, now: datetime) -> DeliveryQuerySet:
         """Scheduled and due at ``now``: what a dispatcher claims next."""
         return self.filter(status=Delivery.Status.SCHEDULED, due_at__lte=now)
 
@@ -323,7 +323,7 @@ class DeliveryQuerySet(models.QuerySet):
         """Claimed by a worker, an attempt under way."""
         return self.filter(status=Delivery.Status.SENDING)
 
-    def stuck(self, now, live_workers: list[str]) -> DeliveryQuerySet:
+    def stuck(self, now: datetime, live_workers: list[str]) -> DeliveryQuerySet:
         """In flight past their lease, or claimed by a worker that stopped beating."""
         return self.in_flight().filter(
             Q(lease_expires_at__lt=now) | ~Q(claimed_by__in=live_workers)

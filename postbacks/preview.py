@@ -191,7 +191,7 @@ def field_messages(exc: ValidationError) -> list[str]:
     messages = []
     for name, items in exc.message_dict.items():
         try:
-            label = str(PostbackRule._meta.get_field(name).verbose_name)
+            label = str(getattr(PostbackRule._meta.get_field(name), "verbose_name", name))
         except Exception:
             label = name
         label = label[:1].upper() + label[1:]

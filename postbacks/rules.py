@@ -199,7 +199,8 @@ class PostbackRuleForm(forms.ModelForm):
         return {k.strip().lower(): v.strip() for k, v in names.items()}
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("new_signing_secret") and cleaned.get("stop_signing"):
             self.add_error("stop_signing", "Choose either a new secret or no signing.")
         # The token is never rendered back: a blank entry keeps the saved one.
@@ -256,7 +257,7 @@ class PostbackRuleForm(forms.ModelForm):
             if not kept:
                 return
             errors = ValidationError(kept)
-        super()._update_errors(errors)
+        super()._update_errors(errors)  # type: ignore[misc]  # private Form API, not in the stubs
 
     def _add_errors(self, exc: ValidationError) -> None:
         """Add a ValidationError keyed by model field; keys the form lacks go on top."""
@@ -280,7 +281,7 @@ def preview_answer(**fields: Any) -> dict[str, Any]:
     return answer
 
 
-def form_messages(form: forms.Form) -> list[str]:
+def form_messages(form: forms.BaseForm) -> list[str]:
     """The form's errors as "Label: message" sentences, as ``preview.field_messages``."""
     messages_ = []
     for name, errors in form.errors.items():

@@ -162,6 +162,8 @@ def deliveries_plan(
         candidates += rules_for(EventType.EVENT)
     if not candidates:
         return []
+    if subject is None:
+        raise ValueError("deliveries_plan needs a click or an impression")
     scope = scope_of(subject)
     rules = [
         r
@@ -394,7 +396,7 @@ def retry_delay(attempt_number: int, base_seconds: int, retry_after: float | Non
     With base 60: about 1, 2, 4, 8, 16, 32 min, 1 h 4 min, 2 h 8 min, 4 h 16 min.
     """
     cap = settings.POSTBACKS_BACKOFF_MAX_SECONDS
-    delay = get_exponential_backoff_interval(
+    delay: float = get_exponential_backoff_interval(
         factor=base_seconds, retries=attempt_number - 1, maximum=cap
     )
     delay *= random.uniform(1 - JITTER, 1 + JITTER)
@@ -415,7 +417,12 @@ class Transition:
 
 
 def next_state(
-    *, attempt_number: int, max_attempts: int, retry_base_seconds: int, result: Result, now
+    *,
+    attempt_number: int,
+    max_attempts: int,
+    retry_base_seconds: int,
+    result: Result,
+    now: datetime,
 ) -> Transition:
     """The delivery state machine, as a pure function of one attempt's result.
 
@@ -435,7 +442,7 @@ def next_state(
     )
 
 
-def live_workers(now) -> list[str]:
+def live_workers(now: datetime) -> list[str]:
     """Names of dispatcher processes whose heartbeat is recent enough."""
     horizon = now - timedelta(seconds=settings.POSTBACKS_WORKER_DEAD_SECONDS)
     return list(Worker.objects.filter(heartbeat_at__gte=horizon).values_list("name", flat=True))

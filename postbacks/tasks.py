@@ -12,6 +12,7 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from postbacks import services
@@ -65,12 +66,12 @@ class Purged:
         return {"attempts": self.attempts, "deliveries": self.deliveries}
 
 
-def old_attempts(cutoff: datetime):
+def old_attempts(cutoff: datetime) -> QuerySet[Attempt]:
     """Attempts started before ``cutoff`` (index attempt_started_idx)."""
     return Attempt.objects.filter(started_at__lt=cutoff)
 
 
-def old_deliveries(cutoff: datetime):
+def old_deliveries(cutoff: datetime) -> QuerySet[Delivery]:
     """Finished deliveries (delivered, failed, cancelled) unchanged since before ``cutoff``.
 
     ``created_at`` is never after ``updated_at``: its condition is implied, and lets the

@@ -36,18 +36,18 @@ _lock = threading.Lock()
 def _client() -> redis.Redis | None:
     """This process's Redis client for the flag (None without a URL); one per fork."""
     key = (os.getpid(), settings.POSTBACKS_WAKE_REDIS_URL)
-    client = _clients.get(key, False)
-    if client is False:
-        with _lock:
-            url = key[1]
-            client = (
-                redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
-                if url
-                else None
-            )
-            _clients.clear()
-            _clients[key] = client
-    return client  # type: ignore[return-value]
+    if key in _clients:
+        return _clients[key]
+    with _lock:
+        url = key[1]
+        client = (
+            redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+            if url
+            else None
+        )
+        _clients.clear()
+        _clients[key] = client
+    return client
 
 
 def flag_raise() -> bool:

@@ -29,6 +29,7 @@ from json import JSONDecodeError
 from pathlib import Path
 from queue import Empty
 from time import monotonic
+from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
@@ -54,7 +55,8 @@ def write_new_file(folder: str | Path, data: bytes) -> str:
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
+    # kombu's filesystem Channel has these signatures; its stubs give AbstractChannel's.
+    def _put(self, queue: str, payload: dict, **kwargs: Any) -> None:  # type: ignore[override]
         """Put a message on ``queue``: written aside, then renamed into the queue folder."""
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         try:
@@ -63,7 +65,7 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot add a message to {self.data_folder_out}") from exc
 
-    def _get(self, queue: str) -> dict:
+    def _get(self, queue: str) -> dict:  # type: ignore[override]
         """Claim the oldest message of ``queue`` (rename), read it and delete it.
 
         Raises ``queue.Empty`` when there is none.
@@ -94,9 +96,9 @@ class Channel(filesystem.Channel):
             return message
         raise Empty()
 
-    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> None:
         """Add a binding to ``exchange``'s table; a new table is linked into place whole."""
-        file = self._exchange_file(exchange)
+        file = self._exchange_file(exchange)  # type: ignore[attr-defined]  # not in the stubs
         if not file.exists():
             self.control_folder.mkdir(exist_ok=True)
             row = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")

@@ -396,11 +396,13 @@ def rates_load(data: bytes | str, *, dry_run: bool = False) -> RatesLoad:
             if dry_run or result.refused:
                 return result
             for line in valid:
-                current = existing.get(line.currency)
+                current, rate = existing.get(line.currency), line.rate
+                if rate is None:  # never: a valid line has its rate (rates_parse)
+                    continue
                 if current is None:
-                    ExchangeRate.objects.create(currency=line.currency, rate=line.rate)
+                    ExchangeRate.objects.create(currency=line.currency, rate=rate)
                 elif line.action == Action.UPDATED:
-                    current.rate = line.rate
+                    current.rate = rate
                     current.save(update_fields=["rate", "updated_at"])
             result.applied = True
     except IntegrityError:

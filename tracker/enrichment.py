@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pycountry
@@ -112,7 +112,7 @@ def _ua_parser() -> Any:
     return Parser(Resolver(load_lazy_builtins()))
 
 
-def _parts(value: Any, *names: str) -> list[str | None]:
+def _parts(value: Any, *names: str) -> list[Any]:
     return [getattr(value, name) for name in names]
 
 
@@ -266,7 +266,7 @@ class _Packaged:
 
 
 _load_lock = threading.Lock()
-_packaged_db: _Packaged | bool | None = None  # False: failed to load, not tried again
+_packaged_db: _Packaged | Literal[False] | None = None  # False: failed to load, not tried again
 
 
 def _packaged() -> _Packaged | None:
@@ -334,7 +334,9 @@ def _connection(record: dict) -> dict[str, Any]:
 
 
 def _enterprise(record: dict) -> dict[str, Any]:
-    traits = record.get("traits") if isinstance(record.get("traits"), dict) else {}
+    traits = record.get("traits")
+    if not isinstance(traits, dict):
+        traits = {}
     merged = {**_city(record)}
     for part in (_asn(traits), _isp(traits), _connection(traits)):
         merged.update({k: v for k, v in part.items() if v})

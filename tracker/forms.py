@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -37,6 +38,7 @@ def parse_timestamp(text: str) -> datetime:
     or milliseconds (13 digits). Aware datetime. Raises ValueError naming the problem:
     unreadable, before 2000, or more than an hour in the future."""
     text = text.strip()
+    when: datetime | None
     if text.isdigit() and len(text) in (13, *range(1, 11)):
         seconds = int(text) / 1000 if len(text) == 13 else int(text)
         when = datetime.fromtimestamp(seconds, tz=UTC)
@@ -112,7 +114,7 @@ class ConversionPostbackForm(forms.Form):
     test = TextField(required=False, max_length=8)
     token = TextField(required=False, max_length=256)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.click_uuid: uuid.UUID | None = None
         self._code = ""
@@ -187,8 +189,9 @@ class ConversionPostbackForm(forms.Form):
     def clean_ct(self) -> str:
         return self.cleaned_data.get("ct", "").strip()
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if self.errors:
             return data
         data["payout_currency"] = data.get("payout_currency") or data.get("currency", "")
@@ -228,7 +231,9 @@ class ConversionPostbackForm(forms.Form):
             return f"{name} (sent as {sent_as[name]})" if name in sent_as else name
 
         return "; ".join(
-            f"{label(name)}: {' '.join(msgs)}" if name != "__all__" else " ".join(msgs)
+            f"{label(name)}: {' '.join(map(str, msgs))}"
+            if name != "__all__"
+            else " ".join(map(str, msgs))
             for name, msgs in self.errors.items()
         )
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, DataError, IntegrityError
 from django.http import QueryDict
@@ -108,7 +109,7 @@ class Result:
         return {
             "ok": Outcome.ACCEPTED,
             "status_changed": Outcome.STATUS_CHANGED,
-        }.get(self.body.get("status"), Outcome.DUPLICATE)
+        }.get(self.body.get("status", ""), Outcome.DUPLICATE)
 
     @property
     def accepted(self) -> bool:
@@ -232,12 +233,19 @@ def _write(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> 
     return written
 
 
+def _click_uuid(form: ConversionPostbackForm) -> uuid.UUID:
+    """The click ID of a validated form: ``is_valid()`` sets it or fails."""
+    if form.click_uuid is None:
+        raise ValueError("The conversion form has not been validated.")
+    return form.click_uuid
+
+
 def _in_transaction(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> Result:
     """The transactional part: lookup, checks, create or change, deliveries, log row."""
     data = form.cleaned_data
     several = allows_several(data["ct"])
     key = services.dedup_key(data["txid"], data["ct"], several=several)
-    click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, key)
+    click, existing_id, has_conversion = services.click_for_conversion(_click_uuid(form), key)
     click_text = str(form.click_uuid)
     if click is None:
         result = error_result(
@@ -262,11 +270,17 @@ def _in_transaction(form: ConversionPostbackForm, query: QueryDict, inbound: Inb
         new_key = services.dedup_key(data["txid"], data["ct"], several=several)
         if new_key != key:
             key = new_key
-            click, existing_id, has_conversion = services.click_for_conversion(form.click_uuid, key)
+            click, existing_id, has_conversion = services.click_for_conversion(
+                _click_uuid(form), key
+            )
+            if click is None:
+                detail = f"No click with ID {form.click_uuid}."
+                result = error_result(404, "unknown_click_id", detail, network=network)
+                return record(inbound, result, click_id=str(form.click_uuid), strict=True)
     sent_status = data["status"]
     if not sent_status and data["ct"].lower() in REFUND_TYPES:
         sent_status = Conversion.Status.REFUNDED
-    status = status_from_text(sent_status or "approved", network and network.status_map)
+    status = status_from_text(sent_status or "approved", network.status_map if network else None)
     if status is None:
         return record(inbound, _invalid_status(data["status"], network), click=click, strict=True)
     converted_at = data["timestamp"] or inbound.received_at or timezone.now()
@@ -387,15 +401,18 @@ def _existing(
     return result
 
 
+_R = TypeVar("_R", bound="Result")
+
+
 def record(
     inbound: Inbound,
-    result: Result,
+    result: _R,
     *,
     click: Click | None = None,
     click_id: str = "",
     converted_at: datetime | None = None,
     strict: bool = False,
-) -> Result:
+) -> _R:
     """Write ``result`` for ``inbound`` to the inbound log; returns ``result`` with ``log``.
 
     ``strict`` (inside the conversion's transaction): a failure to write raises, so that
@@ -438,7 +455,7 @@ def record(
     return result
 
 
-def _not_logged(inbound: Inbound, result: Result) -> Result:
+def _not_logged(inbound: Inbound, result: _R) -> _R:
     logger.warning(
         "Inbound request not logged (database error): %s %s answered %s %s.",
         inbound.channel,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -26,6 +27,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import EmptyPage, InvalidPage, Page, PageNotAnInteger, Paginator
 from django.db import DatabaseError, connections, models
 from django.db.models import Q, QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.functional import cached_property
@@ -88,6 +90,7 @@ class LogPaginator(Paginator):
     """
 
     deferred_offset = 1000
+    object_list: QuerySet[Any]  # a queryset, never a list
 
     def __init__(
         self,
@@ -137,7 +140,7 @@ class LogPaginator(Paginator):
         """The list's order as (field, descending) pairs when keyset paging can follow it:
         plain columns, all in the same direction (the default orders are)."""
         opts = self.object_list.model._meta
-        keys = []
+        keys: list[tuple[models.Field, bool]] = []
         for item in self.object_list.query.order_by:
             if not isinstance(item, str):
                 return None
@@ -216,7 +219,7 @@ class LogPaginator(Paginator):
             return known
         estimate = self.estimate()
         self.estimated = estimate is not None and estimate > known
-        return estimate if self.estimated else known + 1
+        return estimate if estimate is not None and self.estimated else known + 1
 
     def estimate(self) -> int | None:
         """The planner's idea of the number of rows (PostgreSQL), or None."""
@@ -267,7 +270,11 @@ class LogChangeList(ChangeList):
         return super().get_filters_params(params)
 
     def get_results(self, request) -> None:
-        paginator = self.model_admin.get_paginator(request, self.queryset, self.list_per_page)
+        # The log admins' get_paginator gives a LogPaginator for their own rows.
+        paginator = cast(
+            LogPaginator,
+            self.model_admin.get_paginator(request, self.queryset, self.list_per_page),
+        )
         paginator.cursor = self.cursor
         try:
             page = paginator.page(self.page_num)
@@ -401,16 +408,23 @@ def compact_time(value) -> str:
     return format_html('<span title="{}">{}</span>', local.isoformat(), local.strftime(fmt))
 
 
-class ReadOnlyAdminMixin:
+if TYPE_CHECKING:
+    # The admin mixins below are mixed into ModelAdmin: typed as one, they may use its API.
+    AdminMixinBase = admin.ModelAdmin[Any]
+else:
+    AdminMixinBase = object
+
+
+class ReadOnlyAdminMixin(AdminMixinBase):
     """Log tables: viewable and filterable, never edited by hand."""
 
     show_full_result_count = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -125,6 +126,10 @@ class Conversion(models.Model):
         REFUNDED = "refunded", "Refunded / chargeback"
 
     Method = Channel  # how it arrived: the one channel enum (tracker.events.Channel)
+
+    # Not a column: set on the instance by the services that load or change a conversion,
+    # for the {rejection_reason.label} macro.
+    rejection_reason_label: str
 
     # No index of its own: uniq_conversion_click_dedup (click_id first) serves every lookup.
     click = models.ForeignKey(
@@ -249,7 +254,7 @@ class RejectionReason(models.Model):
     def __str__(self) -> str:
         return f"{self.label} ({self.code})"
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.code = self.code.strip().lower()
         super().save(*args, **kwargs)
 
@@ -496,7 +501,7 @@ class APIToken(AbstractAPIKey):
     )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
-    objects = APITokenManager()
+    objects: ClassVar[APITokenManager] = APITokenManager()
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API token"

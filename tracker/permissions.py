@@ -62,7 +62,9 @@ def conversion_ingest_as(
                 raise _StatusChangeRefused(result)
     except _StatusChangeRefused as refused:
         changed = refused.result
-        click = Conversion.objects.filter(pk=changed.conversion_id).select_related("click").first()
+        # A status change has its conversion_id.
+        conversions = Conversion.objects.filter(pk=changed.conversion_id)  # type: ignore[misc]
+        click = conversions.select_related("click").first()
         denied = ingest.error_result(
             403,
             PERMISSION_DENIED,

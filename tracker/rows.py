@@ -14,10 +14,12 @@ No model signal is sent: none of the models written here has a receiver.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Field, Model
+
+_M = TypeVar("_M", bound=Model)
 
 Converter = Callable[[Any, Any, Any], Any]
 Insert = tuple[str, str, str, list[Field]]
@@ -44,10 +46,12 @@ def _insert_statement(model: type[Model], using: str) -> Insert | None:
         if usable:
             qn = connection.ops.quote_name
             head = (
-                f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+                f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(_column(f)) for f in fields)}) "
                 "VALUES "
             )
-            returning, _ = connection.ops.return_insert_columns([meta.auto_field])
+            # The backends that return rows from a bulk insert have it; the base class not.
+            ops = connection.ops
+            returning, _ = ops.return_insert_columns([meta.auto_field])  # type: ignore[attr-defined]
             _inserts[key] = head, f"({', '.join(['%s'] * len(fields))})", returning, fields
         else:
             _inserts[key] = None
@@ -94,10 +98,17 @@ def columns(model: type[Model], alias: str, using: str = DEFAULT_DB_ALIAS) -> st
     """The SELECT list of every concrete column of ``model``, qualified with the table alias
     ``alias``, in the order :func:`instance` reads them."""
     qn = connections[using].ops.quote_name
-    return ", ".join(f"{alias}.{qn(f.column)}" for f in model._meta.concrete_fields)
+    return ", ".join(f"{alias}.{qn(_column(f))}" for f in model._meta.concrete_fields)
 
 
-def instance(model: type[Model], values: Sequence[Any], using: str = DEFAULT_DB_ALIAS) -> Model:
+def _column(field: Field[Any, Any]) -> str:
+    """A concrete field's column (``Field.column`` is None only on non-concrete fields)."""
+    if field.column is None:
+        raise ValueError(f"{field} has no column")
+    return field.column
+
+
+def instance(model: type[_M], values: Sequence[Any], using: str = DEFAULT_DB_ALIAS) -> _M:
     """A ``model`` instance from a row selected with :func:`columns` (its first values),
     converted as the ORM converts them (e.g. SQLite's text to UUID and datetime)."""
     key = (using, model)

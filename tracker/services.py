@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import connections, router, transaction
@@ -39,7 +39,19 @@ class Planner(Protocol):
 
     def rules_for(self, event_type: str) -> Sequence[object]: ...
 
-    def deliveries_plan(self, **kwargs: Any) -> object: ...
+    def deliveries_plan(
+        self,
+        *,
+        event_type: str,
+        click: Click | None = ...,
+        conversion: Conversion | None = ...,
+        impression: Impression | None = ...,
+        trigger: str = ...,
+        previous_status: str = ...,
+        is_first: bool = ...,
+        version: str = ...,
+        event_detail: str = ...,
+    ) -> object: ...
 
     def deliveries_cancel_obsolete(self, conversion: Conversion, *, is_first: bool) -> int: ...
 
@@ -128,8 +140,11 @@ def _param_value(
     return value
 
 
+_Visit = TypeVar("_Visit", Click, Impression)
+
+
 def _visit(
-    model: type[Click] | type[Impression],
+    model: type[_Visit],
     campaign: Campaign,
     query: Mapping[str, str],
     *,
@@ -138,7 +153,7 @@ def _visit(
     referrer: str,
     accept_language: str = "",
     **fields: object,
-) -> Click | Impression:
+) -> _Visit:
     """An unsaved click or impression: the external ID and var1..var10 read from ``query``
     per the traffic source's parameter names, NUL bytes dropped from recorded text. A click
     of a campaign with an active lander records that lander.
@@ -413,7 +428,7 @@ def conversion_status_change(
     *,
     source: str,
     rejection_reason: str = "",
-    user: object | None = None,
+    user: Any = None,  # the signed-in user, anonymous or none
     note: str = "",
 ) -> ConversionStatusChange | None:
     """Move ``conversion`` to ``status`` (approved, pending, rejected, refunded) and fire.

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -298,11 +298,12 @@ class Progress:
 
     def add(self, outcome: str, count: int = 1) -> None:
         self.processed_rows += count
-        name = {
+        names: dict[str, str] = {
             Outcome.ACCEPTED: "accepted",
             Outcome.DUPLICATE: "duplicates",
             Outcome.STATUS_CHANGED: "status_changes",
-        }.get(outcome, "errors")
+        }
+        name = names.get(outcome, "errors")
         setattr(self, name, getattr(self, name) + count)
 
     def as_dict(self) -> dict[str, int]:
@@ -324,7 +325,7 @@ class Progress:
 
 
 def upload_create(
-    file_name: str, data: bytes, *, user: object = None, enqueue: bool = True
+    file_name: str, data: bytes, *, user: Any = None, enqueue: bool = True
 ) -> ConversionUpload:
     """Check a file (:func:`read`) and store it as a queued upload; with ``enqueue``, its
     processing task is sent once the transaction commits. Raises :class:`UploadError`
@@ -399,7 +400,7 @@ def upload_process(
     if not claimed:
         return upload
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    done: set[int] = set()
+    done: set[int | None] = set()
     first_rows: dict[int, int] = {}  # conversion id -> the first row of this file that had it
     progress = Progress()
     logged = (
@@ -412,7 +413,7 @@ def upload_process(
             continue
         done.add(number)
         progress.add(outcome)
-        if conversion_id is not None:
+        if conversion_id is not None and number is not None:  # an upload's rows have numbers
             first_rows.setdefault(conversion_id, number)
     row: Row | None = None
     streak = 0
@@ -504,7 +505,7 @@ def result_note(row: Row, result: ingest.Result, first_rows: dict[int, int]) -> 
         if data.get("txid")
         else f"conversion type {data.get('ct') or '(none)'}"
     )
-    earlier = first_rows.get(result.conversion_id)
+    earlier = first_rows.get(result.conversion_id) if result.conversion_id is not None else None
     if status == "duplicate":
         where = (
             f"Duplicate of row {earlier}"

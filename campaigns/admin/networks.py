@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -82,7 +83,7 @@ class AffiliateNetworkForm(forms.ModelForm):
             "param_map",
         )
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.status_map_from_preset: network_presets.NetworkPreset | None = None
         choices = [("", "None: REPLACE_WITH_... placeholders")]
@@ -93,14 +94,15 @@ class AffiliateNetworkForm(forms.ModelForm):
         current = self.instance.preset
         if current and current not in network_presets.PRESETS:
             choices.append((current, f"{current} (no longer a known preset)"))
-        self.fields["preset"].choices = choices
+        self.fields["preset"].choices = choices  # type: ignore[attr-defined]  # a ChoiceField
 
     def clean_key(self) -> str:
         key = self.cleaned_data.get("key") or ""
         return key or self.instance.key or new_network_key()
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         preset = network_presets.PRESETS.get(cleaned.get("preset") or "")
         if (
             preset is not None
@@ -182,7 +184,7 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
     )
 
     def get_fieldsets(self, request: HttpRequest, obj: AffiliateNetwork | None = None) -> list:
-        fieldsets = list(super().get_fieldsets(request, obj))
+        fieldsets: list[Any] = list(super().get_fieldsets(request, obj))
         if obj is not None and not self.has_change_permission(request, obj):
             fieldsets = [
                 (name, {**opts, "fields": [self.MASKED_DISPLAY.get(f, f) for f in opts["fields"]]})
@@ -224,7 +226,7 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
         queries.update(
             {key: network_presets.postback_params(p) for key, p in network_presets.PRESETS.items()}
         )
-        queries = {
+        query_texts = {
             key: "&".join(f"{name}={value}" for name, value in pairs)
             for key, pairs in queries.items()
         }
@@ -244,7 +246,7 @@ class AffiliateNetworkAdmin(admin.ModelAdmin):
             "leaves unfilled arrives as written and /cv refuses it (e.g. 400 invalid_payout): "
             "check the inbound request log after the first conversion.</div>",
             base,
-            json.dumps(queries),
+            json.dumps(query_texts),
             _copyable("postback-url", obj.postback_url()),
             format_html("<strong>Still to replace: {}.</strong> ", ", ".join(to_replace))
             if to_replace

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -37,7 +39,7 @@ class LanderForm(forms.ModelForm):
         model = Lander
         fields = ("name", "url", "is_active")
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if "url" not in self.fields:  # a read-only page (view permission only)
             return
@@ -76,7 +78,7 @@ class LanderAdmin(admin.ModelAdmin):
 
     @admin.display(description="campaigns", ordering="campaign_count")
     def campaign_count(self, obj: Lander) -> int:
-        return obj.campaign_count
+        return obj.campaign_count  # type: ignore[attr-defined]  # annotated by get_queryset
 
 
 class CampaignOfferInline(admin.TabularInline):
@@ -97,7 +99,7 @@ class CampaignForm(forms.ModelForm):
         model = Campaign
         fields = ("name", "traffic_source", "key", "is_active", "lander", "fallback_url")
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # A read-only page (view permission only) builds the form without its fields.
         self.set_help_text(
@@ -175,7 +177,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 f"“{obj}” is paused without a fallback URL: its visitors get 404.",
                 messages.WARNING,
             )
-        if obj.lander_id and not obj.lander.is_active:
+        if obj.lander is not None and not obj.lander.is_active:
             self.message_user(
                 request,
                 f"The lander “{obj.lander}” is inactive: visitors go straight to the offer.",

@@ -25,7 +25,8 @@ class NestedRowSerializer(StrictModelSerializer):
     parent_field = ""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        instance = self.Meta.model(**attrs)
+        model: type[models.Model] = self.Meta.model
+        instance = model(**attrs)
         try:
             instance.full_clean(
                 exclude=[self.parent_field], validate_unique=False, validate_constraints=False

@@ -32,7 +32,8 @@ class TrafficSourceParameterSerializer(NestedRowSerializer):
 
 class TrafficSourceSerializer(NestedListSerializer):
     nested = {"parameters": "parameters"}
-    parameters = TrafficSourceParameterSerializer(
+    # many=True hands max_length to the ListSerializer; the stubs do not list it.
+    parameters = TrafficSourceParameterSerializer(  # type: ignore[call-arg]
         many=True,
         required=False,
         max_length=10,

@@ -22,15 +22,19 @@ import io
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.core.paginator import Paginator
+from django.db.models import Model, QuerySet
 from django.db.models.functions import Substr
-from django.http import HttpResponseRedirect, StreamingHttpResponse
-from django.urls import path, reverse
+from django.http import HttpRequest, HttpResponseRedirect, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
@@ -51,6 +55,7 @@ from postbacks.models import Attempt, Delivery, PostbackRule, Worker
 from postbacks.preview import UNSAVED_RULE_TEST
 from tracker.logadmin import (
     EXPORT_MAX_ROWS,
+    AdminMixinBase,
     ExportChangeList,
     HttpStatusFilter,
     LastHttpStatusFilter,
@@ -94,14 +99,16 @@ def delivery_ids_for(term: str, limit: int = SEARCH_LIMIT) -> list[int]:
     return list(first.union(*rest)[:limit])
 
 
-class LogSearchMixin:
+class LogSearchMixin(AdminMixinBase):
     """Search box: exact click ID, external ID, transaction ID or delivery ID (UUID)."""
 
     search_fields = ("click_id",)  # shows the search box; the lookups are delivery_ids_for
     search_help_text = "Exact click ID, external ID, transaction ID (txid) or delivery ID."
     delivery_lookup = "pk"  # from the admin's model to the delivery id
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         if not search_term.strip():
             return queryset, False
         ids = delivery_ids_for(search_term)
@@ -130,12 +137,19 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
     list_annotations: dict = {}
     csv_columns: tuple[tuple[str, str], ...] = ()
     csv_masked: frozenset[str] = frozenset()
-    csv_names: dict[str, type] = {}
+    csv_names: dict[str, type[Model]] = {}
 
-    def get_changelist(self, request, **kwargs):
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ExportChangeList if getattr(request, "_log_export", False) else LogChangeList
 
-    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
         if queryset.model is not self.model:  # the history page pages LogEntry rows
             return super().get_paginator(
                 request, queryset, per_page, orphans, allow_empty_first_page
@@ -146,7 +160,7 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         """What a list page reads: ``list_only`` and ``list_annotations``."""
         return queryset.only(*self.list_only).annotate(**self.list_annotations)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         export = self.admin_site.admin_view(self.export_view)
         return [
@@ -154,11 +168,11 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
             *super().get_urls(),
         ]
 
-    def export_view(self, request):
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
         """The changelist's rows (filters, search and order of the query string) as CSV."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        request._log_export = True
+        request._log_export = True  # type: ignore[attr-defined]  # read by get_changelist
         try:
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters:
@@ -167,7 +181,7 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         return self.csv_response(changelist.queryset)
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
-    def export_csv(self, request, queryset):
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponseBase:
         return self.csv_response(queryset)
 
     def csv_response(self, queryset: QuerySet) -> StreamingHttpResponse:
@@ -224,11 +238,11 @@ class LogAdminMixin(LogSearchMixin, ReadOnlyAdminMixin):
         )
         return response
 
-    def has_retry_permission(self, request) -> bool:
+    def has_retry_permission(self, request: HttpRequest) -> bool:
         """Retry and cancel need the change permission, though the rows stay read-only."""
         return request.user.has_perm("postbacks.change_delivery")
 
-    def retry_deliveries(self, request, deliveries: QuerySet) -> None:
+    def retry_deliveries(self, request: HttpRequest, deliveries: QuerySet[Delivery]) -> None:
         """Schedule the failed or waiting ones of ``deliveries`` for an attempt now."""
         seen = 0
 
@@ -281,10 +295,10 @@ class AttemptInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ("number",)
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -412,14 +426,14 @@ class DeliveryAdmin(LogAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="last error")
     def short_error(self, obj: Delivery) -> str:
-        return shorten(mask_secrets(obj.error_head), ERROR_CHARS)
+        return shorten(mask_secrets(obj.error_head), ERROR_CHARS)  # type: ignore[attr-defined]
 
     @admin.action(description="Retry selected deliveries now", permissions=["retry"])
-    def retry_now(self, request, queryset):
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         self.retry_deliveries(request, queryset)
 
     @admin.action(description="Cancel selected waiting deliveries", permissions=["retry"])
-    def cancel(self, request, queryset):
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = services.deliveries_cancel(
             queryset.select_related(None).only("pk").iterator(),
             by=f"{request.user.get_username()} (admin)",
@@ -537,16 +551,16 @@ class AttemptAdmin(LogAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="URL")
     def url_short(self, obj: Attempt) -> str:
-        url = shorten(obj.url_head, URL_CHARS)
+        url = shorten(obj.url_head, URL_CHARS)  # type: ignore[attr-defined]  # list_annotations
         return format_html('<span style="word-break:break-all">{}</span>', url)
 
     @admin.display(description="error")
     def error_short(self, obj: Attempt) -> str:
-        return shorten(obj.error_head, ERROR_CHARS)
+        return shorten(obj.error_head, ERROR_CHARS)  # type: ignore[attr-defined]  # annotated
 
     @admin.action(description="Retry the deliveries of the selected attempts now",
                   permissions=["retry"])  # fmt: skip
-    def retry_now(self, request, queryset):
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         ids = queryset.order_by().values("delivery_id")
         self.retry_deliveries(request, Delivery.objects.filter(pk__in=ids))
 

@@ -5,9 +5,12 @@ log, one index probe each, never a scan of the log."""
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from django.contrib import admin
-from django.db.models import Exists, OuterRef, Q
+from django.contrib.admin import ModelAdmin
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
+from django.http import HttpRequest
 
 from campaigns.models import Campaign, Offer, TrafficSource
 from postbacks.models import SLOW_MS, Delivery, PostbackRule
@@ -18,10 +21,10 @@ class SlowFilter(admin.SimpleListFilter):
     title = "duration"
     parameter_name = "slow"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [("1", f"Slower than {SLOW_MS / 1000:g} s")]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "1":
             return queryset.filter(duration_ms__gt=SLOW_MS)
         return queryset
@@ -36,21 +39,22 @@ class RelatedLogFilter(admin.SimpleListFilter):
     admin's model to the delivery ("" on Delivery, "delivery__" on Attempt).
     """
 
-    model: type = PostbackRule
-    probe_model: type = Delivery
+    model: type[Model] = PostbackRule
+    probe_model: type[Model] = Delivery
     probe_field = "rule"
     lookup = "rule_id"
     prefix = ""
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
         probe = self.probe_model._default_manager.filter(**{self.probe_field: OuterRef("pk")})
         rows = self.model._default_manager.filter(Exists(probe))
-        if self.value():
+        chosen = self.value()
+        if chosen:
             with contextlib.suppress(ValueError):
-                rows = self.model._default_manager.filter(Exists(probe) | Q(pk=int(self.value())))
+                rows = self.model._default_manager.filter(Exists(probe) | Q(pk=int(chosen)))
         return [(str(pk), name) for pk, name in rows.order_by("name").values_list("pk", "name")]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         try:
             value = int(self.value() or "")
         except ValueError:

@@ -10,15 +10,17 @@ rule, from the list or the form, and deleting one cancel its scheduled deliverie
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib.admin import ModelAdmin, helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, JsonResponse
+from django.db.models import Field, QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
@@ -49,8 +51,11 @@ def _existing_choices_filter(field_name: str, title: str) -> type[admin.SimpleLi
     class ExistingChoicesFilter(admin.SimpleListFilter):
         parameter_name = field_name
 
-        def lookups(self, request, model_admin):
-            labels = dict(PostbackRule._meta.get_field(field_name).flatchoices)
+        def lookups(
+            self, request: HttpRequest, model_admin: ModelAdmin[Any]
+        ) -> list[tuple[str, str]]:
+            field = cast("Field[Any, Any]", PostbackRule._meta.get_field(field_name))
+            labels = dict(field.flatchoices)
             values = (
                 PostbackRule.objects.order_by(field_name)
                 .values_list(field_name, flat=True)
@@ -59,7 +64,7 @@ def _existing_choices_filter(field_name: str, title: str) -> type[admin.SimpleLi
             found = [(value, labels.get(value, value)) for value in values]
             return found if len(found) > 1 else []
 
-        def queryset(self, request, queryset):
+        def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
             if self.value():
                 return queryset.filter(**{field_name: self.value()})
             return queryset
@@ -80,7 +85,7 @@ class StateFilter(admin.SimpleListFilter):
         "attention": ("Needs attention", {"needs_attention": True}),
     }
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
         rules = PostbackRule.objects.all()
         return [
             (key, label)
@@ -88,9 +93,10 @@ class StateFilter(admin.SimpleListFilter):
             if rules.filter(**lookup).exists()
         ]
 
-    def queryset(self, request, queryset):
-        if self.value() in self.STATES:
-            return queryset.filter(**self.STATES[self.value()][1])
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value in self.STATES:
+            return queryset.filter(**self.STATES[value][1])
         return queryset
 
 
@@ -100,7 +106,11 @@ MASKED_DISPLAY = {
     "body_template": "body_template_masked",
     "headers_template": "headers_template_masked",
 }
-TRIGGER_SHORT = {Trigger.CREATED: "on create", Trigger.CHANGED: "on change", Trigger.BOTH: "both"}
+TRIGGER_SHORT: dict[str, str] = {
+    Trigger.CREATED: "on create",
+    Trigger.CHANGED: "on change",
+    Trigger.BOTH: "both",
+}
 CONVERSION_TYPES = (EventType.CONVERSION, EventType.EVENT)
 
 
@@ -233,8 +243,8 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     # --- form --------------------------------------------------------------------------
 
-    def get_fieldsets(self, request, obj=None):
-        fieldsets = list(super().get_fieldsets(request, obj))
+    def get_fieldsets(self, request: HttpRequest, obj: PostbackRule | None = None) -> Any:
+        fieldsets: list[Any] = list(super().get_fieldsets(request, obj))
         if obj is not None and not obj.is_active and obj.disabled_at is not None:
             fieldsets.insert(1, self.status_fieldset)
         if obj is not None and not self.has_change_permission(request, obj):
@@ -257,7 +267,15 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     def headers_template_masked(self, obj: PostbackRule) -> str:
         return mask_header_lines(obj.headers_template)
 
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: PostbackRule | None = None,
+    ) -> HttpResponse:
         opts = self.opts
         context.update(
             editable=add or self.has_change_permission(request, obj),
@@ -277,7 +295,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
             return reverse("admin:{}_{}_test_unsaved".format(*info))
         return reverse("admin:{}_{}_test".format(*info), args=[obj.pk])
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: PostbackRule, form: Any, change: bool) -> None:
         deactivated = change and "is_active" in form.changed_data and not obj.is_active
         if change and "is_active" in form.changed_data and obj.is_active:
             # Switched back on by hand: the failure streak and the banner start afresh.
@@ -339,21 +357,21 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     # --- delete: say how many scheduled deliveries go, then cancel them -----------------
 
-    def render_delete_form(self, request, context):
+    def render_delete_form(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
         obj = context.get("object")
         if obj is not None:
             context["waiting_deliveries"] = services.rules_waiting_count([obj.pk])
         return super().render_delete_form(request, context)
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: PostbackRule) -> None:
         self._cancel_before_delete(request, [obj.pk])
         super().delete_model(request, obj)
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PostbackRule]) -> None:
         self._cancel_before_delete(request, list(queryset.values_list("pk", flat=True)))
         super().delete_queryset(request, queryset)
 
-    def _cancel_before_delete(self, request, ids: list[int]) -> None:
+    def _cancel_before_delete(self, request: HttpRequest, ids: list[int]) -> None:
         cancelled = services.rules_deactivate(ids, **self._reason(request, "deleted"))
         if cancelled:
             self.message_user(
@@ -374,7 +392,9 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     # --- list ----------------------------------------------------------------------------
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         attention = PostbackRule.objects.filter(needs_attention=True).order_by("-disabled_at")
         extra_context = {
             **(extra_context or {}),
@@ -424,7 +444,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     # --- actions -------------------------------------------------------------------------
 
     @admin.action(description="Enable selected rules", permissions=["change"])
-    def enable(self, request, queryset):
+    def enable(self, request: HttpRequest, queryset: QuerySet[PostbackRule]) -> None:
         count = services.rules_enable(queryset.values_list("pk", flat=True))
         self.message_user(request, ngettext("%d rule enabled.", "%d rules enabled.", count) % count)
 
@@ -432,7 +452,9 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         description="Disable selected rules (cancels their scheduled deliveries)",
         permissions=["change"],
     )
-    def disable(self, request, queryset):
+    def disable(
+        self, request: HttpRequest, queryset: QuerySet[PostbackRule]
+    ) -> TemplateResponse | None:
         rules = list(queryset.order_by("name"))
         ids = [rule.pk for rule in rules]
         if request.POST.get("post") == "yes":
@@ -465,7 +487,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Acknowledge auto-disable (hide the banner)", permissions=["change"])
-    def acknowledge(self, request, queryset):
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet[PostbackRule]) -> None:
         count = services.rules_acknowledge(queryset.values_list("pk", flat=True))
         self.message_user(
             request,
@@ -476,16 +498,18 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         description="Delete selected rules (cancels their scheduled deliveries)",
         permissions=["delete"],
     )
-    def delete_selected(self, request, queryset):
+    def delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[PostbackRule]
+    ) -> HttpResponse | None:
         response = django_delete_selected(self, request, queryset)
-        if isinstance(response, TemplateResponse):
+        if isinstance(response, TemplateResponse) and response.context_data is not None:
             ids = list(queryset.values_list("pk", flat=True))
             response.context_data["waiting_deliveries"] = services.rules_waiting_count(ids)
         return response
 
     # --- preview and test ----------------------------------------------------------------
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         wrap = self.admin_site.admin_view
         return [
@@ -580,7 +604,8 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         """The bound rule form and an unsaved rule with its values (``obj`` untouched).
         A template with errors is kept as typed, so a preview shows what was written."""
         form_class = self.get_form(request, obj, change=obj is not None)
-        form = form_class(request.POST, instance=obj)
+        # get_form builds on self.form, a PostbackRuleForm.
+        form = cast(PostbackRuleForm, form_class(request.POST, instance=obj))
         form.is_valid()
         rule = form.rule_from_data()
         for name in TEMPLATE_FIELDS:

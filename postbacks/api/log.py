@@ -4,7 +4,7 @@ log; replay and cancel of deliveries, one or many."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -12,7 +12,7 @@ import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import permissions, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -93,10 +93,10 @@ class DeliverySerializer(serializers.ModelSerializer):
         return mask_secrets(obj.last_error)
 
     def get_external_id(self, obj: Delivery) -> str:
-        return obj.click.external_id if obj.click_id else ""
+        return obj.click.external_id if obj.click else ""
 
     def get_txid(self, obj: Delivery) -> str:
-        return obj.conversion.txid if obj.conversion_id else ""
+        return obj.conversion.txid if obj.conversion else ""
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -134,10 +134,10 @@ class AttemptSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_external_id(self, obj: Attempt) -> str:
-        return obj.delivery.click.external_id if obj.delivery.click_id else ""
+        return obj.delivery.click.external_id if obj.delivery.click else ""
 
     def get_txid(self, obj: Attempt) -> str:
-        return obj.delivery.conversion.txid if obj.delivery.conversion_id else ""
+        return obj.delivery.conversion.txid if obj.delivery.conversion else ""
 
     def get_error(self, obj: Attempt) -> str:
         return mask_secrets(obj.error)
@@ -339,7 +339,7 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     pagination_class = TimeCursorPagination  # created_at, id (delivery_created_idx)
     filterset_class = DeliveryFilter
 
-    def get_permissions(self) -> list[permissions.BasePermission]:
+    def get_permissions(self) -> Sequence[Any]:
         if self.action in ("replay", "cancel"):
             return [ChangeAndViewDeliveryPermission()]
         if self.action in ("replay_many", "cancel_many"):

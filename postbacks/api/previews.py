@@ -86,7 +86,8 @@ class RulePreviewRequestSerializer(serializers.Serializer):
 
 
 class RulePreviewSerializer(serializers.Serializer):
-    errors = serializers.ListField(
+    # A field named errors: the serializer metaclass moves it out of the class attributes.
+    errors = serializers.ListField(  # type: ignore[assignment]
         child=serializers.CharField(),
         help_text='Blocking problems, "Field: message" (the request is rendered anyway).',
     )

@@ -6,14 +6,15 @@ templates (header values, URL parameter values such as ``token=``) are write-onl
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
-from rest_framework import permissions, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -128,7 +129,7 @@ class PostbackRuleSerializer(StrictModelSerializer):
         model = PostbackRule
         fields = [
             "id",
-            *PostbackRuleForm._meta.fields,
+            *PostbackRuleForm.Meta.fields,
             "preset",
             "consecutive_failures",
             "disabled_reason",
@@ -239,7 +240,9 @@ class PostbackRuleSerializer(StrictModelSerializer):
             raise serializers.ValidationError("A conversion type cannot contain a comma.")
         return value
 
-    def clean_instance(self, instance: PostbackRule, attrs: dict[str, Any]) -> None:
+    def clean_instance(  # type: ignore[override]  # only ever given this serializer's model
+        self, instance: PostbackRule, attrs: dict[str, Any]
+    ) -> None:
         """Run the admin's rule form on the values as they would be saved: its field
         checks and the transport's (unknown macros, ``{var:...}`` of the chosen sources)."""
         data = self._form_data(attrs)
@@ -249,7 +252,7 @@ class PostbackRuleSerializer(StrictModelSerializer):
         if not form.is_valid():
             raise serializers.ValidationError(
                 {
-                    (field if field in self.fields else "non_field_errors"): list(errors)
+                    (field if field in self.fields else "non_field_errors"): list(map(str, errors))
                     for field, errors in form.errors.items()
                 }
             )
@@ -277,7 +280,8 @@ class PostbackRuleSerializer(StrictModelSerializer):
         """The admin form's data: ``attrs`` over the saved rule (or the model defaults)."""
         base = self.instance if self.instance is not None else PostbackRule()
         data: dict[str, Any] = {}
-        for name in PostbackRuleForm._meta.fields:
+        for name in PostbackRuleForm.Meta.fields:
+            value: Any
             if name in SCOPE_FIELDS:
                 if name in attrs:
                     value = [obj.pk for obj in attrs[name]]
@@ -318,8 +322,8 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
     serializer_class = PostbackRuleSerializer
     filterset_class = PostbackRuleFilter
 
-    def perform_update(self, serializer: PostbackRuleSerializer) -> None:
-        rule: PostbackRule = serializer.instance
+    def perform_update(self, serializer: serializers.BaseSerializer[PostbackRule]) -> None:
+        rule = cast(PostbackRule, serializer.instance)  # an update has its instance
         was_active = rule.is_active
         active = serializer.validated_data.get("is_active", was_active)
         if active and not was_active:
@@ -343,7 +347,7 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
     # Preview and test: the admin rule form's (``postbacks.preview``), on the saved rule.
     # Documented by ``extend_schema_view`` below, once the delivery serializers exist.
 
-    def get_permissions(self) -> list[permissions.BasePermission]:
+    def get_permissions(self) -> Sequence[Any]:
         if self.action == "test":
             return [ChangeRulePermission()]
         if self.action == "signing_secret":
@@ -468,4 +472,5 @@ class SigningSecretPermission(HasPermissions):
     perms = ("postbacks.change_postbackrule",)
 
 
-PostbackRuleViewSet = extend_schema_view(**RULE_ACTIONS_SCHEMA)(PostbackRuleViewSet)
+# The same class, decorated.
+PostbackRuleViewSet = extend_schema_view(**RULE_ACTIONS_SCHEMA)(PostbackRuleViewSet)  # type: ignore[misc]

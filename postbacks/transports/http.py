@@ -10,8 +10,10 @@ import re
 import time
 from dataclasses import replace
 from functools import lru_cache
-from re import _constants as sre_constants
-from re import _parser as sre_parser
+
+# Private modules of re, absent from typeshed.
+from re import _constants as sre_constants  # type: ignore[attr-defined]
+from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -214,21 +216,15 @@ class HttpTransport(Transport):
 
     # --- prepare -------------------------------------------------------------------------
 
-    def prepare(self, rule: PostbackRule | str, context: dict[str, str]) -> PreparedRequest:
+    def prepare(self, rule: PostbackRule, context: dict[str, str]) -> PreparedRequest:
         """Render ``rule`` for one event. The body is form-encoded or JSON after
         ``rule.body_format`` (POST only) with its Content-Type; each header line of
         ``rule.headers_template`` is rendered with control characters removed, so a value
         cannot add a header; ``Idempotency-Key`` carries ``context["delivery.id"]``.
-
-        The older call ``prepare(url_template, context)`` still renders a plain GET.
         """
         headers: dict[str, str] = {}
         if context.get("delivery.id"):
             headers[IDEMPOTENCY_HEADER] = context["delivery.id"]
-        if isinstance(rule, str):
-            return PreparedRequest(
-                HttpMethod.GET, macros.render(rule, context, escape="url"), headers=headers
-            )
         method = rule.http_method or HttpMethod.GET
         body = ""
         body_format = rule.body_format or BodyFormat.NONE
@@ -387,6 +383,7 @@ class HttpTransport(Transport):
         """The result of an answer read up to ``cap + 1`` bytes (``raw``): classified on its
         decoded text, whose log form is that text or, for a binary answer, a description."""
         body = raw[:cap].decode(_codec(encoding), errors="replace")
+        # classify reads what a requests.Response and an http_async.Answer both have.
         result = self.classify(response, body, _ms(started), request)  # type: ignore[arg-type]
         if result.response_body == body:
             content_type = response.headers.get("Content-Type", "")
@@ -498,7 +495,7 @@ _REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT)
 
 def _nested_repeat(items: object, inside: bool = False) -> bool:
     """Whether a parsed pattern holds an unbounded repeat inside another one."""
-    for op, av in items:  # type: ignore[attr-defined]
+    for op, av in items:  # type: ignore[attr-defined]  # re._parser's items, untyped
         if op in _REPEATS:
             _low, high, sub = av
             unbounded = high == sre_constants.MAXREPEAT

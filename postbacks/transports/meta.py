@@ -218,8 +218,8 @@ def _oldest_event_time(body: str) -> int | None:
     document = load_json(body)
     events = document.get("data") if isinstance(document, dict) else None
     times = [e.get("event_time") for e in events or [] if isinstance(e, dict)]
-    times = [t for t in times if isinstance(t, int | float) and not isinstance(t, bool)]
-    return int(min(times)) if times else None
+    numbers = [t for t in times if isinstance(t, int | float) and not isinstance(t, bool)]
+    return int(min(numbers)) if numbers else None
 
 
 # What a Graph error means for the user, by code (a range for 200-299).
@@ -271,7 +271,7 @@ def _wait_hint(headers: Any) -> float | None:
         for entry in (entries if isinstance(entries, list) else [])
         if isinstance(entry, dict)
     ]
-    minutes = [m for m in minutes if isinstance(m, int | float) and m > 0]
-    if minutes:
-        wait = max(wait or 0.0, max(minutes) * 60.0)
+    waits = [m for m in minutes if isinstance(m, int | float) and m > 0]
+    if waits:
+        wait = max(wait or 0.0, max(waits) * 60.0)
     return wait

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from postbacks.transports.http import HttpTransport
+from typing import TYPE_CHECKING
+
+from postbacks import macros
+from postbacks.choices import HttpMethod
+from postbacks.transports.base import PreparedRequest
+from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
+
+if TYPE_CHECKING:
+    from postbacks.models import PostbackRule
 
 
 class S2SPostback(HttpTransport):
@@ -16,3 +24,13 @@ class S2SPostback(HttpTransport):
         "success_mode", "success_pattern",
     )  # fmt: skip
     signed = True
+
+    def prepare(self, rule: PostbackRule | str, context: dict[str, str]) -> PreparedRequest:
+        """See :meth:`HttpTransport.prepare`; the older call ``prepare(url_template,
+        context)`` still renders a plain GET."""
+        if not isinstance(rule, str):
+            return super().prepare(rule, context)
+        headers = {IDEMPOTENCY_HEADER: context["delivery.id"]} if context.get("delivery.id") else {}
+        return PreparedRequest(
+            HttpMethod.GET, macros.render(rule, context, escape="url"), headers=headers
+        )

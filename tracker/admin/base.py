@@ -3,15 +3,17 @@ log-admin kit (:mod:`tracker.logadmin`)."""
 
 import contextlib
 import uuid
+from typing import Any
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
 
-from tracker.logadmin import ReadOnlyAdminMixin
+from tracker.logadmin import AdminMixinBase, ReadOnlyAdminMixin
 
 __all__ = ["ClickSearchMixin", "ReadOnlyAdminMixin"]
 
 
-class ClickSearchMixin:
+class ClickSearchMixin(AdminMixinBase):
     """Search box for exact click ID, external ID or transaction ID, on indexed columns.
 
     ``click_prefix`` is the lookup path from the model to its Click ("" on Click itself);
@@ -23,7 +25,9 @@ class ClickSearchMixin:
     search_fields = ("click_id",)  # shows the search box; the lookups are below
     search_help_text = "Exact click ID, external ID or transaction ID (txid)."
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         term = search_term.strip()
         if not term:
             return queryset, False

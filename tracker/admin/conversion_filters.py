@@ -48,8 +48,9 @@ class ConversionTypeFilter(admin.SimpleListFilter):
         codes = {code for code in latest if code} | set(
             ConversionType.objects.values_list("code", flat=True)
         )
-        if self.value():
-            codes.add(self.value())
+        chosen = self.value()
+        if chosen:
+            codes.add(chosen)
         return [(code, code) for code in sorted(codes)]
 
     def queryset(self, request, queryset):

@@ -182,7 +182,8 @@ class ConversionEditForm(forms.ModelForm):
         return params
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         instance = self.instance
         if self.errors or not {"txid", "conversion_type"} & set(self.changed_data):
             self.dedup_key = instance.dedup_key

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
@@ -230,7 +231,7 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
             redirect = self._add(request, form)
             if redirect is not None:
                 return redirect
-        fieldsets = [
+        fieldsets: list[tuple[str | None, dict[str, Any]]] = [
             (None, {"fields": ("click_id", "payout", "currency", "txid", "conversion_type")}),
             ("Status", {"fields": ("status", "rejection_reason")}),
             (None, {"fields": ("timestamp", "is_test")}),
@@ -239,9 +240,10 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "title": "Add conversion",
             "subtitle": None,
-            "adminform": helpers.AdminForm(form, fieldsets, {}, model_admin=self),
+            # The admin's helpers take any form, not only a model form as their stubs say.
+            "adminform": helpers.AdminForm(form, fieldsets, {}, model_admin=self),  # type: ignore[arg-type]
             "form": form,
-            "errors": helpers.AdminErrorList(form, []),
+            "errors": helpers.AdminErrorList(form, []),  # type: ignore[arg-type]
             "opts": self.opts,
             "add": True,
             "change": False,
@@ -274,7 +276,8 @@ class ConversionAdmin(ClickSearchMixin, admin.ModelAdmin):
                 f"{what}, with this status. Nothing was changed and no postback fired.",
             )
             return None
-        conversion = Conversion.objects.get(pk=result.conversion_id)
+        # An accepted result has its conversion_id.
+        conversion = Conversion.objects.get(pk=result.conversion_id)  # type: ignore[misc]
         if status == "status_changed":
             message = format_html(
                 "Conversion #{} already had this click ID and {}: its status changed {} → {} "

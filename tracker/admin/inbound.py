@@ -65,8 +65,9 @@ class NetworkFilter(admin.SimpleListFilter):
         probe = Exists(InboundRequest.objects.filter(network=OuterRef("pk")))
         rows = AffiliateNetwork.objects.filter(probe)
         with contextlib.suppress(ValueError):
-            if self.value():
-                rows = AffiliateNetwork.objects.filter(probe | Q(pk=int(self.value())))
+            chosen = self.value()
+            if chosen:
+                rows = AffiliateNetwork.objects.filter(probe | Q(pk=int(chosen)))
         return [(str(pk), name) for pk, name in rows.order_by("name").values_list("pk", "name")]
 
     def queryset(self, request, queryset):
@@ -87,8 +88,9 @@ class ErrorCodeFilter(admin.SimpleListFilter):
             "error_code", flat=True
         )[:RECENT_CODES]
         codes = {code for code in latest if code}
-        if self.value():
-            codes.add(self.value())
+        chosen = self.value()
+        if chosen:
+            codes.add(chosen)
         return [(code, code) for code in sorted(codes)]
 
     def queryset(self, request, queryset):

@@ -8,6 +8,7 @@ revoked or expired token, or one whose user is inactive, gets 401.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, cast
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -16,6 +17,10 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from tracker.models import APIToken
+
+if TYPE_CHECKING:
+    # Not at run time: DRF imports this module while rest_framework.views loads.
+    from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 KEYWORDS = ("token", "bearer")
@@ -42,7 +47,8 @@ class TokenAuthentication(authentication.BaseAuthentication):
                 "The token has characters no token has.", code="invalid_token"
             ) from None
         try:
-            token = APIToken.objects.get_from_key(key)
+            # The library's manager is typed for its abstract key; this one holds APITokens.
+            token = cast(APIToken, APIToken.objects.get_from_key(key))
             if token.has_expired:
                 raise APIToken.DoesNotExist
         except APIToken.DoesNotExist:
@@ -70,7 +76,7 @@ class TokenRateThrottle(SimpleRateThrottle):
 
     scope = "token"
 
-    def allow_request(self, request: Request, view: object) -> bool:
+    def allow_request(self, request: Request, view: APIView) -> bool:
         """As DRF's, but a cache that cannot be reached (Redis restarting) lets the call
         through, logged, rather than failing it with a 500."""
         try:

@@ -39,7 +39,7 @@ class LogCursorPagination(pagination.CursorPagination):
     attempts): newest first by primary key, stable while rows are added (no ``count``, no
     page numbers; follow ``next``). ``?page_size=M``: default 50, at most 500."""
 
-    ordering = "-pk"
+    ordering: str | list[str] | tuple[str, ...] = "-pk"
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500

@@ -57,7 +57,7 @@ class ConversionUploadSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ConversionUpload
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "file_name",
             "state",
@@ -73,7 +73,7 @@ class ConversionUploadSerializer(serializers.ModelSerializer):
             "progress_at",
             "finished_at",
         )
-        read_only_fields = fields
+        read_only_fields: tuple[str, ...] = fields
 
 
 @extend_schema_field(
@@ -358,8 +358,9 @@ class ConversionUploadViewSet(
         otherwise it is queued (202) and ``results`` gives the rows as they are done."""
         wait = _wait_flag(request)
         if request.content_type.startswith("multipart/"):
-            file = request.data.get("file")
-            if not hasattr(file, "read"):
+            form = request.data
+            file = form.get("file") if isinstance(form, Mapping) else None
+            if file is None or not hasattr(file, "read"):
                 raise serializers.ValidationError({"file": ["No file was submitted."]})
             name = file.name or "upload.csv"
             data = file.read(settings.TRACKER_UPLOAD_MAX_BYTES + 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from typing import TypedDict
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
@@ -47,7 +48,14 @@ def _as_head(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _visit_meta(request: HttpRequest) -> dict[str, str | None]:
+class _VisitMeta(TypedDict):
+    ip: str | None
+    user_agent: str
+    referrer: str
+    accept_language: str
+
+
+def _visit_meta(request: HttpRequest) -> _VisitMeta:
     return {
         "ip": client_ip(request),
         "user_agent": request.META.get("HTTP_USER_AGENT", ""),

@@ -8,9 +8,10 @@ POSTBACKS_RETENTION_DAYS), in batches of ``--batch-size`` rows. ``--dry-run`` on
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from postbacks.tasks import RETENTION_BATCH, old_attempts, old_deliveries, retention_purge
@@ -19,7 +20,7 @@ from postbacks.tasks import RETENTION_BATCH, old_attempts, old_deliveries, reten
 class Command(BaseCommand):
     help = "Delete attempts and finished deliveries older than --days days, in batches."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--days",
             type=int,
@@ -31,7 +32,9 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
         )
 
-    def handle(self, *args, days, batch_size, dry_run, **options) -> None:
+    def handle(
+        self, *args: Any, days: int | None, batch_size: int, dry_run: bool, **options: Any
+    ) -> None:
         if days is None:
             days = settings.POSTBACKS_RETENTION_DAYS
         if batch_size < 1:

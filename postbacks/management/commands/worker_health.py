@@ -33,13 +33,14 @@ def ping(names: list[str], timeout: float) -> set[str]:
     Raises ``OperationalError`` when the broker cannot be reached within ``timeout``.
     """
     with app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, timeout=timeout)
+        # kombu takes seconds as a float; its stubs say int.
+        connection.ensure_connection(max_retries=1, timeout=timeout)  # type: ignore[arg-type]
         replies = app.control.ping(
             destination=names or None, timeout=timeout, connection=connection
         )
     return {
         node
-        for reply in replies
+        for reply in replies or ()  # None only when no reply is asked for
         for node, answer in reply.items()
         if isinstance(answer, dict) and answer.get("ok") == "pong"
     }

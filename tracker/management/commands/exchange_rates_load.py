@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -32,7 +33,7 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="Check and report, change nothing."
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         data = self._read(str(options["file"]))
         result = currency.rates_load(data, dry_run=bool(options["dry_run"]))
         self.stdout.write(f"Display currency: {currency.display_currency()}")

@@ -12,6 +12,7 @@ options are read (``parse_period_export``, shared with the REST API's export).
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -61,7 +62,7 @@ class Command(BaseCommand):
             help="Export conversions with this status; repeat for several (default: approved).",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             export = google_ads.parse_period_export(
                 since=str(options["since"]),

@@ -20,6 +20,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -323,7 +324,7 @@ class Command(BaseCommand):
             help="Share of conversions that also get a malformed /cv call (expect 4xx).",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         base_url = str(options["base_url"]).rstrip("/")
         targets = load_targets(options["campaign"])
         if not targets:
