@@ -28,6 +28,7 @@ import io
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -197,9 +198,13 @@ def _column_name(cell: str) -> str:
 
 def _header(number: int, cells: list[str]) -> tuple[str, ...] | None:
     """The ingest names of a header row's columns ("" for an unnamed one), None when the
-    record is not a header. Raises UploadError for unknown or repeated columns."""
+    record is not a header: no cell names the click ID column, or a cell holds a click ID
+    (a data row whose parameter happens to read "clickid"). Raises UploadError for unknown
+    or repeated columns."""
     names = [_column_name(cell) for cell in cells]
     if not any(COLUMN_NAMES.get(name) == "click_id" for name in names):
+        return None
+    if any(_is_click_id(cell) for cell in cells):
         return None
     unknown = [
         cell.strip()
@@ -218,6 +223,15 @@ def _header(number: int, cells: list[str]) -> tuple[str, ...] | None:
     if repeated:
         raise UploadError(f"Line {number}: column {repeated[0]} appears twice in the header.")
     return columns
+
+
+def _is_click_id(cell: str) -> bool:
+    """Whether ``cell`` is a click ID (a UUID, as the tracker gives them)."""
+    try:
+        uuid.UUID(cell.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _row(number: int, raw: str, cells: list[str], header: tuple[str, ...] | None) -> Row:

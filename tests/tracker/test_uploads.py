@@ -496,3 +496,14 @@ def test_garbage_rows_each_get_one_result(click, lines):
         InboundRequest.objects.filter(upload=upload).values_list("row_number", flat=True)
     )
     assert len(numbers) == len(set(numbers)) == upload.total_rows == upload.processed_rows
+
+
+def test_a_first_row_with_a_click_id_is_data_even_if_a_cell_reads_clickid():
+    """Found by the property above: a positional row whose parameter reads "CLICKID" is not
+    a header, since it holds a click ID."""
+    text = "e3e70682-c209-4cac-629f-6fbed82c07cd,,,,CLICKID\r\n"
+    (row,) = uploads.parse(text)
+    assert row.data["click_id"] == "e3e70682-c209-4cac-629f-6fbed82c07cd"
+    assert uploads.parse("click_id,payout\r\ne3e70682-c209-4cac-629f-6fbed82c07cd,2\r\n")[
+        0
+    ].data == {"click_id": "e3e70682-c209-4cac-629f-6fbed82c07cd", "payout": "2"}
