@@ -212,8 +212,8 @@ class PostbackRuleAdmin(admin.ModelAdmin):
                 "classes": ("pb-destination",),
                 "description": "S2S postback: the traffic source's URL. CRM webhook: a "
                 "signed JSON POST with a field mapping. Meta / TikTok: their conversion "
-                "APIs, from the pixel ID and access token. Telegram: a message to a chat. "
-                "Only the fields of the chosen kind are shown.",
+                "APIs, from the pixel ID and access token. Telegram, Slack, Discord: a "
+                "message to a chat or channel. Only the fields of the chosen kind are shown.",
             },
         ),
         (

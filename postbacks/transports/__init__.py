@@ -95,9 +95,15 @@ def kind_help() -> str:
 
 def kind_fields() -> dict[str, dict[str, object]]:
     """Each kind's form shape, from its transport class: ``{kind: {"fields": [rule field
-    names], "signed": bool, "labels": {field: label}}}`` (the rule form's script reads it)."""
+    names], "signed": bool, "labels": {field: label}, "help": {field: help text}}}`` (the
+    rule form's script reads it)."""
     return {
-        kind: {"fields": list(cls.fields), "signed": cls.signed, "labels": dict(cls.labels)}
+        kind: {
+            "fields": list(cls.fields),
+            "signed": cls.signed,
+            "labels": dict(cls.labels),
+            "help": dict(cls.help),
+        }
         for kind, cls in REGISTRY.items()
     }
 

@@ -125,6 +125,8 @@ class Transport:
     signed: ClassVar[bool] = False
     # Field labels of this kind where they differ from the rule's (e.g. "Chat ID").
     labels: ClassVar[dict[str, str]] = {}
+    # Field help texts of this kind where they differ from the rule's.
+    help: ClassVar[dict[str, str]] = {}
 
     def validate(self, rule: PostbackRule, *, known_vars: set[str] | None = None) -> list[str]:
         """Warnings about ``rule``; raises ValidationError keyed by field for errors.

@@ -49,6 +49,13 @@ class ChatWebhook(HttpTransport):
         "access_token": "Webhook URL",
         "body_template": "Message",
     }
+    help = {
+        "access_token": "The channel's webhook URL: it lets anyone post to the channel, so it "
+        "is stored, never shown again (leave blank to keep the saved one).",
+        "body_template": "The message in the platform's markup, macros allowed; each macro's "
+        "value is escaped so it cannot add links or mentions. Blank: a default line (status, "
+        "type, payout, campaign, offer, click ID).",
+    }
     platform: ClassVar[str]  # "Slack", "Discord": in messages
     default_template: ClassVar[str]
     text_max: ClassVar[int]  # characters

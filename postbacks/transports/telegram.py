@@ -109,6 +109,10 @@ class TelegramMessage(HttpTransport):
         "access_token": "Bot token",
         "body_template": "Message",
     }
+    help = {
+        "body_template": "The message as plain text (no formatting), macros allowed. Blank: "
+        "a default line (status, type, payout, campaign, offer, click ID).",
+    }
 
     # --- validate ------------------------------------------------------------------------
 

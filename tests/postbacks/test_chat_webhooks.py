@@ -240,6 +240,7 @@ def test_the_form_and_the_api_read_each_kinds_fields_from_its_transport():
         "fields": ["access_token", "clear_access_token", "body_template"],
         "signed": False,
         "labels": {"access_token": "Webhook URL", "body_template": "Message"},
+        "help": dict(SlackMessage.help),
     }
     assert shapes["s2s"]["signed"] and "http_method" in shapes["s2s"]["fields"]
     assert set(shapes) == set(REGISTRY)

@@ -70,6 +70,13 @@
     try { return JSON.parse((select && select.dataset.kinds) || "{}"); } catch (e) { return {}; }
   }
 
+  function setHelp(name, text) {
+    const help = document.getElementById("id_" + name + "_helptext");
+    if (!help) return;
+    if (help.dataset.original === undefined) help.dataset.original = help.textContent;
+    help.textContent = text || help.dataset.original;
+  }
+
   function setLabel(name, text) {
     const label = document.querySelector("label[for=id_" + name + "]");
     if (!label) return;
@@ -87,6 +94,7 @@
     const kinds = kindsOf(kind);
     const kindFields = [...new Set(Object.values(kinds).flatMap((k) => k.fields))];
     const labelled = [...new Set(Object.values(kinds).flatMap((k) => Object.keys(k.labels)))];
+    const helped = [...new Set(Object.values(kinds).flatMap((k) => Object.keys(k.help || {})))];
 
     function update() {
       const shape = kind && kinds[kind.value];
@@ -94,6 +102,7 @@
       if (shape) {
         kindFields.forEach((name) => showRow(name, rows.includes(name)));
         labelled.forEach((name) => setLabel(name, shape.labels[name]));
+        helped.forEach((name) => setHelp(name, (shape.help || {})[name]));
         const signing = document.querySelector("fieldset.pb-signing");
         if (signing) signing.hidden = !shape.signed;
       }
