@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
+from tracker.events import Channel
 from tracker.models import (
     Conversion,
     ConversionType,
@@ -14,25 +17,33 @@ from tracker.models import (
 RECENT_TYPES = 5000
 
 
-class MethodFilter(admin.SimpleListFilter):
-    """How conversions arrived; only the methods present are offered (one EXISTS probe per
-    method on the ``method`` index, cheaper than a DISTINCT over the whole table)."""
+class ChannelFilter(admin.SimpleListFilter):
+    """How rows arrived (the one channel enum, ``tracker.events.Channel``), on the column
+    ``field``; only the channels present are offered (one EXISTS probe per channel on the
+    column's index, cheaper than a DISTINCT over the whole table). Subclasses set
+    ``parameter_name`` and ``field``."""
 
     title = "method"
-    parameter_name = "method"
+    field = ""
 
-    def lookups(self, request, model_admin):
-        table = Conversion.objects.order_by()
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        table = model_admin.model._default_manager.order_by()
         return [
             (value, label)
-            for value, label in Conversion.Method.choices
-            if value == self.value() or table.filter(method=value).exists()
+            for value, label in Channel.choices
+            if value == self.value() or table.filter(**{self.field: value}).exists()
         ]
 
-    def queryset(self, request, queryset):
-        if self.value() in Conversion.Method.values:
-            return queryset.filter(method=self.value())
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in Channel.values:
+            return queryset.filter(**{self.field: self.value()})
         return queryset
+
+
+class MethodFilter(ChannelFilter):
+    """How conversions arrived (``Conversion.method``)."""
+
+    parameter_name = field = "method"
 
 
 class ConversionTypeFilter(admin.SimpleListFilter):

@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from rangefilter.filters import DateTimeRangeFilter
 
 from campaigns.models import AffiliateNetwork
+from tracker.admin.conversion_filters import ChannelFilter
 from tracker.logadmin import LogChangeList, LogPaginator, ReadOnlyAdminMixin, compact_time
 from tracker.models import Conversion, InboundRequest
 
@@ -34,24 +35,10 @@ OUTCOME_COLOURS = {
 }
 
 
-class ChannelFilter(admin.SimpleListFilter):
-    """By method; only the methods present are offered (one probe each on its index)."""
+class InboundChannelFilter(ChannelFilter):
+    """By method (``InboundRequest.channel``)."""
 
-    title = "method"
-    parameter_name = "channel"
-
-    def lookups(self, request, model_admin):
-        table = InboundRequest.objects.order_by()
-        return [
-            (value, label)
-            for value, label in InboundRequest.Channel.choices
-            if value == self.value() or table.filter(channel=value).exists()
-        ]
-
-    def queryset(self, request, queryset):
-        if self.value() in InboundRequest.Channel.values:
-            return queryset.filter(channel=self.value())
-        return queryset
+    parameter_name = field = "channel"
 
 
 class NetworkFilter(admin.SimpleListFilter):
@@ -117,7 +104,7 @@ class InboundRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     list_filter = (
         "outcome",
-        ChannelFilter,
+        InboundChannelFilter,
         NetworkFilter,
         ErrorCodeFilter,
         ("created_at", DateTimeRangeFilter),
