@@ -26,10 +26,19 @@ from django.core.exceptions import ValidationError
 
 from postbacks import macros
 from postbacks.choices import SuccessMode
-from postbacks.transports.base import NO_SECRETS, PreparedRequest, Result, Secrets
+from postbacks.transports.base import (
+    NO_SECRETS,
+    Outcome,
+    PreparedRequest,
+    Result,
+    Secrets,
+    parse_retry_after,
+)
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
 
 if TYPE_CHECKING:
+    import requests
+
     from postbacks import http_async
     from postbacks.models import PostbackRule
 
@@ -79,6 +88,52 @@ class ChatWebhook(HttpTransport):
     def wire_url(self, url: str) -> str:
         """The webhook URL as requested (a kind may add query parameters)."""
         return url
+
+    # What a kind's answers mean (see :meth:`classify`).
+    hints: ClassVar[dict[int, str]] = {}  # status -> what to do, after a refusal
+
+    def posted(self, code: int, body: str) -> str:
+        """ "" when a 2xx answer says the message was posted, else why not."""
+        raise NotImplementedError
+
+    def described(self, code: int, body: str) -> str:
+        """The text of an error answer, for the log (at most 300 characters)."""
+        return " ".join(body.split())[:300] or "no text"
+
+    def wait_asked(self, response: requests.Response, body: str) -> float | None:
+        """Seconds a 429 asks to wait (Retry-After by default)."""
+        return parse_retry_after(response.headers.get("Retry-After"))
+
+    def classify(
+        self,
+        response: requests.Response,
+        body: str,
+        duration_ms: int,
+        request: PreparedRequest | None = None,
+    ) -> Result:
+        """The platform's answer: a 2xx :meth:`posted` is delivered, any other 2xx, a 429
+        (after :meth:`wait_asked`), 408 and 5xx are retried, 3xx and other 4xx fail with the
+        platform's text (:meth:`described`) and, for the statuses in :attr:`hints`, what to
+        do. See each kind's module docstring for its table."""
+        code = response.status_code
+        if 300 <= code < 400:
+            return super().classify(response, body, duration_ms)
+        result = Result(
+            Outcome.FAILED, status_code=code, response_body=body, duration_ms=duration_ms
+        )
+        if 200 <= code < 300:
+            result.error = self.posted(code, body)
+            result.outcome = Outcome.RETRY if result.error else Outcome.DELIVERED
+            return result
+        result.error = f"{self.platform} {code}: {self.described(code, body)}"
+        if code == 429:
+            result.outcome = Outcome.RETRY
+            result.retry_after = self.wait_asked(response, body)
+        elif code == 408 or code >= 500:
+            result.outcome = Outcome.RETRY
+        elif code in self.hints:
+            result.error += f" ({self.hints[code]})"
+        return result
 
     # --- validate ------------------------------------------------------------------------
 

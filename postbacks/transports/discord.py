@@ -40,11 +40,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from postbacks.transports.base import (
-    Outcome,
-    PreparedRequest,
-    Result,
     json_object,
-    parse_retry_after,
     retry_seconds,
 )
 from postbacks.transports.chat import ChatWebhook
@@ -74,6 +70,7 @@ class DiscordMessage(ChatWebhook):
         "{payout} {payout_currency} — {campaign.name} / {offer.name}, click {click.id}"
     )
     text_max = 2000
+    hints = HINTS
     path_re = re.compile(r"\d{5,25}/[A-Za-z0-9_-]{20,100}")
     path_example = "123456789012345678/abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -89,37 +86,17 @@ class DiscordMessage(ChatWebhook):
     def wire_url(self, url: str) -> str:
         return f"{url}?wait=true"
 
-    def classify(
-        self,
-        response: requests.Response,
-        body: str,
-        duration_ms: int,
-        request: PreparedRequest | None = None,
-    ) -> Result:
-        """Discord's answer as delivered, retry or failed: see the module docstring's table."""
-        code = response.status_code
-        if 300 <= code < 400:
-            return super().classify(response, body, duration_ms)
+    def posted(self, code: int, body: str) -> str:
         answer = json_object(body)
-        result = Result(
-            Outcome.FAILED, status_code=code, response_body=body, duration_ms=duration_ms
-        )
-        if 200 <= code < 300:
-            if code == 204 or (answer is not None and answer.get("id")):
-                result.outcome = Outcome.DELIVERED
-            else:
-                result.outcome = Outcome.RETRY
-                result.error = f"Discord answered {code} without the posted message"
-            return result
-        message = str((answer or {}).get("message") or " ".join(body.split()) or f"HTTP {code}")
-        result.error = f"Discord {code}: {message[:300]}"
-        if code == 429:
-            result.outcome = Outcome.RETRY
-            result.retry_after = retry_seconds((answer or {}).get("retry_after"))
-            if result.retry_after is None:
-                result.retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        elif code == 408 or code >= 500:
-            result.outcome = Outcome.RETRY
-        elif code in HINTS:
-            result.error += f" ({HINTS[code]})"
-        return result
+        if code == 204 or (answer is not None and answer.get("id")):
+            return ""
+        return f"Discord answered {code} without the posted message"
+
+    def described(self, code: int, body: str) -> str:
+        message = (json_object(body) or {}).get("message")
+        return str(message or " ".join(body.split()) or f"HTTP {code}")[:300]
+
+    def wait_asked(self, response: requests.Response, body: str) -> float | None:
+        """The body's ``retry_after`` (seconds, may be fractional), else Retry-After."""
+        wait = retry_seconds((json_object(body) or {}).get("retry_after"))
+        return wait if wait is not None else super().wait_asked(response, body)

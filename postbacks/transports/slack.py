@@ -35,15 +35,10 @@ other 4xx (``invalid_payload``)    failed     Slack 400: invalid_payload
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from postbacks.transports.base import Outcome, PreparedRequest, Result, parse_retry_after
 from postbacks.transports.chat import ChatWebhook
-
-if TYPE_CHECKING:
-    import requests
 
 HINTS = {
     403: "the webhook's app lost its access: add the app to the channel again",
@@ -67,6 +62,7 @@ class SlackMessage(ChatWebhook):
         "{payout_currency} — {campaign.name} / {offer.name}, click {click.id}"
     )
     text_max = 3000
+    hints = HINTS
     path_re = re.compile(r"T[A-Z0-9]{2,20}/B[A-Z0-9]{2,20}/[A-Za-z0-9]{8,64}")
     path_example = "T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
 
@@ -82,34 +78,8 @@ class SlackMessage(ChatWebhook):
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
         }
 
-    def classify(
-        self,
-        response: requests.Response,
-        body: str,
-        duration_ms: int,
-        request: PreparedRequest | None = None,
-    ) -> Result:
-        """Slack's answer as delivered, retry or failed: see the module docstring's table."""
-        code = response.status_code
-        if 300 <= code < 400:
-            return super().classify(response, body, duration_ms)
+    def posted(self, code: int, body: str) -> str:
         answer = " ".join(body.split())[:300]
-        result = Result(
-            Outcome.FAILED, status_code=code, response_body=body, duration_ms=duration_ms
+        return (
+            "" if answer == "ok" else f'Slack answered {code} without "ok": {answer or "(empty)"}'
         )
-        if 200 <= code < 300:
-            if answer == "ok":
-                result.outcome = Outcome.DELIVERED
-            else:
-                result.outcome = Outcome.RETRY
-                result.error = f'Slack answered {code} without "ok": {answer or "(empty)"}'
-            return result
-        result.error = f"Slack {code}: {answer or 'no text'}"
-        if code == 429:
-            result.outcome = Outcome.RETRY
-            result.retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        elif code == 408 or code >= 500:
-            result.outcome = Outcome.RETRY
-        elif code in HINTS:
-            result.error += f" ({HINTS[code]})"
-        return result
