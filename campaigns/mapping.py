@@ -5,6 +5,8 @@ checks a JSON object through the same fields). Raises ``ValidationError`` naming
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -51,11 +53,7 @@ class MappingField(forms.CharField):
             if not line or line.startswith("#"):
                 continue
             try:
-                key, item = self.pair(line)
-                folded = self.fold(key)
-                if folded in line_of:
-                    raise ValidationError(f"“{key}” is already on line {line_of[folded]}.")
-                self.check(mapping, item)
+                folded, key, item = self._read(line, mapping, line_of, "is already on line")
             except ValidationError as exc:
                 errors.extend(f"Line {number}: {message}" for message in exc.messages)
                 continue
@@ -64,6 +62,42 @@ class MappingField(forms.CharField):
         if errors:
             raise ValidationError(errors)
         return mapping
+
+    def from_json(self, value: dict[str, object]) -> dict[str, str]:
+        """The mapping of a JSON object (the API's form of this field), each pair checked as
+        a ``key = value`` line is. Raises ValidationError naming each bad key."""
+        mapping: dict[str, str] = {}
+        key_of: dict[str, str] = {}  # folded key -> the key as first written
+        errors: list[str] = []
+        for key, item in value.items():
+            try:
+                if not isinstance(item, str) or "\n" in key or "\n" in item:
+                    raise ValidationError("the value must be a text on one line.")
+                line = f"{key.strip()} = {item.strip()}"
+                folded, left, right = self._read(line, mapping, key_of, "is the same key as")
+            except ValidationError as exc:
+                errors.extend(f"{key}: {message}" for message in exc.messages)
+                continue
+            key_of[folded] = left
+            mapping[left] = right
+        if errors:
+            raise ValidationError(errors)
+        return mapping
+
+    def _read(
+        self, line: str, mapping: dict[str, str], firsts: Mapping[str, object], repeated: str
+    ) -> tuple[str, str, str]:
+        """(folded key, key, value) of one line checked against ``mapping`` so far;
+        ``firsts``: folded key -> where it first stood (for "“key” <repeated> <where>.")."""
+        key, item = self.pair(line)
+        folded = self.fold(key)
+        if folded in firsts:
+            where = firsts[folded]
+            raise ValidationError(
+                f"“{key}” {repeated} {f'“{where}”' if isinstance(where, str) else where}."
+            )
+        self.check(mapping, item)
+        return folded, key, item
 
     def split(self, line: str, *, last: bool = False) -> tuple[str, str]:
         """``line`` cut at its first (or ``last``) "=", both sides stripped and non-empty."""

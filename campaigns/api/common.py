@@ -78,26 +78,9 @@ class NestedListSerializer(ModelSerializer):
 
 
 def check_mapping(field: MappingField, value: dict[str, Any]) -> dict[str, str]:
-    """``value`` (a JSON object) checked pair by pair as the admin's mapping ``field`` checks
-    its lines (``key = value``): the cleaned mapping, or ValidationError naming each bad
-    key."""
-    mapping: dict[str, str] = {}
-    seen: dict[str, str] = {}
-    errors: list[str] = []
-    for key, item in value.items():
-        try:
-            if not isinstance(item, str) or "\n" in key or "\n" in item:
-                raise DjangoValidationError("the value must be a text on one line.")
-            left, right = field.pair(f"{key.strip()} = {item.strip()}")
-            folded = field.fold(left)
-            if folded in seen:
-                raise DjangoValidationError(f"“{left}” is the same key as “{seen[folded]}”.")
-            field.check(mapping, right)
-        except DjangoValidationError as exc:
-            errors.extend(f"{key}: {message}" for message in exc.messages)
-            continue
-        seen[folded] = left
-        mapping[left] = right
-    if errors:
-        raise serializers.ValidationError(errors)
-    return mapping
+    """``value`` (a JSON object) as the mapping ``field`` reads it
+    (:meth:`~campaigns.mapping.MappingField.from_json`); a 400 naming each bad key."""
+    try:
+        return field.from_json(value)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(exc.messages) from exc
