@@ -10,6 +10,7 @@ broke during COMMIT may have been written, so it is not run again blindly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,6 +25,12 @@ CONNECTION_ERRORS = (OperationalError, InterfaceError)
 # admin_shutdown (pg_terminate_backend, a fast shutdown), crash_shutdown, cannot_connect_now
 # (the server starting or stopping). psycopg's own errors (closed socket) have none.
 DROPPED_STATES = ("08", "57P01", "57P02", "57P03")
+# Work cut by a dropped connection before COMMIT runs again on a fresh connection, after
+# each of these pauses (seconds): more than once, and not at once, because a failover, a
+# restart or a sweep of pg_terminate_backend ends every pooled connection within a few
+# milliseconds, and a connection the server has begun to end may still pass the pool's check.
+RECONNECT_PAUSES = (0.0, 0.1)
+RECONNECTS = len(RECONNECT_PAUSES)
 
 
 class BrokeBeforeCommit(Exception):
@@ -84,16 +91,18 @@ def release_closed(using: str = DEFAULT_DB_ALIAS) -> None:
         connections[using].close()
 
 
-def reconnect(error: BaseException, using: str = DEFAULT_DB_ALIAS) -> bool:
+def reconnect(error: BaseException, attempt: int = 0, using: str = DEFAULT_DB_ALIAS) -> bool:
     """After ``error``: whether the work that raised it was cut by a :func:`dropped`
-    connection and may run again on a fresh one. If so, a closed connection still held is
-    let go, so that the next query takes a fresh one, checked by the pool (leaving a
-    transaction, Django may have taken a fresh one itself already).
+    connection and may run again on a fresh one, as its ``attempt``-th reconnect (0-based,
+    below :data:`RECONNECTS`). If so, a closed connection still held is let go, so that the
+    next query takes a fresh one, checked by the pool (leaving a transaction, Django may
+    have taken a fresh one itself already), after that attempt's pause.
 
     False inside a transaction the caller did not open (``in_atomic_block``): its work is
     lost with the connection, and only its owner may run it again.
     """
-    if in_transaction(using) or not dropped(error):
+    if attempt >= RECONNECTS or in_transaction(using) or not dropped(error):
         return False
     release_closed(using)
+    time.sleep(RECONNECT_PAUSES[attempt])
     return True

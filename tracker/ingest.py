@@ -184,28 +184,29 @@ def conversion_ingest(data: Mapping[str, str], inbound: Inbound) -> Result:
 
 
 def _write_retried(form: ConversionPostbackForm, query: QueryDict, inbound: Inbound) -> Result:
-    """:func:`_write`, run once more when a second run cannot write anything twice:
+    """:func:`_write`, run again when another run cannot write anything twice:
 
-    - after an IntegrityError: a concurrent request inserted the same dedup key after our
-      lookup; rolled back, the second run sees it (duplicate or status change);
-    - after the connection was dropped (failover, restart, ``pg_terminate_backend``) inside
-      the transaction, or during its COMMIT when it was not written (see :func:`_write`):
-      nothing was written; the second run takes a fresh connection (see :mod:`tracker.db`).
+    - once after an IntegrityError: a concurrent request inserted the same dedup key after
+      our lookup; rolled back, the second run sees it (duplicate or status change);
+    - up to :data:`tracker.db.RECONNECTS` times after the connection was dropped (failover,
+      restart, ``pg_terminate_backend``) inside the transaction, or during its COMMIT when
+      it was not written (see :func:`_write`): nothing was written; the next run takes a
+      fresh connection (see :mod:`tracker.db`).
 
     Raises the last ``DatabaseError`` when a run fails and no further run is allowed.
     """
-    retried: set[str] = set()
+    integrity_retried, reconnects = False, 0
     while True:
         try:
             return _write(form, query, inbound)
         except IntegrityError:
-            if "integrity" in retried:
+            if integrity_retried:
                 raise
-            retried.add("integrity")
+            integrity_retried = True
         except db.BrokeBeforeCommit as lost:
-            if "connection" in retried or not db.reconnect(lost):
+            if not db.reconnect(lost, reconnects):
                 raise lost.error from lost.error.__cause__
-            retried.add("connection")
+            reconnects += 1
             logger.warning("Conversion retried on a fresh database connection: %s", lost.error)
 
 

@@ -216,19 +216,20 @@ def click_record(
         accept_language=accept_language,
         offer=offer,
     )
-    try:
-        _click_save(click)
-    except db.CONNECTION_ERRORS as exc:
-        # The connection was dropped (failover, restart): the click ID, made here, is the
-        # row's key, so the database tells whether the click was written before it broke
-        # (even when COMMIT's answer was lost), and saving again cannot make two clicks.
-        if not db.reconnect(exc):
-            raise
-        if Click.objects.filter(pk=click.pk).exists():
-            logger.warning("Click %s written although the connection broke: %s", click.pk, exc)
-        else:
-            logger.warning("Click %s saved again on a fresh connection: %s", click.pk, exc)
-            _click_save(click)
+    for reconnects in range(db.RECONNECTS + 1):
+        try:
+            if reconnects and Click.objects.filter(pk=click.pk).exists():
+                logger.warning("Click %s written although the connection broke.", click.pk)
+            else:
+                _click_save(click)
+            break
+        except db.CONNECTION_ERRORS as exc:
+            # The connection was dropped (failover, restart): the click ID, made here, is
+            # the row's key, so the database tells whether the click was written before it
+            # broke (even when COMMIT's answer was lost), and saving again cannot make two.
+            if not db.reconnect(exc, reconnects):
+                raise
+            logger.warning("Click %s retried on a fresh connection: %s", click.pk, exc)
     offer_url = macros.render(offer.url, macros.build_context(click))
     return click, offer_url
 

@@ -94,9 +94,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # One connection pool per web process. Celery workers drop it and keep one connection
     # per thread instead (see tracker.celery.no_database_pool_in_workers).
-    # Health checks: the pool checks a connection before handing it out
-    # (psycopg_pool.ConnectionPool.check_connection), so one PostgreSQL dropped while it sat
-    # in the pool (failover, restart, pg_terminate_backend) is replaced, not used.
+    # Health checks: the pool checks a connection before handing it out, so one PostgreSQL
+    # dropped while it sat in the pool (failover, restart, pg_terminate_backend) is replaced,
+    # not used. Django's backend with a check that looks at the socket instead of running a
+    # query (tracker/backends/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "tracker.backends.postgresql"
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"] = {
         "pool": {

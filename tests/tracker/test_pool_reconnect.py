@@ -26,7 +26,8 @@ from tests import factories
 from tests.api.conftest import client_with, make_token
 from tests.conftest import _database_url, wait_until
 from tests.integration.brokers import free_port
-from tracker import ingest, services
+from tracker import db, ingest, services
+from tracker.backends.postgresql import base as check
 from tracker.ingest import Inbound
 from tracker.models import Click, Conversion, InboundRequest
 
@@ -208,7 +209,7 @@ def test_a_conversion_whose_commit_is_cut_is_run_again(click, monkeypatch):
 
 
 def test_a_503_after_the_retry_is_logged(click, monkeypatch, caplog):
-    """Dropped again on the retry's connection: 503, with its log row and an error line."""
+    """Dropped again on every retry's connection: 503, with its log row and an error line."""
     original = ingest.services.click_for_conversion
 
     def dropped(*args, **kwargs):
@@ -230,7 +231,7 @@ def test_a_503_after_the_retry_is_logged(click, monkeypatch, caplog):
         str(click.pk),
     )
     messages = [record.getMessage() for record in caplog.records]
-    assert sum("retried on a fresh database connection" in m for m in messages) == 1
+    assert sum("retried on a fresh database connection" in m for m in messages) == db.RECONNECTS
     assert any("503 unavailable" in m and str(click.pk) in m for m in messages)
 
 
@@ -267,3 +268,30 @@ def test_an_api_conversion_whose_connection_was_dropped_is_registered_once(click
     conversion_id = answer.json()["conversion_id"]
     assert Conversion.objects.get().pk == conversion_id
     assert InboundRequest.objects.get().conversion_id == conversion_id
+
+
+# The pool's check (tracker/backends/postgresql): the socket first, a query only when it
+# has something to read.
+
+
+def test_the_pool_check_runs_no_query_on_a_live_idle_connection(transactional_db, monkeypatch):
+    queried = []
+    monkeypatch.setattr(check.ConnectionPool, "check_connection", queried.append)
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        check.check_connection(conn)
+    assert queried == []
+
+
+def test_the_pool_check_refuses_a_connection_the_server_ended(transactional_db):
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        with psycopg.connect(_database_url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", [conn.info.backend_pid])
+        with pytest.raises(psycopg.OperationalError):
+            check.check_connection(conn)
+
+
+def test_the_pool_check_refuses_a_connection_left_in_a_transaction(transactional_db):
+    with psycopg.connect(_database_url()) as conn:
+        conn.execute("SELECT 1")  # opens a transaction (autocommit off)
+        with pytest.raises(psycopg.OperationalError, match="not idle"):
+            check.check_connection(conn)
