@@ -22,7 +22,6 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from postbacks import macros
 from postbacks.answers import storable
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, EventType, PostbackRule
@@ -33,6 +32,7 @@ from postbacks.samples import (
 )
 from postbacks.services import payout_in, unconverted_note
 from postbacks.transports import Outcome, PreparedRequest, get_transport
+from tracker import macros
 from tracker.models import Click, Conversion, RejectionReason
 
 logger = logging.getLogger(__name__)

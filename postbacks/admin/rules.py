@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from postbacks import macros, preview, services
+from postbacks import preview, services
 from postbacks.masking import mask_header_lines, mask_headers, mask_secrets
 from postbacks.models import EventType, PostbackRule, Trigger
 from postbacks.rules import (
@@ -39,7 +39,7 @@ from postbacks.rules import (
     preview_answer,
     source_vars,
 )
-from tracker import currency
+from tracker import currency, macros
 from tracker.models import Conversion
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from postbacks import macros, preview, services
+from postbacks import preview, services
 from postbacks.api.common import HasPermissions, inline_enum
 from postbacks.api.log import AttemptSerializer, DeliverySerializer
 from postbacks.api.previews import RULE_ACTIONS_SCHEMA, RuleActionSerializer
@@ -41,7 +41,7 @@ from postbacks.rules import (
     preview_answer,
 )
 from postbacks.transports import get_transport, kind_help
-from tracker import currency
+from tracker import currency, macros
 from tracker.api.base import StrictModelSerializer, StrictSerializer
 from tracker.api.errors import DomainError
 from tracker.models import Conversion
