@@ -286,7 +286,20 @@ class PostbackRule(RuleMatching, models.Model):
         """What the transport adds at sending time: the signing secret (and the previous
         one until ``previous_secret_expires_at``) and the access token."""
         keys = [self.signing_secret] if self.signing_secret else []
-        expires = self.previous_secret_expires_at
-        if self.previous_signing_secret and expires and expires > (now or timezone.now()):
+        if self.previous_secret_until(now) is not None:
             keys.append(self.previous_signing_secret)
         return Secrets(signing=tuple(keys), access_token=self.access_token)
+
+    def previous_secret_until(self, now: datetime | None = None) -> datetime | None:
+        """Until when the previous signing secret also signs (after a rotation); None when
+        it does not: there is none, or its time is over."""
+        expires = self.previous_secret_expires_at
+        if self.previous_signing_secret and expires and expires > (now or timezone.now()):
+            return expires
+        return None
+
+    def clear_failures(self) -> None:
+        """Start the failure streak and the attention banner afresh, as for a rule switched
+        back on by hand (``services.rules_enable`` does it for many); the caller saves."""
+        self.needs_attention = False
+        self.consecutive_failures = 0
