@@ -47,12 +47,12 @@ from django.utils import timezone
 
 from campaigns.models import status_from_text
 from postbacks import signing
-from postbacks.macros import format_value
 from postbacks.models import PostbackRule
 from postbacks.services import scope_of
 from postbacks.transports import CrmWebhook
 from tracker import currency, ingest, services
 from tracker.forms import PAYOUT_LIMIT, PAYOUT_QUANTUM, PAYOUT_RANGE_ERROR
+from tracker.macros import format_value
 from tracker.models import Conversion, ConversionStatusChange, InboundRequest
 
 logger = logging.getLogger(__name__)

@@ -168,6 +168,12 @@ def mask_secrets(text: str) -> str:
     return text
 
 
+def secret_hint(secret: str) -> str:
+    """All a screen shows of a stored secret: its last 4 characters after an ellipsis, e.g.
+    ``…x1Yz`` ('' when there is none)."""
+    return f"…{secret[-4:]}" if secret else ""
+
+
 def _mask_group(match: re.Match[str]) -> str:
     start, end = match.span(1)
     text = match.group(0)

@@ -49,6 +49,13 @@ class RuleMatching:
         return getattr(self, relation).all()
 
     @property
+    def conditions_apply(self) -> bool:
+        """Whether the firing conditions (trigger, statuses, conversion types, rejection
+        reasons, first conversion only) apply: to conversion and event rules; impression
+        and click rules fire for every event in their scope."""
+        return self.event_type in (EventType.CONVERSION, EventType.EVENT)
+
+    @property
     def is_global(self) -> bool:
         """No campaign, offer, traffic source or network chosen (needs the M2M prefetched)."""
         return not any(
@@ -83,7 +90,7 @@ class RuleMatching:
         rejected conversions), first conversion only. Query-free with the M2M prefetched.
         Used both to plan deliveries and to cancel the delayed ones a status change made
         obsolete."""
-        if self.event_type not in (EventType.CONVERSION, EventType.EVENT):
+        if not self.conditions_apply:
             return True
         if self.statuses and status not in self.statuses:
             return False
@@ -112,10 +119,7 @@ class RuleMatching:
         """
         if not self.in_scope(scope):
             return False
-        if self.event_type in (EventType.CONVERSION, EventType.EVENT) and self.trigger not in (
-            trigger,
-            Trigger.BOTH,
-        ):
+        if self.conditions_apply and self.trigger not in (trigger, Trigger.BOTH):
             return False
         return self.accepts(
             status=status,

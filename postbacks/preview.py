@@ -5,6 +5,7 @@ would send, and a test postback sent there and then.
   impression rules have no conversion), or realistic samples.
 - :func:`render_preview`: the request an (unsaved) rule renders, with its errors and
   warnings; never raises.
+- :func:`find_conversion`: the conversion asked for by ID or transaction ID.
 - :func:`describe_click`: where the values of a preview or test for a click come from.
 - :func:`send_test`: one attempt through the real transport, logged as a test delivery
   (``Delivery.is_test``), never retried and never counted toward auto-disable.
@@ -22,7 +23,6 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from postbacks import macros
 from postbacks.answers import storable
 from postbacks.masking import mask_secrets
 from postbacks.models import Attempt, Delivery, EventType, PostbackRule
@@ -33,6 +33,7 @@ from postbacks.samples import (
 )
 from postbacks.services import payout_in, unconverted_note
 from postbacks.transports import Outcome, PreparedRequest, get_transport
+from tracker import macros
 from tracker.models import Click, Conversion, RejectionReason
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,22 @@ def takes_conversion(rule: PostbackRule | None) -> bool:
     """Whether ``rule`` fires on a conversion (a conversion or a status-change ``event``
     rule, or no rule: the samples are a conversion's), rather than a click or impression."""
     return rule is None or rule.event_type not in (EventType.CLICK, EventType.IMPRESSION)
+
+
+def find_conversion(term: str) -> tuple[Conversion | None, str]:
+    """The conversion a preview or test is asked for by ID or transaction ID (the most
+    recent one with it), and ``""``; ``(None, "")`` for a blank ``term``; ``(None, problem)``
+    when none has it."""
+    term = term.strip()[:255]
+    if not term:
+        return None, ""
+    found = None
+    if term.isdigit() and len(term) < 19:
+        found = Conversion.objects.filter(pk=int(term)).first()
+    found = found or Conversion.objects.filter(txid=term).order_by("-created_at").first()
+    if found is None:
+        return None, f"No conversion with ID or transaction ID {term!r}."
+    return found, ""
 
 
 def describe_click(click: Click, rule: PostbackRule | None = None) -> str:

@@ -17,10 +17,9 @@ from django.utils.html import escape
 
 from campaigns.models import TrafficSource
 from campaigns.presets import Preset
-from postbacks import macros
 from postbacks.models import EventType, PostbackRule
 from postbacks.transports import get_transport, kind_fields
-from tracker import currency
+from tracker import currency, macros
 from tracker.models import Conversion
 
 TEMPLATE_FIELDS = ("url_template", "body_template", "headers_template")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from postbacks import macros
 from postbacks.choices import EventType
+from tracker import macros
 
 SAMPLE_CLICK_ID = "3f1c9b2e-7d4a-4e8b-9c61-2a5d8e0f4b17"
 SAMPLE_DELIVERY_ID = "0b7e4c2a-91d3-4f5e-8a6b-c2d4e6f80a13"

@@ -30,7 +30,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from postbacks import wakeup
-from postbacks.macros import CATALOGUE, build_context, format_value
 from postbacks.matching import Scope
 from postbacks.models import (
     Attempt,
@@ -43,6 +42,7 @@ from postbacks.models import (
 from postbacks.signing import new_secret
 from postbacks.transports import Outcome, Result, get_transport
 from tracker import currency, rows
+from tracker.macros import CATALOGUE, build_context, format_value
 from tracker.models import Click, Conversion, Impression
 
 logger = logging.getLogger(__name__)

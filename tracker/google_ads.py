@@ -43,7 +43,7 @@ from django.db.models import QuerySet
 from django.utils import timezone as django_timezone
 
 from campaigns.models import TrafficSourceParameter
-from postbacks.macros import format_value
+from tracker.macros import format_value
 from tracker.models import Click, Conversion
 
 GCLID = "gclid"

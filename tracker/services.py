@@ -15,9 +15,8 @@ from django.utils import timezone
 
 from campaigns import services as campaign_cache
 from campaigns.models import Campaign, Offer
-from postbacks import macros
 from tracker import currency as currencies
-from tracker import db, enrichment, rows
+from tracker import db, enrichment, macros, rows
 from tracker.events import EventType, Trigger
 from tracker.models import (
     EXTERNAL_ID_MAX,

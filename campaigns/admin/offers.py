@@ -19,7 +19,7 @@ from campaigns.models import (
     Lander,
     Offer,
 )
-from postbacks import macros
+from tracker import macros
 
 
 @admin.register(Offer)

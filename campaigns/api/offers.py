@@ -13,7 +13,7 @@ from campaigns.models import (
     Lander,
     Offer,
 )
-from postbacks import macros
+from tracker import macros
 from tracker.api.errors import ProtectedDeleteMixin
 
 # --- offers and landers -----------------------------------------------------------------

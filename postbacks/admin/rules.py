@@ -1,5 +1,7 @@
 """Postback rules in admin: the rule form (macro picker, live preview, test button), the rule
-list with its actions, and the banner for rules that disabled themselves.
+list with its actions, and the banner for rules that disabled themselves. The list's filters
+are in :mod:`~postbacks.admin.rule_filters`, the form's preview and test views in
+:mod:`~postbacks.admin.rule_preview`.
 
 The form's templates are checked by the rule's transport (``get_transport(kind).validate``):
 errors block the save, warnings (no ``{externalid}``...) are shown after it. Deactivating a
@@ -10,95 +12,26 @@ rule, from the list or the form, and deleting one cancel its scheduled deliverie
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin import ModelAdmin, helpers
+from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import ValidationError
-from django.db.models import Field, QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from postbacks import macros, preview, services
-from postbacks.masking import mask_header_lines, mask_headers, mask_secrets
-from postbacks.models import EventType, PostbackRule, Trigger
-from postbacks.rules import (
-    RESPONSE_EXCERPT_CHARS,
-    TEMPLATE_FIELDS,
-    PostbackRuleForm,
-    describe_conversion,
-    destination_host,
-    form_messages,
-    human_seconds,
-    preview_answer,
-    source_vars,
-)
-from tracker import currency
-from tracker.models import Conversion
+from postbacks import services
+from postbacks.admin.rule_filters import StateFilter, existing_choices_filter
+from postbacks.admin.rule_preview import RulePreviewAdmin
+from postbacks.masking import mask_header_lines, mask_secrets, secret_hint
+from postbacks.models import PostbackRule, Trigger
+from postbacks.rules import PostbackRuleForm, destination_host, human_seconds, source_vars
+from tracker import currency, macros
 
 logger = logging.getLogger(__name__)
-
-
-def _existing_choices_filter(field_name: str, title: str) -> type[admin.SimpleListFilter]:
-    """A list filter offering only the values rules have (hidden below two values)."""
-
-    class ExistingChoicesFilter(admin.SimpleListFilter):
-        parameter_name = field_name
-
-        def lookups(
-            self, request: HttpRequest, model_admin: ModelAdmin[Any]
-        ) -> list[tuple[str, str]]:
-            field = cast("Field[Any, Any]", PostbackRule._meta.get_field(field_name))
-            labels = dict(field.flatchoices)
-            values = (
-                PostbackRule.objects.order_by(field_name)
-                .values_list(field_name, flat=True)
-                .distinct()
-            )
-            found = [(value, labels.get(value, value)) for value in values]
-            return found if len(found) > 1 else []
-
-        def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-            if self.value():
-                return queryset.filter(**{field_name: self.value()})
-            return queryset
-
-    ExistingChoicesFilter.title = title
-    return ExistingChoicesFilter
-
-
-class StateFilter(admin.SimpleListFilter):
-    """Active, inactive, auto-disabled, needing attention: only the states some rule is in."""
-
-    title = "state"
-    parameter_name = "state"
-    STATES = {
-        "active": ("Active", {"is_active": True}),
-        "inactive": ("Inactive", {"is_active": False}),
-        "auto": ("Auto-disabled", {"is_active": False, "disabled_at__isnull": False}),
-        "attention": ("Needs attention", {"needs_attention": True}),
-    }
-
-    def lookups(self, request: HttpRequest, model_admin: ModelAdmin[Any]) -> list[tuple[str, str]]:
-        rules = PostbackRule.objects.all()
-        return [
-            (key, label)
-            for key, (label, lookup) in self.STATES.items()
-            if rules.filter(**lookup).exists()
-        ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if value in self.STATES:
-            return queryset.filter(**self.STATES[value][1])
-        return queryset
-
 
 # The template fields, as the read-only page shows them (secrets masked), by field name.
 MASKED_DISPLAY = {
@@ -111,11 +44,10 @@ TRIGGER_SHORT: dict[str, str] = {
     Trigger.CHANGED: "on change",
     Trigger.BOTH: "both",
 }
-CONVERSION_TYPES = (EventType.CONVERSION, EventType.EVENT)
 
 
 @admin.register(PostbackRule)
-class PostbackRuleAdmin(admin.ModelAdmin):
+class PostbackRuleAdmin(RulePreviewAdmin):
     form = PostbackRuleForm
     change_form_template = "admin/postbacks/postbackrule/change_form.html"
     change_list_template = "admin/postbacks/postbackrule/change_list.html"
@@ -135,10 +67,10 @@ class PostbackRuleAdmin(admin.ModelAdmin):
     )
     list_filter = (
         StateFilter,
-        _existing_choices_filter("event_type", "type"),
-        _existing_choices_filter("trigger", "trigger"),
-        _existing_choices_filter("kind", "destination"),
-        _existing_choices_filter("http_method", "HTTP method"),
+        existing_choices_filter("event_type", "type"),
+        existing_choices_filter("trigger", "trigger"),
+        existing_choices_filter("kind", "destination"),
+        existing_choices_filter("http_method", "HTTP method"),
         ("traffic_sources", admin.RelatedOnlyFieldListFilter),
         ("affiliate_networks", admin.RelatedOnlyFieldListFilter),
     )
@@ -276,31 +208,18 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         form_url: str = "",
         obj: PostbackRule | None = None,
     ) -> HttpResponse:
-        opts = self.opts
         context.update(
             editable=add or self.has_change_permission(request, obj),
             macro_catalogue=macros.catalogue(),
             source_vars=source_vars(),
-            preview_url=reverse(f"admin:{opts.app_label}_{opts.model_name}_preview"),
-            test_url=self._test_url(request, obj),
+            **self.preview_urls(request, obj),
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-    def _test_url(self, request: HttpRequest, obj: PostbackRule | None) -> str:
-        """Where the test button posts ('' without the change permission)."""
-        if not self.has_change_permission(request, obj):
-            return ""
-        info = self.opts.app_label, self.opts.model_name
-        if obj is None:
-            return reverse("admin:{}_{}_test_unsaved".format(*info))
-        return reverse("admin:{}_{}_test".format(*info), args=[obj.pk])
 
     def save_model(self, request: HttpRequest, obj: PostbackRule, form: Any, change: bool) -> None:
         deactivated = change and "is_active" in form.changed_data and not obj.is_active
         if change and "is_active" in form.changed_data and obj.is_active:
-            # Switched back on by hand: the failure streak and the banner start afresh.
-            obj.needs_attention = False
-            obj.consecutive_failures = 0
+            obj.clear_failures()
         super().save_model(request, obj, form, change)
         if form.cleaned_data.get("stop_signing"):
             services.stop_signing(obj)
@@ -346,12 +265,12 @@ class PostbackRuleAdmin(admin.ModelAdmin):
         """Whether requests are signed, with the secret's last characters only."""
         if obj is None or not obj.signing_secret:
             return "Not signed."
-        text = f"Signed with whsec_…{obj.signing_secret[-4:]}."
-        until = obj.previous_secret_expires_at
-        if obj.previous_signing_secret and until and until > timezone.now():
+        text = f"Signed with whsec_{secret_hint(obj.signing_secret)}."
+        until = obj.previous_secret_until()
+        if until is not None:
             text += (
-                f" The previous secret (…{obj.previous_signing_secret[-4:]}) also signs "
-                f"until {until:%Y-%m-%d %H:%M} UTC."
+                f" The previous secret ({secret_hint(obj.previous_signing_secret)}) also "
+                f"signs until {until:%Y-%m-%d %H:%M} UTC."
             )
         return text
 
@@ -410,7 +329,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     @admin.display(description="trigger", ordering="trigger")
     def trigger_label(self, obj: PostbackRule) -> str:
-        if obj.event_type not in CONVERSION_TYPES:
+        if not obj.conditions_apply:
             return "-"
         return TRIGGER_SHORT.get(obj.trigger, obj.trigger)
 
@@ -421,7 +340,7 @@ class PostbackRuleAdmin(admin.ModelAdmin):
 
     @admin.display(description="statuses")
     def statuses_label(self, obj: PostbackRule) -> str:
-        if obj.event_type not in CONVERSION_TYPES:
+        if not obj.conditions_apply:
             return "-"
         return ", ".join(obj.statuses) if obj.statuses else "any"
 
@@ -506,124 +425,3 @@ class PostbackRuleAdmin(admin.ModelAdmin):
             ids = list(queryset.values_list("pk", flat=True))
             response.context_data["waiting_deliveries"] = services.rules_waiting_count(ids)
         return response
-
-    # --- preview and test ----------------------------------------------------------------
-
-    def get_urls(self) -> list[URLPattern]:
-        info = self.opts.app_label, self.opts.model_name
-        wrap = self.admin_site.admin_view
-        return [
-            path("preview/", wrap(self.preview_view), name="{}_{}_preview".format(*info)),
-            path("test/", wrap(self.test_view), name="{}_{}_test_unsaved".format(*info)),
-            path("<path:object_id>/test/", wrap(self.test_view), name="{}_{}_test".format(*info)),
-            *super().get_urls(),
-        ]
-
-    def preview_view(self, request: HttpRequest) -> JsonResponse:
-        """The request the form's current (unsaved) values would send: POST the form data,
-        plus ``_conversion`` (a conversion ID or transaction ID; empty: sample data).
-        Answers JSON, also for garbage: ``{"request", "errors", "warnings", "conversion"}``."""
-        if not (self.has_change_permission(request) or self.has_add_permission(request)):
-            return JsonResponse(
-                preview_answer(errors=["You may not edit postback rules."]), status=403
-            )
-        if request.method != "POST":
-            return JsonResponse(preview_answer(errors=["POST the rule form's data."]), status=405)
-        conversion, problem = self._conversion(request)
-        if problem:
-            return JsonResponse(preview_answer(errors=[problem]), status=400)
-        form, rule = self._form_rule(request, obj=None)
-        rendered = preview.render_preview(rule, conversion, known_vars=form.known_vars())
-        answer = preview_answer(
-            errors=form_messages(form) + list(rendered.get("errors") or []),
-            warnings=form.validation_warnings + list(rendered.get("warnings") or []),
-            conversion=describe_conversion(conversion),
-            request={key: rendered.get(key, "") for key in ("method", "url", "headers", "body")},
-        )
-        return JsonResponse(answer)
-
-    def test_view(self, request: HttpRequest, object_id: str | None = None) -> JsonResponse:
-        """Send one test postback now with the form's current values (unsaved changes
-        included; on the add form, an unsaved rule) for a sample or a chosen conversion.
-        Answers the request sent and the response, and links the test delivery in the log.
-        Without form data, a saved rule is sent as saved."""
-        obj = None
-        if object_id is not None:
-            obj = self.get_object(request, unquote(object_id))
-            if obj is None:
-                return JsonResponse(preview_answer(errors=["No such rule."]), status=404)
-        if not self.has_change_permission(request, obj):
-            return JsonResponse(
-                preview_answer(errors=["You may not change postback rules."]), status=403
-            )
-        if request.method != "POST":
-            return JsonResponse(
-                preview_answer(errors=["POST to send a test postback."]), status=405
-            )
-        conversion, problem = self._conversion(request)
-        if problem:
-            return JsonResponse(preview_answer(errors=[problem]), status=400)
-        rule = obj
-        if rule is None or "url_template" in request.POST:
-            form, rule = self._form_rule(request, obj=obj)
-            if form.errors:
-                errors = ["Nothing was sent: correct the form first.", *form_messages(form)]
-                return JsonResponse(preview_answer(errors=errors), status=400)
-        try:
-            delivery, attempt = preview.send_test(rule, conversion, user=request.user)
-        except ValidationError as exc:
-            errors = ["Nothing was sent.", *preview.field_messages(exc)]
-            return JsonResponse(preview_answer(errors=errors), status=400)
-        answer = preview_answer(
-            conversion=describe_conversion(conversion)
-            if conversion is not None
-            else "The most recent click in the rule's scope (else any click, else samples) "
-            "with sample conversion values.",
-            request={
-                "method": delivery.method,
-                "url": attempt.url,  # as logged: secrets masked
-                "headers": mask_headers(delivery.headers),
-                "body": mask_secrets(delivery.body),
-            },
-            response={
-                "status_code": attempt.status_code,
-                "body": attempt.response_body[:RESPONSE_EXCERPT_CHARS],
-                "duration_ms": attempt.duration_ms,
-                "outcome": attempt.outcome,
-                "outcome_label": attempt.get_outcome_display(),
-                "error": attempt.error,
-            },
-            delivery_id=delivery.pk,
-            delivery_url=reverse("admin:postbacks_delivery_change", args=[delivery.pk]),
-        )
-        return JsonResponse(answer)
-
-    def _form_rule(
-        self, request: HttpRequest, obj: PostbackRule | None
-    ) -> tuple[PostbackRuleForm, PostbackRule]:
-        """The bound rule form and an unsaved rule with its values (``obj`` untouched).
-        A template with errors is kept as typed, so a preview shows what was written."""
-        form_class = self.get_form(request, obj, change=obj is not None)
-        # get_form builds on self.form, a PostbackRuleForm.
-        form = cast(PostbackRuleForm, form_class(request.POST, instance=obj))
-        form.is_valid()
-        rule = form.rule_from_data()
-        for name in TEMPLATE_FIELDS:
-            raw = request.POST.get(name)
-            if raw is not None and name in form.errors:
-                setattr(rule, name, raw[:20000])
-        return form, rule
-
-    @staticmethod
-    def _conversion(request: HttpRequest) -> tuple[Conversion | None, str]:
-        """The conversion chosen by ID or transaction ID (``_conversion``), or None."""
-        term = (request.POST.get("_conversion") or "").strip()[:255]
-        if not term:
-            return None, ""
-        found = None
-        if term.isdigit() and len(term) < 19:
-            found = Conversion.objects.filter(pk=int(term)).first()
-        found = found or Conversion.objects.filter(txid=term).order_by("-created_at").first()
-        if found is None:
-            return None, f"No conversion with ID or transaction ID {term!r}."
-        return found, ""

@@ -7,7 +7,7 @@ from rest_framework import permissions, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from postbacks import macros
+from tracker import macros
 
 
 class MacroSerializer(serializers.Serializer):

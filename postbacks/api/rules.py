@@ -12,7 +12,6 @@ from typing import Any, cast
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -20,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from postbacks import macros, preview, services
+from postbacks import preview, services
 from postbacks.api.common import HasPermissions, inline_enum
 from postbacks.api.log import AttemptSerializer, DeliverySerializer
 from postbacks.api.previews import RULE_ACTIONS_SCHEMA, RuleActionSerializer
@@ -30,6 +29,7 @@ from postbacks.masking import (
     mask_header_lines,
     mask_headers,
     mask_secrets,
+    secret_hint,
     unmask_header_lines,
     unmask_secrets,
 )
@@ -41,7 +41,7 @@ from postbacks.rules import (
     preview_answer,
 )
 from postbacks.transports import get_transport, kind_help
-from tracker import currency
+from tracker import currency, macros
 from tracker.api.base import StrictModelSerializer, StrictSerializer
 from tracker.api.errors import DomainError
 from tracker.models import Conversion
@@ -170,13 +170,10 @@ class PostbackRuleSerializer(StrictModelSerializer):
 
     @extend_schema_field(SigningStateSerializer)
     def get_signing(self, obj: PostbackRule) -> dict[str, Any]:
-        until = obj.previous_secret_expires_at
-        if not (obj.previous_signing_secret and until and until > timezone.now()):
-            until = None
         return {
             "signed": bool(obj.signing_secret),
-            "secret_hint": f"…{obj.signing_secret[-4:]}" if obj.signing_secret else "",
-            "previous_valid_until": until,
+            "secret_hint": secret_hint(obj.signing_secret),
+            "previous_valid_until": obj.previous_secret_until(),
         }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -327,10 +324,8 @@ class PostbackRuleViewSet(viewsets.ModelViewSet):
         was_active = rule.is_active
         active = serializer.validated_data.get("is_active", was_active)
         if active and not was_active:
-            # Switched back on by hand: the failure streak and the banner start afresh.
-            serializer.save(needs_attention=False, consecutive_failures=0)
-        else:
-            serializer.save()
+            rule.clear_failures()
+        serializer.save()
         if was_active and not active:
             services.rules_deactivate([rule.pk], **self._reason("deactivated"))
 

@@ -27,7 +27,7 @@ class Outcome(models.TextChoices):
 class PreparedRequest:
     """A request planned for a delivery: method, URL, body (text), headers, and what
     counts as success (``success_mode``: ``status``, ``contains`` or ``regex``, the values
-    of ``postbacks.models.SuccessMode``, with ``success_pattern``)."""
+    of ``postbacks.choices.SuccessMode``, with ``success_pattern``)."""
 
     method: str
     url: str

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ValidationError
 
-from postbacks import macros
 from postbacks.choices import SuccessMode
 from postbacks.transports.base import (
     NO_SECRETS,
@@ -35,6 +34,7 @@ from postbacks.transports.base import (
     parse_retry_after,
 )
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
+from tracker import macros
 
 if TYPE_CHECKING:
     import requests

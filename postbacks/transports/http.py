@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from requests_hardened.ip_filter import InvalidIPAddress
 
-from postbacks import http_async, macros, signing
+from postbacks import http_async, signing
 from postbacks.answers import shown_answer, storable
 from postbacks.choices import BodyFormat, HttpMethod, SuccessMode
 from postbacks.http import Deadline, deadline, http_session
@@ -39,6 +39,7 @@ from postbacks.transports.base import (
     parse_headers,
     parse_retry_after,
 )
+from tracker import macros
 
 if TYPE_CHECKING:
     from postbacks.models import PostbackRule

@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from postbacks import macros
 from postbacks.choices import MAX_DELAY_SECONDS, EventType
 from postbacks.transports.base import PreparedRequest, Secrets
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
+from tracker import macros
 
 if TYPE_CHECKING:
     from postbacks.models import PostbackRule
 
-# Macros of ``postbacks.macros`` read here (see the module docstring).
+# Macros of ``tracker.macros`` read here (see the module docstring).
 EXTERNAL_ID_PARAM = "trafficsource.externalid_param"
 CLICK_TIMESTAMP = "click.timestamp"
 EVENT_NAME_MAX_CHARS = 50

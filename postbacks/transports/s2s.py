@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from postbacks import macros
 from postbacks.choices import HttpMethod
 from postbacks.transports.base import PreparedRequest
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
+from tracker import macros
 
 if TYPE_CHECKING:
     from postbacks.models import PostbackRule

@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from postbacks import macros
 from postbacks.choices import SuccessMode
 from postbacks.transports.base import (
     Outcome,
@@ -65,6 +64,7 @@ from postbacks.transports.base import (
     retry_seconds,
 )
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
+from tracker import macros
 
 if TYPE_CHECKING:
     import requests

@@ -56,10 +56,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 
-from postbacks import macros
 from postbacks.choices import HttpMethod, SuccessMode
 from postbacks.transports.base import PreparedRequest, parse_headers
 from postbacks.transports.http import IDEMPOTENCY_HEADER, HttpTransport
+from tracker import macros
 
 if TYPE_CHECKING:
     from postbacks.models import PostbackRule

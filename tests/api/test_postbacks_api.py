@@ -262,6 +262,20 @@ def test_deactivating_or_deleting_a_rule_cancels_its_waiting_deliveries(api):
     assert waiting.status == Delivery.Status.CANCELLED
 
 
+def test_switching_a_rule_back_on_clears_its_failure_streak_and_banner(api):
+    rule = factories.rule(
+        URL, is_active=False, needs_attention=True, consecutive_failures=20,
+        disabled_at=timezone.now(), disabled_reason="HTTP 500",
+    )  # fmt: skip
+    answer = api.patch(f"{RULES}{rule.pk}/", {"name": "Renamed"}, format="json")
+    assert answer.status_code == 200 and answer.json()["needs_attention"] is True
+    answer = api.patch(f"{RULES}{rule.pk}/", {"is_active": True}, format="json")
+    assert answer.status_code == 200
+    assert (answer.json()["needs_attention"], answer.json()["consecutive_failures"]) == (False, 0)
+    rule.refresh_from_db()
+    assert rule.is_active and not rule.needs_attention and rule.consecutive_failures == 0
+
+
 def test_read_only_user_reads_but_cannot_write(api_for):
     rule = factories.rule(URL)
     client = api_for("view_postbackrule")

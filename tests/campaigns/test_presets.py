@@ -16,10 +16,10 @@ from campaigns.models import (
     TrafficSourceParameter,
     param_name_validator,
 )
-from postbacks import macros
 from postbacks.models import Delivery, PostbackRule
 from postbacks.transports import get_transport
 from tests import factories
+from tracker import macros
 from tracker.models import Click
 
 ALL = list(presets.PRESETS.values())

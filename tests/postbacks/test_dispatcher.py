@@ -379,7 +379,7 @@ def test_a_row_the_database_refuses_costs_only_its_own_answer(dispatcher, monkey
     without it; none is left "sending" for the sweeper to send again."""
     if connection.vendor != "postgresql":
         pytest.skip("only PostgreSQL refuses NUL bytes in text")
-    monkeypatch.setattr("postbacks.models.storable", lambda text: text)
+    monkeypatch.setattr("postbacks.models.deliveries.storable", lambda text: text)
     for _ in range(3):
         factories.delivery("http://x.example/pb")
     first, bad, last = dispatcher.claim(3)

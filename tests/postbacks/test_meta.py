@@ -13,13 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.core.exceptions import ValidationError
 
-from postbacks import macros
 from postbacks.models import PostbackRule
 from postbacks.receiver import Reply
 from postbacks.signing import new_secret
 from postbacks.transports import MetaConversionsAPI, Secrets
 from postbacks.transports.meta import DEFAULT_VERSION
 from tests import factories
+from tracker import macros
 from tracker.models import Conversion
 
 META = MetaConversionsAPI()

@@ -9,7 +9,6 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postbacks import macros
 from postbacks.models import Attempt, Delivery, PostbackRule
 from postbacks.preview import (
     SAMPLE_DELIVERY_ID,
@@ -21,6 +20,7 @@ from postbacks.preview import (
 from postbacks.receiver import Reply
 from tests import factories
 from tests.conftest import examples
+from tracker import macros
 from tracker.models import Click, Conversion
 
 # Empty for an approved conversion that was just created, as they would be.

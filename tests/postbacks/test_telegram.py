@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 from django.core.exceptions import ValidationError
 
-from postbacks import macros
 from postbacks.masking import mask_secrets
 from postbacks.models import PostbackRule
 from postbacks.receiver import Reply
 from postbacks.signing import new_secret
 from postbacks.transports import Secrets, TelegramMessage
 from postbacks.transports.telegram import DEFAULT_TEMPLATE, TEXT_MAX, message_text
+from tracker import macros
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw-_"
 SECRETS = Secrets(access_token=TOKEN)

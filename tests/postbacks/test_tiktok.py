@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 from django.core.exceptions import ValidationError
 
-from postbacks import macros
 from postbacks.models import PostbackRule
 from postbacks.receiver import Reply
 from postbacks.transports import Secrets, TikTokEventsAPI
 from tests import factories
+from tracker import macros
 from tracker.models import Conversion
 
 TIKTOK = TikTokEventsAPI()

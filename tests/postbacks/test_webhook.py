@@ -11,7 +11,6 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from postbacks.macros import build_context
 from postbacks.models import PostbackRule
 from postbacks.preview import sample_context
 from postbacks.receiver import Reply
@@ -19,6 +18,7 @@ from postbacks.transports import CrmWebhook, Outcome, get_transport
 from postbacks.transports.webhook import Number, dumps, parse_mapping, to_number
 from tests import factories
 from tracker import services
+from tracker.macros import build_context
 
 DELIVERY_ID = "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"
 

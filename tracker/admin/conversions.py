@@ -25,10 +25,9 @@ from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from postbacks import macros
 from postbacks.models import Delivery
 from tracker import currency as currencies
-from tracker import ingest, permissions, services, uploads
+from tracker import ingest, macros, permissions, services, uploads
 from tracker.admin.base import ClickSearchMixin
 from tracker.admin.conversion_filters import ConversionTypeFilter, MethodFilter
 from tracker.admin.conversion_forms import (

@@ -19,8 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from campaigns import services as campaign_cache
 from campaigns.models import Campaign
-from postbacks import macros
-from tracker import services
+from tracker import macros, services
 from tracker.models import Click, Impression
 from tracker.views.common import (
     PIXEL_GIF,

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 from django.core.exceptions import ValidationError
 
-from postbacks import macros
 from tests import factories
+from tracker import macros
 from tracker.models import Click
 
 CLICK_ID = "6f1c1c1e-0000-4000-8000-000000000001"

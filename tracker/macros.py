@@ -1,4 +1,8 @@
-"""Macro (token) catalogue, context and renderer for postback templates.
+"""Macro (token) catalogue, context and renderer for postback templates and offer URLs.
+
+It lives in the tracker, below the postbacks app: recording a click fills the offer URL with
+it, the visit views fill lander URLs, and the Google Ads upload file formats payouts with it.
+It imports nothing of the project at runtime (the tracker's models are named for types only).
 
 Names follow ClickFlare's token table (``{externalid}``, ``{click.id}``, ``{transaction.id}``,
 ``{campaign.id}``...) plus the spellings other trackers and networks use for the same data

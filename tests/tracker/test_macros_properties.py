@@ -16,9 +16,8 @@ from urllib.parse import unquote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postbacks import macros
 from tests.conftest import examples
-from tracker import enrichment
+from tracker import enrichment, macros
 
 FAST = settings(max_examples=examples(200), deadline=None, database=None)
 
