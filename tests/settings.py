@@ -35,6 +35,9 @@ os.environ.setdefault("POSTBACKS_HEARTBEAT_SECONDS", "1")
 os.environ.setdefault("POSTBACKS_WORKER_DEAD_SECONDS", "3")
 os.environ.setdefault("POSTBACKS_COUNTDOWN_MAX_SECONDS", "2")
 os.environ.setdefault("CELERY_WORKER_CONCURRENCY", "2")
+# The click buffer is off (each /c writes its click, as the tests read it at once) unless a
+# test turns it on: tests/tracker/test_click_buffer.py, with its own worker.
+os.environ.setdefault("TRACKER_CLICK_BUFFER_REDIS_URL", "")
 
 from tracker.settings import *  # noqa: E402, F403
 

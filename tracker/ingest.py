@@ -116,6 +116,10 @@ class Result:
         return self.status < 400
 
 
+# What a 503 ``unavailable`` asks the network to wait before it sends the postback again.
+RETRY_AFTER_SECONDS = 10
+
+
 def error_result(status: int, code: str, detail: str, **extra: Any) -> Result:
     """A refusal in the documented shape ``{"error": code, "detail": detail}``."""
     return Result(status, {"error": code, "detail": detail}, **extra)
@@ -180,6 +184,7 @@ def conversion_ingest(data: Mapping[str, str], inbound: Inbound) -> Result:
         )
         detail = "The conversion could not be recorded; retry later."
         result = error_result(503, "unavailable", detail, network=network)
+        result.extra["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return record(inbound, result, click_id=_sent_click_id(query))
 
 

@@ -130,3 +130,52 @@ def instance(model: type[_M], values: Sequence[Any], using: str = DEFAULT_DB_ALI
             for convert in found:
                 values[n] = convert(values[n], col, connection)
     return model.from_db(using, names, values)
+
+
+_new_inserts: dict[tuple[str, type[Model]], tuple[str, str, str, list[Field]]] = {}
+
+
+def insert_new(objs: Sequence[_M], using: str = DEFAULT_DB_ALIAS) -> list[_M]:
+    """INSERT those of ``objs`` (instances of one model whose primary key is set in Python,
+    e.g. a click's UUID) that are not in the table yet, in one statement per batch, and
+    return them; a row whose key exists is left as it is (``ON CONFLICT DO NOTHING``).
+
+    Values are written as they stand on the objects: no ``pre_save``, so ``auto_now_add``
+    times made earlier (when the event happened) are kept. Raises Django's
+    ``IntegrityError`` / ``DataError`` / ``DatabaseError`` as :func:`insert` does.
+    """
+    if not objs:
+        return []
+    model = type(objs[0])
+    key = (using, model)
+    connection = connections[using]
+    if key not in _new_inserts:
+        meta = model._meta
+        qn = connection.ops.quote_name
+        fields = list(meta.concrete_fields)
+        names = ", ".join(qn(_column(f)) for f in fields)
+        head = f"INSERT INTO {qn(meta.db_table)} ({names}) VALUES "
+        tail = f"ON CONFLICT ({qn(_column(meta.pk))}) DO NOTHING RETURNING {qn(_column(meta.pk))}"
+        _new_inserts[key] = head, f"({', '.join(['%s'] * len(fields))})", tail, fields
+    head, row, tail, fields = _new_inserts[key]
+    pk = model._meta.pk
+    size = max(1, connection.ops.bulk_batch_size(fields, objs))
+    written: list[_M] = []
+    for start in range(0, len(objs), size):
+        batch = objs[start : start + size]
+        by_key = {pk.get_db_prep_value(obj.pk, connection): obj for obj in batch}
+        params = [
+            field.get_db_prep_save(getattr(obj, field.attname), connection)
+            for obj in batch
+            for field in fields
+        ]
+        sql = f"{head}{', '.join([row] * len(batch))} {tail}"
+        with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            inserted = cursor.fetchall()
+        for (value,) in inserted:
+            obj = by_key[value]
+            obj._state.adding = False
+            obj._state.db = using
+            written.append(obj)
+    return written

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from campaigns import services as campaign_cache
 from campaigns.models import Campaign, Offer
+from tracker import clickbuffer, db, enrichment, macros, rows
 from tracker import currency as currencies
-from tracker import db, enrichment, macros, rows
 from tracker.events import EventType, Trigger
 from tracker.models import (
     EXTERNAL_ID_MAX,
@@ -215,6 +215,11 @@ def click_record(
         accept_language=accept_language,
         offer=offer,
     )
+    if clickbuffer.enabled():
+        click.created_at = timezone.now()
+        clickbuffer.push(click)  # written by a worker (tracker/clickbuffer.py)
+        offer_url = macros.render(offer.url, macros.build_context(click))
+        return click, offer_url
     for reconnects in range(db.RECONNECTS + 1):
         try:
             if reconnects and Click.objects.filter(pk=click.pk).exists():
@@ -231,6 +236,19 @@ def click_record(
             logger.warning("Click %s retried on a fresh connection: %s", click.pk, exc)
     offer_url = macros.render(offer.url, macros.build_context(click))
     return click, offer_url
+
+
+def click_plan(click: Click) -> None:
+    """Plan the click postbacks of a click being stored, in the caller's transaction
+    (nothing without click rules)."""
+    if rules_for(EventType.CLICK):
+        deliveries_plan(event_type=EventType.CLICK, click=click)
+
+
+def click_buffered(click_id: uuid.UUID | str) -> bool:
+    """Store the click with this ID now if the click buffer still holds it (with its click
+    postbacks, in the caller's transaction); True when it is in the table now."""
+    return clickbuffer.flush_one(click_id, click_plan)
 
 
 def _click_save(click: Click) -> None:
@@ -322,6 +340,9 @@ def click_for_conversion(click_id: uuid.UUID, key: str) -> tuple[Click | None, i
         pk = Click._meta.pk.get_db_prep_value(click_id, connection)
         cursor.execute(_click_lookup_sql(using), [key, pk])
         row = cursor.fetchone()
+        if row is None and click_buffered(click_id):
+            cursor.execute(_click_lookup_sql(using), [key, pk])
+            row = cursor.fetchone()
     if row is None:
         return None, None, False
     click = rows.instance(Click, row, using)

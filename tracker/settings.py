@@ -104,7 +104,10 @@ else:
         "pool": {
             "min_size": 2,
             "max_size": env.int("DATABASE_POOL_SIZE", default=20),
-            "timeout": 30,
+            # Seconds a request waits for a connection: only while PostgreSQL cannot be
+            # reached (a sync worker uses one at a time), so /cv answers 503 at once
+            # instead of holding the network until gunicorn's 30 s timeout.
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=0.5),
         }
     }
 USING_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
@@ -328,6 +331,21 @@ TRACKER_DISPLAY_CURRENCY = env.str("TRACKER_DISPLAY_CURRENCY", default="USD").up
 CLICK_COOKIE_NAME = "cf_click_id"
 CLICK_COOKIE_MAX_AGE = 30 * 24 * 3600
 TRACKER_CAMPAIGN_CACHE_SECONDS = env.float("TRACKER_CAMPAIGN_CACHE_SECONDS", default=5.0)  # /c
+# The click buffer (tracker/clickbuffer.py): /c puts clicks on a Redis stream and the workers
+# write them, so a visitor is redirected while PostgreSQL is down. Default: REDIS_URL; empty
+# (the SQLite demo): /c writes each click itself.
+TRACKER_CLICK_BUFFER_REDIS_URL = env.str(
+    "TRACKER_CLICK_BUFFER_REDIS_URL", default=env.str("REDIS_URL", default="")
+)
+# Seconds /c waits for Redis before it spools the click to a local file instead.
+TRACKER_CLICK_BUFFER_TIMEOUT = env.float("TRACKER_CLICK_BUFFER_TIMEOUT", default=0.05)
+# Where clicks go while Redis is unreachable too (one file per web process, moved to Redis
+# by the next click that reaches it).
+TRACKER_CLICK_SPOOL_DIR = env.str("TRACKER_CLICK_SPOOL_DIR", default=str(VAR_DIR / "spool"))
+# How long a buffered click's copy stays readable by /cv before it is surely written (s).
+TRACKER_CLICK_COPY_SECONDS = env.int("TRACKER_CLICK_COPY_SECONDS", default=86400)
+# A writer's unacknowledged clicks are taken over by another after this many seconds.
+TRACKER_CLICK_CLAIM_SECONDS = env.float("TRACKER_CLICK_CLAIM_SECONDS", default=30.0)
 # Exchange rates are cached per process this long (saving a rate clears it at once there).
 TRACKER_RATES_CACHE_SECONDS = env.float("TRACKER_RATES_CACHE_SECONDS", default=5.0)
 # CSV uploads of conversions (admin and manage.py conversions_upload) up to this size (bytes).

@@ -8,12 +8,28 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
-from tracker import uploads
+from tracker import clickbuffer, services, uploads
 from tracker.models import ConversionUpload
 
 log = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def click_writer_start(**_: object) -> None:
+    """Each worker process (prefork child) writes buffered clicks on a thread of its own."""
+    clickbuffer.Flusher.start_for_process(services.click_plan)
+
+
+@worker_ready.connect
+def click_writer_start_solo(sender: object = None, **_: object) -> None:
+    """With the threads or solo pool, tasks run in the main process: it writes."""
+    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+        clickbuffer.Flusher.start_for_process(services.click_plan)
+
 
 # One task processes an upload for at most this long, then sends a new task that goes on
 # where it stopped (under CELERY_TASK_SOFT_TIME_LIMIT, whatever the size of the file).

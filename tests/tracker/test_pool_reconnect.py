@@ -223,6 +223,7 @@ def test_a_503_after_the_retry_is_logged(click, monkeypatch, caplog):
         result = ingest.conversion_ingest(params, s2s(**params))
 
     assert (result.status, result.body["error"]) == (503, "unavailable")
+    assert result.extra["Retry-After"] == str(ingest.RETRY_AFTER_SECONDS)
     assert not Conversion.objects.exists()
     row = InboundRequest.objects.get()
     assert (row.response_status, row.error_code, row.click_id) == (

@@ -6,9 +6,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from campaigns import services as campaign_cache
 from campaigns.models import AffiliateNetwork, TrafficSourceParameter
 from postbacks.models import Delivery, EventType
 from tests import factories
+from tests.conftest import wait_until
 from tracker.models import Click, Conversion, InboundRequest
 
 TOKEN = "s3cret-Token-0123456789abcdef"
@@ -156,6 +158,7 @@ def test_conversion_is_one_transaction_with_one_commit(client):
 
 
 @pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the reload's thread reads committed rows
 def test_campaign_cache_is_cleared_by_saves_and_expires(client, settings):
     campaign = factories.campaign()
     assert client.get(f"/c/{campaign.key}").status_code == 302
@@ -171,5 +174,7 @@ def test_campaign_cache_is_cleared_by_saves_and_expires(client, settings):
     client.get(f"/c/{campaign.key}", {"subid": "cached"})
     assert Click.objects.filter(var1="cached").count() == 0
     settings.TRACKER_CAMPAIGN_CACHE_SECONDS = 0
+    client.get(f"/c/{campaign.key}", {"subid": "stale"})  # the cached copy; a thread reloads
+    assert wait_until(lambda: not campaign_cache._refreshing, timeout=10)
     client.get(f"/c/{campaign.key}", {"subid": "fresh"})
     assert Click.objects.filter(var1="fresh").count() == 1

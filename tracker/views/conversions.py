@@ -145,14 +145,16 @@ def conversion_postback(request: HttpRequest, network_key: str = "") -> HttpResp
     ``invalid_timestamp``, ``invalid_json``, ``invalid_body``, ``too_many_fields``,
     ``invalid_request``); 403 ``forbidden_ip`` | ``forbidden_token`` | ``network_mismatch``;
     404 ``unknown_click_id`` | ``unknown_network``; 405 ``method_not_allowed``; 413
-    ``body_too_large``; 503 ``unavailable``.
+    ``body_too_large``; 503 ``unavailable`` (the database cannot be reached; with
+    ``Retry-After``).
     """
     result = _ingest(request, Channel.S2S, network_key)
     if result.accepted and result.network is not None and result.network.response_body:
         return HttpResponse(result.network.response_body, content_type="text/plain; charset=utf-8")
     response = JsonResponse(result.body, status=result.status)
-    if "Allow" in result.extra:
-        response["Allow"] = result.extra["Allow"]
+    for header in ("Allow", "Retry-After"):
+        if header in result.extra:
+            response[header] = result.extra[header]
     return response
 
 

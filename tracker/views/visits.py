@@ -224,6 +224,8 @@ def _lander_click(request: HttpRequest, query: Mapping[str, str]) -> HttpRespons
             code, detail = "missing_click_id", "Send click_id, or keep the click-ID cookie."
         return _fallback(_named_campaign(query)) or error(code, detail, 400)
     visit = Click.objects.filter(pk=click_id).first()
+    if visit is None and services.click_buffered(click_id):
+        visit = Click.objects.filter(pk=click_id).first()
     if visit is None:
         detail = "No click has this click ID."
         return _fallback(_named_campaign(query)) or error("unknown_click_id", detail, 404)
