@@ -257,6 +257,7 @@ class Flusher:
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.had_pending = False  # the last round wrote entries read before (pending)
 
     @classmethod
     def start_for_process(cls, plan: Plan) -> Flusher | None:
@@ -279,15 +280,16 @@ class Flusher:
 
     def run(self) -> None:
         claim_every = settings.TRACKER_CLICK_CLAIM_SECONDS
-        next_claim = time.monotonic() + claim_every
+        next_claim = time.monotonic()
         pending_first = True
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + claim_every
                     self._claim_abandoned()
-                written = self.round(pending_first)
-                pending_first = written == BATCH
+                    pending_first = True  # what was claimed is this writer's pending now
+                self.round(pending_first)
+                pending_first = self.had_pending  # more may be pending
             except Exception:
                 logger.warning("Clicks not written yet; trying again", exc_info=True)
                 connection.close()
@@ -308,6 +310,7 @@ class Flusher:
         entries: list[Entry] = []
         if pending_first:
             entries = self._read(client, "0", block=None)
+        self.had_pending = bool(entries)
         if not entries:
             entries = self._read(client, ">", block=1000)
         if entries:
