@@ -108,6 +108,11 @@ else:
             # reached (a sync worker uses one at a time), so /cv answers 503 at once
             # instead of holding the network until gunicorn's 30 s timeout.
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=0.5),
+            # A failed connection attempt is retried with a doubling delay for this long, then
+            # given up: the next request that needs a connection tries at once. Short, so
+            # the web is back within about a second of PostgreSQL, whatever the outage's length
+            # (psycopg_pool's default, 300 s, let the delay grow to minutes).
+            "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_SECONDS", default=1.0),
         }
     }
 USING_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"

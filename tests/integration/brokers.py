@@ -30,13 +30,21 @@ def free_port() -> int:
 class RedisServer:
     """A ``redis-server`` of our own on a spare port, so a test can stop and restart it.
 
-    No persistence: a restart loses every queued message, as a crashed Redis would. The
-    shared Redis on 6379 is never touched.
+    No persistence unless ``persistent``: a restart loses every queued message, as a crashed
+    Redis would. The shared Redis on 6379 is never touched.
     """
 
-    def __init__(self, work_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, work_dir: Path, port: int | None = None, *, persistent: bool = False
+    ) -> None:
         self.work_dir = work_dir
         self.port = port or free_port()
+        # persistent: an append-only file synced at every write, kept across restarts.
+        self.persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if persistent
+            else ["--appendonly", "no"]
+        )
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -53,7 +61,7 @@ class RedisServer:
         log = self.work_dir / f"redis-{self.starts}.log"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.work_dir)],
+             *self.persistence, "--dir", str(self.work_dir)],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
