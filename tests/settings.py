@@ -27,7 +27,10 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "TESTS_XDIST_REDIS_URL" not in os.e
     os.environ["REDIS_URL"] = _redis_db_of_this_xdist_worker(
         os.environ["REDIS_URL"], os.environ["PYTEST_XDIST_WORKER"]
     )
-    os.environ["TESTS_XDIST_REDIS_URL"] = os.environ["REDIS_URL"]
+    os.environ["TESTS_XDIST_REDIS_URL"] = os.environ["REDIS_CACHE_URL"] = os.environ["REDIS_URL"]
+# The cache on the worker's own Redis db too (production puts it on the next one, which here
+# is another xdist worker's).
+os.environ.setdefault("REDIS_CACHE_URL", os.environ["REDIS_URL"])
 os.environ.setdefault("POSTBACKS_ALLOW_PRIVATE_NETWORKS", "true")
 os.environ.setdefault("POSTBACKS_SWEEP_SECONDS", "1")
 os.environ.setdefault("POSTBACKS_LEASE_MARGIN_SECONDS", "2")
