@@ -53,3 +53,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 # The tests make many users and log them in: PBKDF2's deliberate cost (a few hundred ms per
 # hash on a small machine) buys nothing here, and no test is about the hash itself.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# `make migrations-check` (django-migration-linter: pyproject.toml [tool.django_migration_linter])
+INSTALLED_APPS = [*INSTALLED_APPS, "django_migration_linter"]  # noqa: F405

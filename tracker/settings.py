@@ -108,6 +108,12 @@ else:
             "timeout": 30,
         }
     }
+# Migrations on PostgreSQL (tracker/backends/postgresql/schema.py): the longest a migration
+# waits for a lock before it fails (and is run again: README, "Upgrades"), rather than queue
+# every query of the table behind it; and the longest one of its statements runs (index
+# builds CONCURRENTLY excepted). PostgreSQL durations: "5s", "500ms", "10min"; "0": none.
+MIGRATION_LOCK_TIMEOUT = env.str("MIGRATION_LOCK_TIMEOUT", default="5s")
+MIGRATION_STATEMENT_TIMEOUT = env.str("MIGRATION_STATEMENT_TIMEOUT", default="15min")
 USING_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
