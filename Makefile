@@ -19,7 +19,7 @@ DEMO_ENV := SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_KEY))}" \
 	TRACKER_BASE_URL=$${TRACKER_BASE_URL:-http://127.0.0.1:$(WEB_PORT)} WEB_PORT=$(WEB_PORT) \
 	RECEIVER_PORT=$(RECEIVER_PORT)
 
-.PHONY: install run migrate demo test test-fast lint format ci simulate bench clean
+.PHONY: install run migrate demo test test-fast lint migrations-check format ci simulate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,15 +75,29 @@ test: install
 test-fast: install
 	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" -x
 
-## lint: ruff, then the import layers (import-linter contracts in pyproject.toml) and no
-## import cycle nor import inside a function (bin/check_imports.py), then the types (mypy
-## with the Django and DRF plugins, [tool.mypy] in pyproject.toml)
-lint: install
+## lint: the migrations (migrations-check), ruff, then the import layers (import-linter
+## contracts in pyproject.toml) and no import cycle nor import inside a function
+## (bin/check_imports.py), then the types (mypy with the Django and DRF plugins, [tool.mypy]
+## in pyproject.toml)
+lint: install migrations-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/python bin/check_imports.py
 	$(BIN)/mypy
+
+# The SQL of each migration is what PostgreSQL would run, so the check needs one (any
+# database: it reads and writes nothing): MIGRATIONS_CHECK_DATABASE_URL.
+MIGRATIONS_CHECK_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+## migrations-check: no new migration locks a busy table for long or breaks the running code
+## during an upgrade (django-migration-linter, [tool.django_migration_linter] in
+## pyproject.toml, where the released migrations that break the rule are listed as accepted),
+## nor backfills in the transaction of a schema change (tests/test_migrations.py)
+migrations-check: install
+	DATABASE_URL=$(MIGRATIONS_CHECK_DATABASE_URL) DJANGO_SETTINGS_MODULE=tests.settings \
+		LOG_LEVEL=WARNING $(BIN)/python manage.py lintmigrations --quiet ok ignore
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_migrations.py
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -41,7 +41,7 @@ from postbacks.models import (
 )
 from postbacks.signing import new_secret
 from postbacks.transports import Outcome, Result, get_transport
-from tracker import currency, rows
+from tracker import currency, db, rows
 from tracker.macros import CATALOGUE, build_context, format_value
 from tracker.models import Click, Conversion, Impression
 
@@ -491,20 +491,31 @@ def deliveries_reclaim(limit: int = 5000) -> int:
     return reclaimed
 
 
+# The advisory lock one sweep holds while it runs (tracker.db.single_run_in_transaction).
+SWEEP_LOCK = "postbacks.sweep"
+
+
 def deliveries_sweep(limit: int = 5000) -> dict[str, int]:
     """Reclaim stuck deliveries, then wake a dispatcher if any delivery is due.
 
-    Run by every worker process's maintenance thread every ``POSTBACKS_SWEEP_SECONDS``
-    (concurrent runs are safe: each reclaim is a conditional UPDATE): a lost wake-up, a
-    failed publish or a long delay ends in a postback at most one period late.
-    Returns counts: ``{"reclaimed": n, "due": 0 or 1, "woken": 0 or 1}``.
+    Run by every worker process's maintenance thread every ``POSTBACKS_SWEEP_SECONDS``, on
+    every host (beat plays no part): a lost wake-up, a failed publish, a long delay or a
+    killed worker ends in a postback at most one period late, as long as one worker is
+    alive. One sweep runs at a time: the first to take the advisory lock sweeps, in one
+    transaction, and the others skip their turn (each reclaim is a conditional UPDATE as
+    well, so even two sweeps could not take one delivery back twice). The wake-up is
+    published after the commit.
+    Returns counts: ``{"reclaimed": n, "due": 0 or 1, "woken": 0 or 1, "skipped": 0 or 1}``.
     """
-    reclaimed = deliveries_reclaim(limit)
-    now = timezone.now()
-    Worker.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
-    due = Delivery.objects.due(now).exists()
+    with transaction.atomic():
+        if not db.single_run_in_transaction(SWEEP_LOCK):
+            return {"reclaimed": 0, "due": 0, "woken": 0, "skipped": 1}
+        reclaimed = deliveries_reclaim(limit)
+        now = timezone.now()
+        Worker.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
+        due = Delivery.objects.due(now).exists()
     woken = wake() if due else False
-    return {"reclaimed": reclaimed, "due": int(due), "woken": int(woken)}
+    return {"reclaimed": reclaimed, "due": int(due), "woken": int(woken), "skipped": 0}
 
 
 # What deliveries_retry_now schedules again: finished without success, or still waiting.

@@ -18,6 +18,7 @@ from django.utils import timezone
 from postbacks import services
 from postbacks.dispatcher import Dispatcher
 from postbacks.models import Attempt, Delivery
+from tracker import db
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ RETENTION_BATCH = 5000
 # The periodic task stops after this many seconds (under CELERY_TASK_SOFT_TIME_LIMIT); the
 # next run goes on where it stopped.
 RETENTION_TASK_SECONDS = 90.0
+# The advisory lock a purge holds while it runs (tracker.db.single_run).
+RETENTION_LOCK = "postbacks.retention"
 FINISHED = (Delivery.Status.DELIVERED, Delivery.Status.FAILED, Delivery.Status.CANCELLED)
 
 
@@ -142,7 +145,14 @@ def retention_purge(
 
 @shared_task(name="postbacks.retention", ignore_result=True)
 def retention_task() -> dict[str, int]:
-    """Delete the log older than POSTBACKS_RETENTION_DAYS (Celery beat, hourly; 0: off)."""
-    return retention_purge(
-        settings.POSTBACKS_RETENTION_DAYS, max_seconds=RETENTION_TASK_SECONDS
-    ).as_dict()
+    """Delete the log older than POSTBACKS_RETENTION_DAYS (Celery beat, hourly; 0: off).
+
+    One purge at a time (an advisory lock): a second beat's run, or a run sent while the
+    last one is still going, finds the lock taken and does nothing."""
+    with db.single_run(RETENTION_LOCK) as alone:
+        if not alone:
+            log.info("Retention: another run is going on; this one does nothing.")
+            return Purged().as_dict()
+        return retention_purge(
+            settings.POSTBACKS_RETENTION_DAYS, max_seconds=RETENTION_TASK_SECONDS
+        ).as_dict()

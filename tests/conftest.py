@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SLOW_TIERS = ("integration", "chaos", "broker", "browser", "fuzz")
 TIER_OF_FILE = {
     "tests/integration/test_chaos.py": "chaos",
+    "tests/integration/test_takeover.py": "chaos",
     "tests/integration/test_broker_restart.py": "broker",
     "tests/integration/test_rabbitmq.py": "broker",
     "tests/api/test_fuzz.py": "fuzz",
@@ -127,15 +128,22 @@ class WorkerProcess:
     """``celery -A tracker worker -B`` as a real subprocess on the test database.
 
     ``env`` overrides the worker's environment (e.g. ``{"CELERY_BROKER_URL": "amqp://..."}``
-    to run it on another broker); ``name`` prefixes its node name, ``<name><starts>@<host>``.
+    to run it on another broker); ``name`` prefixes its node name, ``<name><starts>@<host>``;
+    ``beat`` False leaves out the embedded beat (``-B``).
     """
 
     def __init__(
-        self, log_dir: Path, *, env: dict[str, str] | None = None, name: str = "test"
+        self,
+        log_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        name: str = "test",
+        beat: bool = True,
     ) -> None:
         self.log_dir = log_dir
         self.env_override = dict(env or {})
         self.name = name
+        self.beat = beat
         self.proc: subprocess.Popen | None = None
         self.log_path = log_dir / "worker-0.log"
         self.starts = 0
@@ -166,7 +174,8 @@ class WorkerProcess:
             **self.env_override,
         }
         command = [
-            sys.executable, "-m", "celery", "-A", "tracker", "worker", "-B",
+            sys.executable, "-m", "celery", "-A", "tracker", "worker",
+            *(["-B"] if self.beat else []),
             "-Q", "postbacks,celery", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO", "-n", f"{self.name}{self.starts}@%h",
         ]  # fmt: skip

@@ -27,7 +27,10 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "TESTS_XDIST_REDIS_URL" not in os.e
     os.environ["REDIS_URL"] = _redis_db_of_this_xdist_worker(
         os.environ["REDIS_URL"], os.environ["PYTEST_XDIST_WORKER"]
     )
-    os.environ["TESTS_XDIST_REDIS_URL"] = os.environ["REDIS_URL"]
+    os.environ["TESTS_XDIST_REDIS_URL"] = os.environ["REDIS_CACHE_URL"] = os.environ["REDIS_URL"]
+# The cache on the worker's own Redis db too (production puts it on the next one, which here
+# is another xdist worker's).
+os.environ.setdefault("REDIS_CACHE_URL", os.environ["REDIS_URL"])
 os.environ.setdefault("POSTBACKS_ALLOW_PRIVATE_NETWORKS", "true")
 os.environ.setdefault("POSTBACKS_SWEEP_SECONDS", "1")
 os.environ.setdefault("POSTBACKS_LEASE_MARGIN_SECONDS", "2")
@@ -53,3 +56,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 # The tests make many users and log them in: PBKDF2's deliberate cost (a few hundred ms per
 # hash on a small machine) buys nothing here, and no test is about the hash itself.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# `make migrations-check` (django-migration-linter: pyproject.toml [tool.django_migration_linter])
+INSTALLED_APPS = [*INSTALLED_APPS, "django_migration_linter"]  # noqa: F405

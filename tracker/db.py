@@ -106,3 +106,42 @@ def reconnect(error: BaseException, attempt: int = 0, using: str = DEFAULT_DB_AL
     release_closed(using)
     time.sleep(RECONNECT_PAUSES[attempt])
     return True
+
+
+# --- One run at a time, across processes and hosts ---------------------------------------------
+
+
+def single_run_in_transaction(name: str, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Whether this transaction may run the job ``name`` (a periodic sweep every worker
+    process runs): ``pg_try_advisory_xact_lock`` on the name, held until the transaction
+    ends, so one runner at a time whatever the number of workers, hosts or beats, and the
+    others skip their turn rather than wait. Always True on other databases (SQLite runs one
+    writer at a time anyway). Call it inside ``transaction.atomic()``."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return True
+    if not connection.in_atomic_block:
+        raise RuntimeError("single_run_in_transaction() outside a transaction: a lock for nothing")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [name])
+        return bool(cursor.fetchone()[0])
+
+
+@contextmanager
+def single_run(name: str, using: str = DEFAULT_DB_ALIAS) -> Iterator[bool]:
+    """Yield whether this process may run the job ``name``, for a job of many transactions
+    (a purge in batches): ``pg_try_advisory_lock`` on the name, held by this connection
+    until the block ends (or the connection does). Always True on other databases."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [name])
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired and not closed(using):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])

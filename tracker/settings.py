@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # First, so that every setting below (VAR_DIR included) can come from .env; the process
@@ -115,6 +116,12 @@ else:
             "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_SECONDS", default=1.0),
         }
     }
+# Migrations on PostgreSQL (tracker/backends/postgresql/schema.py): the longest a migration
+# waits for a lock before it fails (and is run again: README, "Upgrades"), rather than queue
+# every query of the table behind it; and the longest one of its statements runs (index
+# builds CONCURRENTLY excepted). PostgreSQL durations: "5s", "500ms", "10min"; "0": none.
+MIGRATION_LOCK_TIMEOUT = env.str("MIGRATION_LOCK_TIMEOUT", default="5s")
+MIGRATION_STATEMENT_TIMEOUT = env.str("MIGRATION_STATEMENT_TIMEOUT", default="15min")
 USING_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -147,13 +154,29 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Production-safe defaults when DEBUG is off ------------------------------------------------
+# HTTPS is the operator's to declare (README, "Production"): HSTS and the redirect stay off
+# until it is, so the demo and a first install over plain http keep working.
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_REFERRER_POLICY = "same-origin"
     X_FRAME_OPTIONS = "DENY"
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # The header (and value) by which the proxy in front says a request came over https,
+    # "HTTP_X_FORWARDED_PROTO,https" by default; empty: no proxy is trusted for it. Only
+    # right when that proxy overwrites the header a client may send.
+    _proxy_ssl_header = env.list(
+        "SECURE_PROXY_SSL_HEADER", default=["HTTP_X_FORWARDED_PROTO", "https"]
+    )
+    if len(_proxy_ssl_header) not in (0, 2):
+        raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER: a header and a value, or empty")
+    SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+    # Paths (regexes, no leading slash) still answered over http with SECURE_SSL_REDIRECT on.
+    SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[])
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
 LOGGING = {
     "version": 1,
@@ -362,9 +385,28 @@ TRACKER_UPLOAD_STALLED_SECONDS = env.int("TRACKER_UPLOAD_STALLED_SECONDS", defau
 # --- REST API (/api/v1/, tracker.api) -----------------------------------------------------------
 # Requests per token (or signed-in user) and period, e.g. 1200/min; counted in the cache below.
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="1200/min")
-# The throttle counts are shared by every process through Redis when REDIS_URL is set (one
-# count per token); without it each process counts alone.
-_CACHE_REDIS_URL = env.str("REDIS_URL", default="")
+
+
+def redis_url_next_db(url: str) -> str:
+    """``url`` on the next Redis database (1 when it names none; 14 after 15): the cache's
+    default beside the broker's, so that clearing the cache never drops queued tasks."""
+    base, slash, tail = url.partition("?")[0].rpartition("/")
+    query = url.partition("?")[2]
+    if base.count("/") >= 2 and tail.isdigit():
+        number = int(tail)
+        url = f"{base}{slash}{number + 1 if number < 15 else number - 1}"
+    else:
+        url = f"{url.partition('?')[0].rstrip('/')}/1"
+    return f"{url}?{query}" if query else url
+
+
+# The cache (API throttle counts, dashboard figures) is shared by every process through Redis
+# when REDIS_URL is set (one count per token), on a database of its own: REDIS_CACHE_URL when
+# set, else REDIS_URL's next database. Without Redis each process counts alone.
+_CACHE_REDIS_URL = env.str(
+    "REDIS_CACHE_URL",
+    default=redis_url_next_db(env.str("REDIS_URL")) if env.str("REDIS_URL", default="") else "",
+)
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_REDIS_URL}
@@ -402,11 +444,20 @@ SPECTACULAR_SETTINGS = {
     '`{"error": <code>, "detail": <text or field errors>}`.',
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page list every resource and field: signed-in users (token or
+    # admin session) only, unless API_SCHEMA_PUBLIC opens them.
+    "SERVE_PERMISSIONS": [
+        "rest_framework.permissions.AllowAny"
+        if env.bool("API_SCHEMA_PUBLIC", default=False)
+        else "rest_framework.permissions.IsAuthenticated"
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    # One name for the one channel enum (conversion method, status-change source, inbound
+    # channel): without it each field names its own copy, and `check --deploy` warns.
+    "ENUM_NAME_OVERRIDES": {"ChannelEnum": "tracker.events.Channel"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "tracker.api.schema.error_responses",

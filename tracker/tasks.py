@@ -52,8 +52,9 @@ def upload_process_task(upload_id: int) -> None:
 def uploads_resume_task() -> int:
     """Periodic (beat, every minute): send the processing task again for each upload whose
     progress stopped for ``TRACKER_UPLOAD_STALLED_SECONDS`` (a lost task, a killed worker,
-    a broker down at upload time). Returns how many were sent."""
-    stalled = uploads.uploads_stalled(settings.TRACKER_UPLOAD_STALLED_SECONDS)
+    a broker down at upload time). Each is taken before it is sent, so a second beat sends
+    none twice. Returns how many were sent."""
+    stalled = uploads.uploads_stalled_take(settings.TRACKER_UPLOAD_STALLED_SECONDS)
     for upload_id in stalled:
         log.warning("Upload %s made no progress: processing it again.", upload_id)
         upload_process_task.delay(upload_id)

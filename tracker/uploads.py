@@ -587,6 +587,24 @@ def uploads_stalled(older_than: float) -> list[int]:
     return list(stalled.order_by("pk").values_list("pk", flat=True))
 
 
+def uploads_stalled_take(older_than: float) -> list[int]:
+    """:func:`uploads_stalled`, each one taken by a conditional UPDATE of its progress time
+    (it counts as progress: the upload is sent again now). Two callers at once (two beats)
+    share the stalled uploads rather than both send each one; an upload sent again and lost
+    once more is stalled again ``older_than`` seconds later."""
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    still_stalled = Q(progress_at__lt=cutoff) | Q(progress_at__isnull=True, created_at__lt=cutoff)
+    taken = []
+    for upload_id in uploads_stalled(older_than):
+        if (
+            ConversionUpload.objects.filter(still_stalled, pk=upload_id)
+            .filter(state__in=[State.QUEUED, State.RUNNING])
+            .update(progress_at=timezone.now())
+        ):
+            taken.append(upload_id)
+    return taken
+
+
 def result_text(log: InboundRequest) -> str:
     """One line for a row's result, as the management command prints it."""
     text = log.get_outcome_display()

@@ -73,6 +73,15 @@ def test_schema_and_docs_are_served_without_a_cdn():
     assert "swagger-ui" in page and "cdn" not in page.lower()
 
 
+def test_schema_and_docs_need_a_signed_in_user():
+    """They list every resource and field: closed to anonymous callers unless
+    API_SCHEMA_PUBLIC opens them."""
+    schema = APIClient().get("/api/v1/schema/", {"format": "json"})
+    assert schema.status_code == 401
+    assert b"not_authenticated" in schema.content and b"paths" not in schema.content
+    assert APIClient().get("/api/v1/docs/").status_code == 401
+
+
 def test_each_token_is_throttled_on_its_own(monkeypatch):
     from tracker.api.auth import TokenRateThrottle
 

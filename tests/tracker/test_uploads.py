@@ -418,6 +418,8 @@ def test_stalled_uploads_are_sent_again_and_live_or_finished_ones_are_not(
     make("failed", long_ago, long_ago)
     assert tasks.uploads_resume_task() == 2
     assert sent == [lost, killed]
+    assert tasks.uploads_resume_task() == 0  # a second beat: taken already, none sent twice
+    assert sent == [lost, killed]
     monkeypatch.undo()
     tasks.upload_process_task(lost)  # what the worker then does: the row is imported
     assert ConversionUpload.objects.get(pk=lost).state == "done"

@@ -10,6 +10,9 @@ then does it run the empty query, which raises for a dropped connection. A conne
 breaks silently (no FIN from a vanished host) passes the check and fails the request's first
 statement, which :mod:`tracker.db` tells apart and runs again where that is safe.
 
+Its schema editor (migrations) sets a lock timeout and a statement timeout
+(:mod:`tracker.backends.postgresql.schema`).
+
 ENGINE ``tracker.backends.postgresql`` (tracker/settings.py sets it for ``postgres://`` URLs).
 """
 
@@ -25,6 +28,8 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
+
+from tracker.backends.postgresql.schema import DatabaseSchemaEditor
 
 
 def check_connection(conn: psycopg.Connection[Any]) -> None:
@@ -48,6 +53,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
     """Django's PostgreSQL backend; its pool (``OPTIONS["pool"]``) checks connections with
     :func:`check_connection` when ``CONN_HEALTH_CHECKS`` is on."""
 
+    # Migrations wait at most MIGRATION_LOCK_TIMEOUT for a lock (schema.py).
+    SchemaEditorClass = DatabaseSchemaEditor
     # Django's own, absent from its type stubs.
     _connection_pools: ClassVar[dict[str, ConnectionPool]]
     _configure_connection: Callable[[psycopg.Connection[Any]], None]
