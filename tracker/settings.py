@@ -105,10 +105,12 @@ else:
         "pool": {
             "min_size": 2,
             "max_size": env.int("DATABASE_POOL_SIZE", default=20),
-            # Seconds a request waits for a connection: only while PostgreSQL cannot be
-            # reached (a sync worker uses one at a time), so /cv answers 503 at once
-            # instead of holding the network until gunicorn's 30 s timeout.
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=0.5),
+            # Seconds a request waits for a connection: only while connections are being
+            # made again (after a failover) or PostgreSQL cannot be reached (a sync worker
+            # uses one at a time), so /cv answers 503 within it instead of holding the
+            # network until gunicorn's 30 s timeout. Not shorter: a failover's burst of new
+            # connections on a loaded machine took over 0.5 s.
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=2.0),
             # A failed connection attempt is retried with a doubling delay for this long, then
             # given up: the next request that needs a connection tries at once. Short, so
             # the web is back within about a second of PostgreSQL, whatever the outage's length

@@ -1,7 +1,7 @@
 """Outages under steady clicks: PostgreSQL stopped, then Redis stopped, each for 10 s, while
 visitors click at 15 per second through gunicorn. Every visitor is redirected without waiting
 on the stopped server, every click is stored once afterwards, and ``/cv`` during the database
-outage answers a JSON 503 with ``Retry-After`` at once.
+outage answers a JSON 503 with ``Retry-After`` within the pool's wait.
 
 The test runs its own PostgreSQL cluster and Redis (it stops and starts them), a gunicorn web
 server and a Celery worker on them, with the click buffer on, as production runs with Redis.
@@ -175,7 +175,7 @@ def test_visitors_are_redirected_and_clicks_kept_through_a_database_outage(stack
     assert max(v.seconds for v in visits) < 1.0  # none waited on the stopped database
     assert (conversion.status_code, conversion.json()["error"]) == (503, "unavailable")
     assert conversion.headers["Retry-After"] == "10"
-    assert conversion_seconds < 2.0  # the pool's wait, not gunicorn's 30 s timeout
+    assert conversion_seconds < 5.0  # the pool's wait (2 s), not gunicorn's 30 s timeout
     click_ids = [v.click_id for v in visits]
     assert len(set(click_ids)) == len(visits)
     assert wait_until(lambda: stored(stack.database_url, click_ids) == len(visits), timeout=60)
