@@ -16,7 +16,7 @@ from django.utils import timezone
 from campaigns import services as campaign_cache
 from campaigns.models import Campaign, Offer
 from tracker import currency as currencies
-from tracker import db, enrichment, macros, rows
+from tracker import db, enrichment, macros, metrics, rows
 from tracker.events import EventType, Trigger
 from tracker.models import (
     EXTERNAL_ID_MAX,
@@ -229,6 +229,7 @@ def click_record(
             if not db.reconnect(exc, reconnects):
                 raise
             logger.warning("Click %s retried on a fresh connection: %s", click.pk, exc)
+    metrics.CLICKS.inc()
     offer_url = macros.render(offer.url, macros.build_context(click))
     return click, offer_url
 
