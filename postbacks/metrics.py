@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.db import DatabaseError
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -71,19 +70,10 @@ def attempt_recorded(
     outcome = OUTCOMES.get(Delivery.Status(new_status), new_status)
     DELIVERIES.labels(outcome, delivery.kind, delivery.traffic_source).inc()
     ATTEMPT_SECONDS.labels(delivery.kind).observe(result.duration_ms / 1000)
-    created = _aware(delivery.created_at)
+    created = health.cursor_timestamp(delivery.created_at)
     if outcome == "delivered" and created is not None:
         ended = started_at + timedelta(milliseconds=result.duration_ms)
         LAG_SECONDS.labels(delivery.event_type).observe(max(0.0, (ended - created).total_seconds()))
-
-
-def _aware(value: object) -> datetime | None:
-    """A datetime from a raw cursor: PostgreSQL's as is, SQLite's text parsed (UTC)."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if not isinstance(value, datetime):
-        return None
-    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
 
 
 class StatusCollector(Collector):

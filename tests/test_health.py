@@ -76,8 +76,9 @@ def test_health_answers_without_database_or_broker(client):
 # --- /ready -----------------------------------------------------------------------------------
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_ready_when_everything_answers(client):
+    """Committed rows: /ready reads on a connection of its own."""
     TaskRun.objects.create(name="postbacks.retention", finished_at=timezone.now(), state="SUCCESS")
     answer = client.get("/ready")
     body = answer.json()

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from kombu import Connection
 
 from tracker.models import TaskRun
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 # Seconds all checks together may take (HEALTH_TIMEOUT_SECONDS); each connection gets this
 # long to connect too (PostgreSQL's libpq waits at least 2 s, but the answer does not).
 DEFAULT_TIMEOUT = 0.5
+# The migration that made the table of the periodic tasks' last runs.
+TASK_RUN_MIGRATION = ("tracker", "0011_task_run")
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Check:
     ok: bool
     detail: str = ""
     ms: int = 0
+    seen: datetime | None = None  # database: when a periodic task last ended
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "detail": self.detail, "ms": self.ms}
@@ -75,6 +80,11 @@ class Readiness:
     @property
     def failed(self) -> list[str]:
         return [check.name for check in self.checks if not check.ok]
+
+    @property
+    def beat_last_run(self) -> datetime | None:
+        """When a task of the beat schedule last ended (None: never, or no database)."""
+        return next((check.seen for check in self.checks if check.name == "database"), None)
 
 
 @functools.cache
@@ -100,7 +110,8 @@ def database_checks(
     wrapper: BaseDatabaseWrapper | None = None, timeout: float = DEFAULT_TIMEOUT
 ) -> list[Check]:
     """``database`` (a new connection answers) and ``migrations`` (none left to apply) on
-    ``wrapper`` (default: the ``default`` alias). Never raises."""
+    ``wrapper`` (default: the ``default`` alias); the database check's ``seen`` is when a
+    periodic task last ended (read on the same connection). Never raises."""
     wrapper = wrapper or connections["default"]
     expected = migrations_on_disk()
     started = time.monotonic()
@@ -113,6 +124,9 @@ def database_checks(
             database = Check("database", True, wrapper.vendor, _ms(started))
             cursor.execute("SELECT app, name FROM django_migrations")
             applied = {(app, name) for app, name in cursor.fetchall()}
+            if TASK_RUN_MIGRATION in applied:
+                cursor.execute(f"SELECT MAX(finished_at) FROM {TaskRun._meta.db_table}")
+                database.seen = cursor_timestamp(cursor.fetchone()[0])
         finally:
             raw.close()
     except (DatabaseError, psycopg.Error, sqlite3.Error, OSError) as exc:
@@ -128,6 +142,15 @@ def database_checks(
         _ms(started),
     )
     return [database, migrations]
+
+
+def cursor_timestamp(value: object) -> datetime | None:
+    """A timestamp from a raw cursor: PostgreSQL's as is, SQLite's text (UTC)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if not isinstance(value, datetime):
+        return None
+    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
 
 
 def broker_check(url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Check:
@@ -266,12 +289,3 @@ def task_run_record(
 def task_runs() -> list[TaskRun]:
     """The last run of each periodic task (one row per task that ever ran)."""
     return list(TaskRun.objects.all())
-
-
-def task_runs_safe() -> list[TaskRun]:
-    """:func:`task_runs`, or none when the database cannot answer (logged)."""
-    try:
-        return task_runs()
-    except DatabaseError:
-        logger.warning("Periodic task runs not read", exc_info=True)
-        return []
