@@ -16,6 +16,7 @@ SQLite); values always go as query parameters. No database access here.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -159,6 +160,8 @@ class Claimed:
         if isinstance(item.headers, str):  # JSON arrives as text from the cursor
             item.headers = json.loads(item.headers)
         item.is_test = bool(item.is_test)  # 0/1 on SQLite
+        if isinstance(item.public_id, str):  # 32 hex digits on SQLite: as receivers see it
+            item.public_id = uuid.UUID(item.public_id)
         return item
 
     def request(self) -> PreparedRequest:
