@@ -17,7 +17,11 @@ DEMO_ENV := SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_KEY))}" \
 	POSTBACKS_ALLOW_PRIVATE_NETWORKS=$${POSTBACKS_ALLOW_PRIVATE_NETWORKS:-true} \
 	TRACKER_PROXY_COUNT=$${TRACKER_PROXY_COUNT:-1} \
 	TRACKER_BASE_URL=$${TRACKER_BASE_URL:-http://127.0.0.1:$(WEB_PORT)} WEB_PORT=$(WEB_PORT) \
-	RECEIVER_PORT=$(RECEIVER_PORT)
+	RECEIVER_PORT=$(RECEIVER_PORT) \
+	METRICS_OPEN=$${METRICS_OPEN:-true}
+# prometheus-client's multiprocess directory of `make run` (web and worker processes), cleared
+# before they start, as the library asks (README "Health and metrics").
+METRICS_DIR := $(VAR_DIR)/prometheus
 
 .PHONY: install run migrate demo test test-fast lint migrations-check format ci simulate bench clean
 
@@ -45,7 +49,9 @@ demo: migrate
 ## run: install, migrate, load demo data, then start web (gunicorn) + worker + beat + receiver;
 ## each comes back by itself when it crashes (bin/respawn), Ctrl-C stops them all
 run: demo
-	$(DEMO_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	$(DEMO_ENV) PROMETHEUS_MULTIPROC_DIR=$(abspath $(METRICS_DIR)) PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/honcho start
 
 # Test tiers (markers given in tests/conftest.py), each run in parallel: one pytest-xdist
 # process per core (at most 4), each with a database, a Redis db (REDIS_URL's, then the next

@@ -16,6 +16,7 @@ SQLite); values always go as query parameters. No database access here.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -46,8 +47,10 @@ WHERE status = '{scheduled}' AND id IN (
     ) AS ranked
     WHERE nth <= %s ORDER BY due_at, id LIMIT %s
 )
-RETURNING {columns}, {secrets}
+RETURNING {columns}, {source}, {secrets}
 """
+# The traffic source's name, read in the claim (a key lookup): the metrics' label.
+SOURCE_SQL = "(SELECT s.name FROM {sources} s WHERE s.id = {table}.traffic_source_id)"
 # The rule's secrets, read in the claim itself (one round trip): the signing secret, the
 # previous one while within its rotation grace (the parameter: now), the access token.
 SECRETS_SQL = """(SELECT r.signing_secret FROM {rules} r WHERE r.id = {table}.rule_id),
@@ -109,7 +112,7 @@ GONE_REASON = "Deactivated: the destination answered 410 Gone"
 CLAIMED_COLUMNS = (
     "id", "due_at", "host", "kind", "method", "url", "body", "headers", "attempt_count",
     "max_attempts", "retry_base_seconds", "timeout_seconds", "success_mode",
-    "success_pattern", "rule_id", "is_test", "public_id",
+    "success_pattern", "rule_id", "is_test", "public_id", "created_at", "event_type",
 )  # fmt: skip
 
 
@@ -138,21 +141,27 @@ class Claimed:
     rule_id: int | None = None
     is_test: bool = False
     public_id: object = ""  # the delivery ID receivers see (Idempotency-Key): log lines name it
+    created_at: object = None  # written with its event: the start of the delivery lag
+    event_type: str = ""
+    traffic_source: str = ""  # the source's name ("" without one): the metrics' label
     secrets: Secrets = NO_SECRETS  # the rule's, read by the claim (never stored)
 
     @classmethod
     def from_row(cls, row: tuple) -> Claimed:
-        """From a row of :data:`CLAIM_SQL`: the :data:`CLAIMED_COLUMNS`, then the rule's
-        signing secret, previous signing secret (empty past its grace) and access token
-        (NULL without a rule)."""
-        *values, signing, previous, token = row
+        """From a row of :data:`CLAIM_SQL`: the :data:`CLAIMED_COLUMNS`, the traffic
+        source's name (NULL without one), then the rule's signing secret, previous signing
+        secret (empty past its grace) and access token (NULL without a rule)."""
+        *values, source, signing, previous, token = row
         item = cls(*values)
+        item.traffic_source = source or ""
         keys = tuple(key for key in (signing, previous) if key)
         if keys or token:
             item.secrets = Secrets(signing=keys, access_token=token or "")
         if isinstance(item.headers, str):  # JSON arrives as text from the cursor
             item.headers = json.loads(item.headers)
         item.is_test = bool(item.is_test)  # 0/1 on SQLite
+        if isinstance(item.public_id, str):  # 32 hex digits on SQLite: as receivers see it
+            item.public_id = uuid.UUID(item.public_id)
         return item
 
     def request(self) -> PreparedRequest:

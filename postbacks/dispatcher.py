@@ -50,7 +50,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from postbacks import http_async, wakeup
+from campaigns.models import TrafficSource
+from postbacks import http_async, metrics, wakeup
 from postbacks.answers import storable
 from postbacks.claims import (
     CLAIM_SQL,
@@ -61,6 +62,7 @@ from postbacks.claims import (
     RECORD_SQL,
     ROW_LOCK_SQL,
     SECRETS_SQL,
+    SOURCE_SQL,
     STREAK_CASTS,
     STREAK_LOCK_SQL,
     STREAK_SQL,
@@ -306,6 +308,9 @@ class Dispatcher:
             lock=ROW_LOCK_SQL[vendor],
             exclude=f"AND host NOT IN ({', '.join(['%s'] * len(full))})" if full else "",
             columns=", ".join(CLAIMED_COLUMNS),
+            source=SOURCE_SQL.format(
+                sources=TrafficSource._meta.db_table, table=Delivery._meta.db_table
+            ),
             secrets=SECRETS_SQL.format(
                 rules=PostbackRule._meta.db_table, table=Delivery._meta.db_table
             ),
@@ -316,6 +321,7 @@ class Dispatcher:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             claimed = [Claimed.from_row(row) for row in cursor.fetchall()]
+        metrics.CLAIMED.inc(len(claimed))
         return sorted(claimed, key=lambda item: (item.due_at, item.pk))
 
     def record(self, finished: list[Finished]) -> int:
@@ -353,7 +359,7 @@ class Dispatcher:
                     recorded += self._record({pk: attempt}, now)
                     break
                 except DatabaseError:
-                    logger.exception("Postback %s: result not recorded", pk)
+                    logger.exception("Postback %s: result not recorded", move[0].delivery.public_id)
                     self._reconnect()
         return recorded
 
@@ -405,9 +411,10 @@ class Dispatcher:
             )  # fmt: skip
         for rule_id, reason in disabled.items():
             logger.warning("Rule %s deactivated automatically: %s", rule_id, reason)
-        for (item, _move), attempt in zip(
+        for (item, move), attempt in zip(
             (moves[a.delivery_id] for a in attempts), attempts, strict=True
         ):
+            metrics.attempt_recorded(item.delivery, move.status, item.result, item.started_at)
             logger.info(
                 "Postback %s attempt %d: %s %s -> %s in %d ms",
                 item.delivery.public_id, attempt.number, attempt.outcome, attempt.url,

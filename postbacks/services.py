@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from postbacks import wakeup
+from postbacks import metrics, wakeup
 from postbacks.matching import Scope
 from postbacks.models import (
     Attempt,
@@ -486,7 +486,13 @@ def deliveries_reclaim(limit: int = 5000) -> int:
                     error=LOST_WORKER_ERROR,
                 ).save(force_insert=True)
                 reclaimed += 1
+                logger.warning(
+                    "Postback %s attempt %d: taken back from lost worker %s%s",
+                    delivery.public_id, delivery.attempt_count, delivery.claimed_by or "?",
+                    " (attempts exhausted: failed)" if exhausted else "",
+                )  # fmt: skip
     if reclaimed:
+        metrics.RECLAIMED.inc(reclaimed)
         logger.warning("Reclaimed %d postback(s) from a lost worker.", reclaimed)
     return reclaimed
 

@@ -153,6 +153,11 @@ class WorkerProcess:
         self.app_name = f"test-worker-{os.getpid()}-{name}-{id(self)}"
 
     @property
+    def metrics_dir(self) -> Path:
+        """Where its processes write their Prometheus counters (kept across restarts)."""
+        return self.log_dir / "prometheus"
+
+    @property
     def hostname(self) -> str:
         """The node name of the current (or last) run, as remote control addresses it."""
         return f"{self.name}{self.starts}@{socket.gethostname()}"
@@ -171,6 +176,8 @@ class WorkerProcess:
             # no per-process rules cache carried over from the previous test.
             "POSTBACKS_RULES_CACHE_SECONDS": "0",
             "PGAPPNAME": self.app_name,
+            # prometheus-client's multiprocess mode: the worker's counters, for /metrics.
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             **self.env_override,
         }
         command = [

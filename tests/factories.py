@@ -36,6 +36,7 @@ from tracker.models import (
     Impression,
     InboundRequest,
     RejectionReason,
+    TaskRun,
 )
 
 TABOOLA_PATH = (
@@ -279,6 +280,15 @@ class WorkerFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"host:{1000 + n}:test")
     heartbeat_at = factory.LazyFunction(timezone.now)
+
+
+class TaskRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TaskRun
+
+    name = factory.Sequence(lambda n: f"tests.periodic_{n}")
+    finished_at = factory.LazyFunction(timezone.now)
+    state = "SUCCESS"
 
 
 # --- the short helpers -----------------------------------------------------------------------

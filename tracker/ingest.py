@@ -34,7 +34,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from campaigns.models import AffiliateNetwork, status_from_text
-from tracker import db, rows, services
+from tracker import db, metrics, rows, services
 from tracker.forms import ConversionPostbackForm
 from tracker.models import (
     Click,
@@ -445,6 +445,7 @@ def record(
         detail=services.storable(str(result.body.get("detail", "")))[:LOG_TEXT_MAX],
         conversion_id=result.conversion_id,
     )
+    metrics.INBOUND_REQUESTS.labels(inbound.channel, result.outcome).inc()
     try:
         rows.insert([row])
     except DatabaseError as exc:

@@ -506,3 +506,22 @@ class APIToken(AbstractAPIKey):
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API token"
         verbose_name_plural = "API tokens"
+
+
+class TaskRun(models.Model):
+    """The last run of a periodic task of the beat schedule (``CELERY_BEAT_SCHEDULE``).
+
+    Written by the worker when such a task ends (:func:`tracker.health.task_run_record`),
+    one row per task name: a stale ``finished_at`` means beat (or every worker) is silent.
+    """
+
+    name = models.CharField(max_length=200, unique=True, help_text="The Celery task name.")
+    finished_at = models.DateTimeField()
+    state = models.CharField(max_length=16, help_text="Celery's state: SUCCESS, FAILURE...")
+    detail = models.CharField(max_length=500, blank=True, help_text="What it returned.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.state} at {self.finished_at:%Y-%m-%d %H:%M:%S}"

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from campaigns import services as campaign_cache
 from campaigns.models import Campaign, Offer
-from tracker import clickbuffer, db, enrichment, macros, rows
+from tracker import clickbuffer, db, enrichment, macros, metrics, rows
 from tracker import currency as currencies
 from tracker.events import EventType, Trigger
 from tracker.models import (
@@ -218,6 +218,7 @@ def click_record(
     if clickbuffer.enabled():
         click.created_at = timezone.now()
         clickbuffer.push(click)  # written by a worker (tracker/clickbuffer.py)
+        metrics.CLICKS.inc()
         offer_url = macros.render(offer.url, macros.build_context(click))
         return click, offer_url
     for reconnects in range(db.RECONNECTS + 1):
@@ -234,6 +235,7 @@ def click_record(
             if not db.reconnect(exc, reconnects):
                 raise
             logger.warning("Click %s retried on a fresh connection: %s", click.pk, exc)
+    metrics.CLICKS.inc()
     offer_url = macros.render(offer.url, macros.build_context(click))
     return click, offer_url
 

@@ -344,6 +344,23 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Health and metrics (tracker.health, tracker.metrics; README "Health and metrics") ------
+# /ready and worker_health: all checks together answer within this many seconds.
+HEALTH_TIMEOUT_SECONDS = env.float("HEALTH_TIMEOUT_SECONDS", default=0.5)
+# /metrics: with METRICS_TOKEN set, a scrape must send "Authorization: Bearer <token>";
+# METRICS_OPEN=true serves it to anyone (a private network); neither: 403.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_OPEN = env.bool("METRICS_OPEN", default=False)
+# prometheus-client's multiprocess mode: every web and worker process of this machine writes
+# its counters here (the library reads the variable itself); empty: each process counts
+# alone and /metrics shows the answering process's counters only. Clear it before the
+# processes start (make run does), never while they run.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+else:
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # set but empty: single-process mode
+
 # --- Tracker ----------------------------------------------------------------------------------
 # Public base URL of this tracker, used for the campaign tracking URLs shown in the admin.
 TRACKER_BASE_URL = env.str("TRACKER_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.error import HTTPError
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_until
 from tests.integration.brokers import free_port
@@ -96,6 +97,9 @@ class Demo:
             RECEIVER_PORT=str(self.receiver_port),
             WEB_CONCURRENCY="2",
             TRACKER_BASE_URL=f"http://127.0.0.1:{self.web_port}",
+            # As make run: every web and worker process counts into one directory.
+            METRICS_OPEN="true",
+            PROMETHEUS_MULTIPROC_DIR=str(var_dir / "prometheus"),
         )
         self.log = var_dir / "honcho.log"
         self.proc: subprocess.Popen | None = None
@@ -310,11 +314,45 @@ def test_demo_survives_a_burst_and_a_killed_worker(demo):
     assert wait_until(lambda: delivered() == planned, 90), demo.query(
         "SELECT status, count(*) FROM postbacks_delivery GROUP BY status"
     )
+    assert_metrics_add_up_every_process(demo, planned)
     output = demo.output()
     assert "JSONDecodeError" not in output
     assert output.count("respawn: celery exited") == 1, output[-5000:]  # the SIGKILL only
     for name in ("web", "beat", "receiver"):
         assert f"{name}.1 stopped" not in output
+
+
+def assert_metrics_add_up_every_process(demo: Demo, planned: int) -> None:
+    """/metrics of the demo's gunicorn sums the counters of its web processes (the live
+    conversion) and of the worker's, the killed one's included (the upload's conversions,
+    the deliveries); /health and /ready answer."""
+    assert demo.get("/health")[0] == 200
+    status, _, body = demo.get("/ready")
+    assert status == 200, body
+    status, _, body = demo.get("/metrics")
+    assert status == 200, body
+    samples: dict[tuple[str, tuple], float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            samples[key] = samples.get(key, 0) + sample.value
+
+    def total(name: str, **labels: str) -> float:
+        return sum(
+            value
+            for (sample, items), value in samples.items()
+            if sample == name and set(labels.items()) <= set(items)
+        )
+
+    assert total("tracker_inbound_requests_total", endpoint="s2s", outcome="accepted") == 1
+    assert total("tracker_inbound_requests_total", endpoint="upload") == CONVERSIONS
+    assert total("tracker_clicks_total") >= 1
+    # Counted once recorded: a result the killed worker recorded but had not counted yet is
+    # the one way to miss one (at most a batch).
+    delivered = total("postbacks_deliveries_total", outcome="delivered")
+    assert planned - 100 <= delivered <= planned, delivered
+    assert total("postbacks_due_backlog") == 0
+    assert total("postbacks_workers_live") >= 1
 
 
 def campaign_key(demo: Demo) -> str:

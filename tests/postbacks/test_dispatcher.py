@@ -15,6 +15,7 @@ from postbacks.services import deliveries_reclaim, next_state, rules_for
 from postbacks.transports import Outcome, PreparedRequest, Result
 from tests import factories
 from tests.conftest import stop_running_workers
+from tracker.health import cursor_timestamp
 
 pytestmark = pytest.mark.django_db
 
@@ -402,3 +403,21 @@ def test_a_row_the_database_refuses_costs_only_its_own_answer(dispatcher, monkey
         bad.pk: "[answer not stored: the database refused it]",
         last.pk: "down",
     }
+
+
+def test_a_claim_carries_what_the_metrics_label_and_the_logs_name(dispatcher, caplog):
+    """The traffic source's name, the event type and creation time (metrics), and the
+    delivery ID receivers see (log lines), read by the claim itself."""
+    delivery = factories.delivery(
+        "http://x.example/pb", traffic_source=factories.traffic_source("MGID")
+    )
+    (claimed,) = dispatcher.claim(1)
+    assert claimed.traffic_source == "MGID"
+    assert claimed.event_type == delivery.event_type
+    assert cursor_timestamp(claimed.created_at) == delivery.created_at  # SQLite: text
+    assert claimed.public_id == delivery.public_id
+
+    Delivery.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with caplog.at_level("WARNING", logger="postbacks.services"):
+        assert deliveries_reclaim() == 1
+    assert f"Postback {delivery.public_id} attempt 1: taken back from lost worker" in caplog.text

@@ -4,8 +4,12 @@ It sends a remote-control ping through the broker and waits for the answers. A w
 lost its broker connection and stopped consuming (celery 5.7.0 after a Redis restart, see
 the README) no longer answers, so the check fails and the supervisor restarts it.
 
-Exit status: 0 when every ``--worker`` answered (or, without ``--worker``, at least one
-worker did); 1 otherwise, including when the broker cannot be reached.
+It also opens a connection of its own to the database (``SELECT 1``, within the same
+timeout): a worker cannot claim or record a postback without it.
+
+Exit status: 0 when the database answers and every ``--worker`` answered (or, without
+``--worker``, at least one worker did); 1 otherwise, including when the broker or the
+database cannot be reached.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from celery.utils.nodenames import default_nodename, host_format
 from django.core.management.base import BaseCommand, CommandError
 from kombu.exceptions import OperationalError
 
+from tracker import health
 from tracker.celery import app
 
 
@@ -48,8 +53,8 @@ def ping(names: list[str], timeout: float) -> set[str]:
 
 class Command(BaseCommand):
     help = (
-        "Ping Celery workers through the broker; exit 0 when they answer, 1 otherwise "
-        "(liveness check for systemd or Kubernetes)."
+        "Check the database and ping Celery workers through the broker; exit 0 when all "
+        "answer, 1 otherwise (liveness check for systemd or Kubernetes)."
     )
     requires_system_checks = []
 
@@ -71,6 +76,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, worker: list[str], timeout: float, **options: object) -> None:
         names = node_names(worker)
+        database = health.database_checks(timeout=timeout)[0]
+        if not database.ok:
+            raise CommandError(f"UNHEALTHY: database unreachable ({database.detail})")
         try:
             answered = ping(names, timeout)
         except (OperationalError, OSError) as exc:
