@@ -41,6 +41,9 @@ os.environ.setdefault("CELERY_WORKER_CONCURRENCY", "2")
 # The click buffer is off (each /c writes its click, as the tests read it at once) unless a
 # test turns it on: tests/tracker/test_click_buffer.py, with its own worker.
 os.environ.setdefault("TRACKER_CLICK_BUFFER_REDIS_URL", "")
+# /ready's checks each open a connection: on a loaded test machine that can take longer than
+# production's 0.5 s deadline. The deadline itself is tested with a check that never ends.
+os.environ.setdefault("HEALTH_TIMEOUT_SECONDS", "5")
 
 from tracker.settings import *  # noqa: E402, F403
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import override_settings
@@ -98,7 +99,7 @@ def test_ready_503_quickly_when_the_database_is_unreachable(client):
         elapsed = time.monotonic() - started
     body = answer.json()
     assert answer.status_code == 503
-    assert elapsed < 1.0
+    assert elapsed < settings.HEALTH_TIMEOUT_SECONDS  # refused at once, not the deadline
     assert body["status"] == "unavailable"
     assert set(body["failed"]) == {"database", "migrations"}
     assert "refused" in body["checks"]["database"]["detail"].lower()
@@ -115,7 +116,7 @@ def test_ready_503_quickly_when_redis_is_unreachable(client):
         elapsed = time.monotonic() - started
     body = answer.json()
     assert answer.status_code == 503
-    assert elapsed < 1.0
+    assert elapsed < settings.HEALTH_TIMEOUT_SECONDS  # refused at once, not the deadline
     assert body["failed"] == ["broker"]
     assert "ConnectionError" in body["checks"]["broker"]["detail"]
     assert body["checks"]["database"]["ok"]
@@ -126,11 +127,13 @@ def test_ready_names_a_check_that_does_not_answer_in_time(client):
     """A check still waiting at the deadline fails as "no answer", the others answer."""
 
     def slow(url, timeout):
-        time.sleep(2)
+        time.sleep(10)
         return [health.Check("redis", True)]
 
     with (
-        override_settings(POSTBACKS_WAKE_REDIS_URL="redis://127.0.0.1:6379/9"),
+        override_settings(
+            POSTBACKS_WAKE_REDIS_URL="redis://127.0.0.1:6379/9", HEALTH_TIMEOUT_SECONDS=0.5
+        ),
         mock.patch.object(health, "_one_redis", slow),
     ):
         started = time.monotonic()
@@ -138,7 +141,7 @@ def test_ready_names_a_check_that_does_not_answer_in_time(client):
         elapsed = time.monotonic() - started
     body = answer.json()
     assert answer.status_code == 503
-    assert elapsed < 1.0
+    assert elapsed < 10  # answered at the deadline, not when the slow check ends
     assert body["failed"] == ["redis"]
     assert body["checks"]["redis"]["detail"].startswith("no answer within")
 
