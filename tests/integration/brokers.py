@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis
 
+from tests.conftest import _database_url
 from tracker.celery import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +121,7 @@ def worker_health(
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": _database_url(),  # it checks the database too: the test's own
         "CELERY_BROKER_URL": broker_url,
     }
     return subprocess.run(

@@ -37,9 +37,11 @@ def test_backlog_and_lag_move_as_deliveries_are_added_and_sent(worker, receiver,
     oldest = ("postbacks_oldest_due_age_seconds", ())
 
     with override_settings(PROMETHEUS_MULTIPROC_DIR=str(worker.metrics_dir), METRICS_TOKEN=TOKEN):
+        # The worker's heartbeat row comes back within a beat of its resuming.
+        live = ("postbacks_workers_live", ())
+        assert wait_until(lambda: scrape(client)[live] >= 1, timeout=15)
         before = scrape(client)
         assert before[backlog] == 0
-        assert before[("postbacks_workers_live", ())] >= 1
 
         worker.pause()  # the deliveries wait: the backlog grows
         for n in range(3):

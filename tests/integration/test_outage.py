@@ -85,9 +85,9 @@ def stack(tmp_path, receiver):
         base = f"http://127.0.0.1:{port}"
 
         def first_click() -> str | None:
-            try:
-                answer = requests.get(f"{base}/c/{key}", allow_redirects=False, timeout=5)
-            except requests.ConnectionError:
+            try:  # the first click loads the app's lazy data (geo tables): slow on a busy box
+                answer = requests.get(f"{base}/c/{key}", allow_redirects=False, timeout=30)
+            except requests.RequestException:
                 return None
             return answer.cookies.get(COOKIE) if answer.status_code == 302 else None
 
