@@ -15,7 +15,7 @@ from django.utils import timezone
 from postbacks import services, tasks
 from postbacks.models import Attempt, Delivery, Worker
 from tests import factories
-from tests.conftest import stop_running_workers
+from tests.conftest import _database_url, stop_running_workers
 
 pytestmark = [
     pytest.mark.django_db,
@@ -26,15 +26,7 @@ pytestmark = [
 @contextmanager
 def held_elsewhere(name: str) -> Iterator[None]:
     """The job's lock, held by another session (another worker process or host)."""
-    db = connection.settings_dict
-    with psycopg.connect(
-        host=db["HOST"] or None,
-        port=db["PORT"] or None,
-        user=db["USER"] or None,
-        password=db["PASSWORD"] or None,
-        dbname=db["NAME"],
-        autocommit=True,
-    ) as other:
+    with psycopg.connect(_database_url(), autocommit=True) as other:
         assert other.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [name]).fetchone()[0]
         yield
         # Let go before closing: a closed session's locks go with its server process, a

@@ -12,6 +12,8 @@ import pytest
 from django.db import OperationalError, connection
 from django.db.backends.postgresql.schema import DatabaseSchemaEditor as PostgresSchemaEditor
 
+from tests.conftest import _database_url
+
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's lock_timeout"),
@@ -24,14 +26,7 @@ pytestmark = [
 def long_reader(table: str) -> Iterator[None]:
     """Another session reads ``table`` in a transaction it keeps open (a slow report): it
     holds the table's ACCESS SHARE lock, which an ALTER TABLE must wait for."""
-    db = connection.settings_dict
-    with psycopg.connect(
-        host=db["HOST"] or None,
-        port=db["PORT"] or None,
-        user=db["USER"] or None,
-        password=db["PASSWORD"] or None,
-        dbname=db["NAME"],
-    ) as reader:
+    with psycopg.connect(_database_url()) as reader:
         reader.execute(f"SELECT count(*) FROM {table}").fetchone()
         yield
         reader.rollback()
