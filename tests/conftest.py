@@ -16,6 +16,7 @@ import hypothesis
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 
 from postbacks.receiver import Receiver
 from postbacks.services import rules_cache_clear
@@ -238,7 +239,7 @@ class WorkerProcess:
         is a snapshot per transaction) and outside pytest-django's guard (a session or
         module fixture may stop the worker)."""
         db = settings.DATABASES["default"]
-        if db["ENGINE"] != "django.db.backends.postgresql":
+        if connection.vendor != "postgresql":
             return False
         import psycopg
 
