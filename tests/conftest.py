@@ -273,9 +273,30 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def _worker_process(django_db_setup, tmp_path_factory):
+def platforms():
+    """A receiver playing the Telegram Bot API, Slack and Discord for the whole session
+    (tests/integration/test_telegram.py and test_chat_webhooks.py set its ``responder``): the
+    session's worker starts with it as its Bot API base URL and webhook prefixes (settings
+    it reads from its environment), so those modules need no worker restarted for them. One
+    server for the session, too, because the worker keeps its connections to it alive."""
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def platform_settings(url: str) -> dict[str, str]:
+    """The worker's environment that sends Telegram, Slack and Discord messages to ``url``."""
+    return {
+        "POSTBACKS_TELEGRAM_BASE_URL": url,
+        "POSTBACKS_SLACK_WEBHOOK_PREFIXES": f"{url}/services/",
+        "POSTBACKS_DISCORD_WEBHOOK_PREFIXES": f"{url}/api/webhooks/",
+    }
+
+
+@pytest.fixture(scope="session")
+def _worker_process(django_db_setup, platforms, tmp_path_factory):
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    worker = WorkerProcess(tmp_path_factory.mktemp("worker"))
+    worker = WorkerProcess(tmp_path_factory.mktemp("worker"), env=platform_settings(platforms.url))
     worker.start()
     yield worker
     worker.stop()
