@@ -19,7 +19,7 @@ DEMO_ENV := SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_KEY))}" \
 	TRACKER_BASE_URL=$${TRACKER_BASE_URL:-http://127.0.0.1:$(WEB_PORT)} WEB_PORT=$(WEB_PORT) \
 	RECEIVER_PORT=$(RECEIVER_PORT)
 
-.PHONY: install run migrate demo test test-fast lint format ci simulate bench clean
+.PHONY: install run migrate demo test test-slow test-sqlite test-fast lint format ci simulate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,21 +54,36 @@ FAST_TIERS := unit or database
 SLOW_TIERS := integration or chaos or broker or browser or fuzz
 TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --maxprocesses 4
-# COVERAGE=1: line coverage of tracker, campaigns and postbacks over every run, reported at the end
+# The slow tiers and the SQLite run go side by side, two processes each: the slow tiers mostly
+# wait (on worker processes, receivers, retries and restarts) and leave CPU the SQLite run
+# uses. The SQLite run takes the two Redis dbs after the slow tiers' (TESTS_REDIS_DB_OFFSET).
+# The slow tiers are handed out one test at a time, longest first (tests/conftest.py).
+SIDE_BY_SIDE := -n $(TEST_WORKERS) --maxprocesses 2
+# COVERAGE=1: line coverage of tracker, campaigns and postbacks over every run, reported at the
+# end (then the slow tiers and the SQLite run go one after the other: one coverage file)
 COV_ARGS := $(if $(COVERAGE),--cov --cov-append --cov-report=)
 
 ## test: the whole suite on PostgreSQL + Redis (127.0.0.1, see README): the unit and
 ## database tiers in parallel, then the integration, chaos, broker, browser and fuzz tiers
 ## (real Celery worker processes, receivers, browser), in parallel too, each xdist process
-## with a worker of its own; then the delivery engine's tests again on SQLite, the database
-## of the one-command demo
+## with a worker of its own, on the test databases the first run made (--reuse-db); beside
+## them the delivery engine's tests again on SQLite, the database of the one-command demo
 test: install
 	$(if $(COVERAGE),$(BIN)/coverage erase)
-	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" $(COV_ARGS)
-	$(BIN)/pytest -q $(XDIST) -m "$(SLOW_TIERS)" $(COV_ARGS)
-	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 $(BIN)/pytest -q -p no:cacheprovider \
-		$(XDIST) $(COV_ARGS) tests/postbacks tests/test_admin.py
+	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" --create-db --reuse-db $(COV_ARGS)
+	$(MAKE) --no-print-directory $(if $(COVERAGE),,-j 2 --output-sync=target) \
+		test-slow test-sqlite
 	$(if $(COVERAGE),$(BIN)/coverage report)
+
+## test-slow: the integration, chaos, broker, browser and fuzz tiers alone
+test-slow: install
+	$(BIN)/pytest -q $(SIDE_BY_SIDE) --maxschedchunk 1 -m "$(SLOW_TIERS)" --reuse-db $(COV_ARGS)
+
+## test-sqlite: the delivery engine's tests and the admin's on SQLite
+test-sqlite: install
+	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 TESTS_REDIS_DB_OFFSET=2 \
+		$(BIN)/pytest -q -p no:cacheprovider $(SIDE_BY_SIDE) $(COV_ARGS) \
+		tests/postbacks tests/test_admin.py
 
 ## test-fast: the inner loop: the unit and database tiers only, in parallel, stopping at the
 ## first failure (PostgreSQL + Redis; no worker process, browser or fuzzing)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from decimal import Decimal
+from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -88,11 +89,49 @@ def _tier(item: pytest.Item) -> str:
     return "unit"
 
 
+# The longest tests of the slow tiers (a minute down to ~10 s), started first and in this
+# order, so that none of them is left for the end of a parallel run, going on alone while
+# the other processes have finished. ``make test`` hands the slow tiers out one test at a
+# time (pytest-xdist's --maxschedchunk 1): each process starts with the next two tests in
+# line, then takes the next one whenever it finishes one. So that the longest four go to
+# four different processes, each is followed by one of the other tests.
+LONGEST_FIRST = (
+    "tests/integration/test_chaos.py::",
+    "tests/integration/test_demo.py::test_demo_survives_a_burst_and_a_killed_worker",
+    "tests/integration/test_broker_restart.py::test_redis_restart_with_postbacks_in_flight",
+    "tests/integration/test_scaling.py::",
+    "tests/tracker/test_pool_reconnect.py::test_clicks_and_conversions_survive_dropped_pool_",
+    "tests/integration/test_demo.py::",
+    "tests/integration/test_rabbitmq.py::",
+    "tests/integration/test_broker_restart.py::",
+    "tests/browser/",
+    "tests/integration/test_engine.py::",
+)
+EACH_ITS_OWN_PROCESS = 4
+
+
+def _rank(item: pytest.Item) -> int:
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if item.nodeid.startswith(prefix):
+            return rank
+    return len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow = set()
     for item in items:
         tier = _tier(item)
         if not item.get_closest_marker(tier):
             item.add_marker(getattr(pytest.mark, tier))
+        if tier in SLOW_TIERS:
+            slow.add(item)
+    longest = sorted((item for item in items if _rank(item) < len(LONGEST_FIRST)), key=_rank)
+    # The spacers are slow-tier tests too: -m deselects after this hook.
+    spacers = [i for i in items if i in slow and _rank(i) == len(LONGEST_FIRST)]
+    spacers = spacers[: min(EACH_ITS_OWN_PROCESS, len(longest))]
+    first = [item for pair in zip_longest(longest, spacers) for item in pair if item is not None]
+    placed = set(first)
+    items[:] = first + [item for item in items if item not in placed]
 
 
 @pytest.fixture(autouse=True)
