@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import hypothesis
 import pytest
 import redis
+from _pytest.mark.expression import Expression
 from django.conf import settings
 from django.db import connection
 
@@ -68,6 +70,25 @@ DATABASE_FIXTURES = {
     "django_db_reset_sequences",
     "django_db_serialized_rollback",
 }
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under an ``-m`` of tier names joined by ``or``/``and`` (``make test``'s first run:
+    "unit or database"), the folders and files whose path gives their tests a slow tier
+    (tests/integration, tests/browser, the fuzz file) are not even imported when the
+    expression leaves every slow tier out: each xdist process collects every test, and the
+    fuzz module alone builds the API's schema. Those tests run in the slow tiers' run."""
+    words = set(re.findall(r"\w+", config.option.markexpr or ""))
+    if not words or words - {"and", "or", "unit", "database", *SLOW_TIERS}:
+        return None
+    try:
+        path = collection_path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return None
+    if path not in TIER_OF_FILE and path not in TIER_OF_FOLDER:
+        return None
+    expression = Expression.compile(config.option.markexpr)
+    return not expression.evaluate(lambda name, **kwargs: name in SLOW_TIERS) or None
 
 
 def _tier(item: pytest.Item) -> str:
