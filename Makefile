@@ -59,6 +59,10 @@ XDIST := -n $(TEST_WORKERS) --maxprocesses 4
 # uses. The SQLite run takes the two Redis dbs after the slow tiers' (TESTS_REDIS_DB_OFFSET).
 # The slow tiers are handed out one test at a time, longest first (tests/conftest.py).
 SIDE_BY_SIDE := -n $(TEST_WORKERS) --maxprocesses 2
+# pytest keeps the modules it rewrites for its assertion messages (the tests, and the plugins'
+# packages) in __pycache__, as Python keeps bytecode; with PYTHONDONTWRITEBYTECODE set (this
+# machine's image sets it) each pytest process rewrote ~500 modules again, ~7 s of CPU each.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
 # COVERAGE=1: line coverage of tracker, campaigns and postbacks over every run, reported at the
 # end (then the slow tiers and the SQLite run go one after the other: one coverage file)
 COV_ARGS := $(if $(COVERAGE),--cov --cov-append --cov-report=)
@@ -70,25 +74,25 @@ COV_ARGS := $(if $(COVERAGE),--cov --cov-append --cov-report=)
 ## them the delivery engine's tests again on SQLite, the database of the one-command demo
 test: install
 	$(if $(COVERAGE),$(BIN)/coverage erase)
-	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" --create-db --reuse-db $(COV_ARGS)
+	$(PYTEST) -q $(XDIST) -m "$(FAST_TIERS)" --create-db --reuse-db $(COV_ARGS)
 	$(MAKE) --no-print-directory $(if $(COVERAGE),,-j 2 --output-sync=target) \
 		test-slow test-sqlite
 	$(if $(COVERAGE),$(BIN)/coverage report)
 
 ## test-slow: the integration, chaos, broker, browser and fuzz tiers alone
 test-slow: install
-	$(BIN)/pytest -q $(SIDE_BY_SIDE) --maxschedchunk 1 -m "$(SLOW_TIERS)" --reuse-db $(COV_ARGS)
+	$(PYTEST) -q $(SIDE_BY_SIDE) --maxschedchunk 1 -m "$(SLOW_TIERS)" --reuse-db $(COV_ARGS)
 
 ## test-sqlite: the delivery engine's tests and the admin's on SQLite
 test-sqlite: install
 	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 TESTS_REDIS_DB_OFFSET=2 \
-		$(BIN)/pytest -q -p no:cacheprovider $(SIDE_BY_SIDE) $(COV_ARGS) \
+		$(PYTEST) -q -p no:cacheprovider $(SIDE_BY_SIDE) $(COV_ARGS) \
 		tests/postbacks tests/test_admin.py
 
 ## test-fast: the inner loop: the unit and database tiers only, in parallel, stopping at the
 ## first failure (PostgreSQL + Redis; no worker process, browser or fuzzing)
 test-fast: install
-	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" -x
+	$(PYTEST) -q $(XDIST) -m "$(FAST_TIERS)" -x
 
 ## lint: ruff, then the import layers (import-linter contracts in pyproject.toml) and no
 ## import cycle nor import inside a function (bin/check_imports.py), then the types (mypy
