@@ -54,11 +54,12 @@ FAST_TIERS := unit or database
 SLOW_TIERS := integration or chaos or broker or browser or fuzz
 TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --maxprocesses 4
-# The slow tiers and the SQLite run go side by side, two processes each: the slow tiers mostly
-# wait (on worker processes, receivers, retries and restarts) and leave CPU the SQLite run
-# uses. The SQLite run takes the two Redis dbs after the slow tiers' (TESTS_REDIS_DB_OFFSET).
-# The slow tiers are handed out one test at a time, longest first (tests/conftest.py).
-SIDE_BY_SIDE := -n $(TEST_WORKERS) --maxprocesses 2
+# The slow tiers (three processes) and the SQLite run (one) go side by side: the slow tiers
+# mostly wait (on worker processes, receivers, retries and restarts) and leave CPU the SQLite
+# run uses. The SQLite run takes the Redis db after the slow tiers' (TESTS_REDIS_DB_OFFSET):
+# four in all, REDIS_URL's and the next three. The slow tiers are handed out one test at a
+# time, longest first (tests/conftest.py).
+SLOW_PROCESSES := 3
 # pytest keeps the modules it rewrites for its assertion messages (the tests, and the plugins'
 # packages) in __pycache__, as Python keeps bytecode; with PYTHONDONTWRITEBYTECODE set (this
 # machine's image sets it) each pytest process rewrote ~500 modules again, ~7 s of CPU each.
@@ -81,12 +82,12 @@ test: install
 
 ## test-slow: the integration, chaos, broker, browser and fuzz tiers alone
 test-slow: install
-	$(PYTEST) -q $(SIDE_BY_SIDE) --maxschedchunk 1 -m "$(SLOW_TIERS)" --reuse-db $(COV_ARGS)
+	$(PYTEST) -q -n $(SLOW_PROCESSES) --maxschedchunk 1 -m "$(SLOW_TIERS)" --reuse-db $(COV_ARGS)
 
 ## test-sqlite: the delivery engine's tests and the admin's on SQLite
 test-sqlite: install
-	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 TESTS_REDIS_DB_OFFSET=2 \
-		$(PYTEST) -q -p no:cacheprovider $(SIDE_BY_SIDE) $(COV_ARGS) \
+	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 TESTS_REDIS_DB_OFFSET=$(SLOW_PROCESSES) \
+		$(PYTEST) -q -p no:cacheprovider -n 1 $(COV_ARGS) \
 		tests/postbacks tests/test_admin.py
 
 ## test-fast: the inner loop: the unit and database tiers only, in parallel, stopping at the

@@ -13,8 +13,8 @@ def _redis_db_of_this_xdist_worker(url: str, worker: str, offset: int = 0) -> st
     gw1 the next, and so on, counting down from the configured one past db 15): each
     worker's Celery broker, wake-up flags and cache stay apart, as its database does.
     ``offset`` (TESTS_REDIS_DB_OFFSET) moves a run past the dbs of another one running
-    beside it: ``make test`` runs the SQLite run beside the slow tiers, its gw0 on the
-    configured db + 2."""
+    beside it: ``make test`` runs the SQLite run beside the slow tiers' three processes, its
+    gw0 on the configured db + 3."""
     base, _, db = url.rpartition("/")
     if not worker.startswith("gw") or not db.isdigit():
         return url
