@@ -23,7 +23,8 @@ DEMO_ENV := SECRET_KEY="$${SECRET_KEY:-$$(cat $(DEMO_KEY))}" \
 # before they start, as the library asks (README "Health and metrics").
 METRICS_DIR := $(VAR_DIR)/prometheus
 
-.PHONY: install run migrate demo test test-fast lint migrations-check format ci simulate bench clean
+.PHONY: install run migrate demo test test-slow test-sqlite test-fast lint migrations-check format \
+	ci simulate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,26 +61,46 @@ FAST_TIERS := unit or database
 SLOW_TIERS := integration or chaos or broker or browser or fuzz
 TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --maxprocesses 4
-# COVERAGE=1: line coverage of tracker, campaigns and postbacks over every run, reported at the end
+# The slow tiers (three processes) and the SQLite run (one) go side by side: the slow tiers
+# mostly wait (on worker processes, receivers, retries and restarts) and leave CPU the SQLite
+# run uses. The SQLite run takes the Redis db after the slow tiers' (TESTS_REDIS_DB_OFFSET):
+# four in all, REDIS_URL's and the next three. The slow tiers are handed out one test at a
+# time, longest first (tests/conftest.py).
+SLOW_PROCESSES := 3
+# pytest keeps the modules it rewrites for its assertion messages (the tests, and the plugins'
+# packages) in __pycache__, as Python keeps bytecode; with PYTHONDONTWRITEBYTECODE set (this
+# machine's image sets it) each pytest process rewrote ~500 modules again, ~7 s of CPU each.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
+# COVERAGE=1: line coverage of tracker, campaigns and postbacks over every run, reported at the
+# end (then the slow tiers and the SQLite run go one after the other: one coverage file)
 COV_ARGS := $(if $(COVERAGE),--cov --cov-append --cov-report=)
 
 ## test: the whole suite on PostgreSQL + Redis (127.0.0.1, see README): the unit and
 ## database tiers in parallel, then the integration, chaos, broker, browser and fuzz tiers
 ## (real Celery worker processes, receivers, browser), in parallel too, each xdist process
-## with a worker of its own; then the delivery engine's tests again on SQLite, the database
-## of the one-command demo
+## with a worker of its own, on the test databases the first run made (--reuse-db); beside
+## them the delivery engine's tests again on SQLite, the database of the one-command demo
 test: install
 	$(if $(COVERAGE),$(BIN)/coverage erase)
-	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" $(COV_ARGS)
-	$(BIN)/pytest -q $(XDIST) -m "$(SLOW_TIERS)" $(COV_ARGS)
-	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 $(BIN)/pytest -q -p no:cacheprovider \
-		$(XDIST) $(COV_ARGS) tests/postbacks tests/test_admin.py
+	$(PYTEST) -q $(XDIST) -m "$(FAST_TIERS)" --create-db --reuse-db $(COV_ARGS)
+	$(MAKE) --no-print-directory $(if $(COVERAGE),,-j 2 --output-sync=target) \
+		test-slow test-sqlite
 	$(if $(COVERAGE),$(BIN)/coverage report)
+
+## test-slow: the integration, chaos, broker, browser and fuzz tiers alone
+test-slow: install
+	$(PYTEST) -q -n $(SLOW_PROCESSES) --maxschedchunk 1 -m "$(SLOW_TIERS)" --reuse-db $(COV_ARGS)
+
+## test-sqlite: the delivery engine's tests and the admin's on SQLite
+test-sqlite: install
+	DATABASE_URL=sqlite:///$(VAR_DIR)/test-sqlite.sqlite3 TESTS_REDIS_DB_OFFSET=$(SLOW_PROCESSES) \
+		$(PYTEST) -q -p no:cacheprovider -n 1 $(COV_ARGS) \
+		tests/postbacks tests/test_admin.py
 
 ## test-fast: the inner loop: the unit and database tiers only, in parallel, stopping at the
 ## first failure (PostgreSQL + Redis; no worker process, browser or fuzzing)
 test-fast: install
-	$(BIN)/pytest -q $(XDIST) -m "$(FAST_TIERS)" -x
+	$(PYTEST) -q $(XDIST) -m "$(FAST_TIERS)" -x
 
 ## lint: the migrations (migrations-check), ruff, then the import layers (import-linter
 ## contracts in pyproject.toml) and no import cycle nor import inside a function

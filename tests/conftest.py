@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from decimal import Decimal
+from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import hypothesis
 import pytest
 import redis
+from _pytest.mark.expression import Expression
 from django.conf import settings
 from django.db import connection
 
@@ -70,6 +73,25 @@ DATABASE_FIXTURES = {
 }
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under an ``-m`` of tier names joined by ``or``/``and`` (``make test``'s first run:
+    "unit or database"), the folders and files whose path gives their tests a slow tier
+    (tests/integration, tests/browser, the fuzz file) are not even imported when the
+    expression leaves every slow tier out: each xdist process collects every test, and the
+    fuzz module alone builds the API's schema. Those tests run in the slow tiers' run."""
+    words = set(re.findall(r"\w+", config.option.markexpr or ""))
+    if not words or words - {"and", "or", "unit", "database", *SLOW_TIERS}:
+        return None
+    try:
+        path = collection_path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return None
+    if path not in TIER_OF_FILE and path not in TIER_OF_FOLDER:
+        return None
+    expression = Expression.compile(config.option.markexpr)
+    return not expression.evaluate(lambda name, **kwargs: name in SLOW_TIERS) or None
+
+
 def _tier(item: pytest.Item) -> str:
     path = Path(str(item.path)).resolve().relative_to(ROOT).as_posix()
     if path in TIER_OF_FILE:
@@ -89,11 +111,49 @@ def _tier(item: pytest.Item) -> str:
     return "unit"
 
 
+# The longest tests of the slow tiers (a minute down to ~10 s), started first and in this
+# order, so that none of them is left for the end of a parallel run, going on alone while
+# the other processes have finished. ``make test`` hands the slow tiers out one test at a
+# time (pytest-xdist's --maxschedchunk 1): each process starts with the next two tests in
+# line, then takes the next one whenever it finishes one. So that the longest four go to
+# four different processes, each is followed by one of the other tests.
+LONGEST_FIRST = (
+    "tests/integration/test_chaos.py::",
+    "tests/integration/test_demo.py::test_demo_survives_a_burst_and_a_killed_worker",
+    "tests/integration/test_broker_restart.py::test_redis_restart_with_postbacks_in_flight",
+    "tests/integration/test_scaling.py::",
+    "tests/tracker/test_pool_reconnect.py::test_clicks_and_conversions_survive_dropped_pool_",
+    "tests/integration/test_demo.py::",
+    "tests/integration/test_rabbitmq.py::",
+    "tests/integration/test_broker_restart.py::",
+    "tests/browser/",
+    "tests/integration/test_engine.py::",
+)
+EACH_ITS_OWN_PROCESS = 4
+
+
+def _rank(item: pytest.Item) -> int:
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if item.nodeid.startswith(prefix):
+            return rank
+    return len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow = set()
     for item in items:
         tier = _tier(item)
         if not item.get_closest_marker(tier):
             item.add_marker(getattr(pytest.mark, tier))
+        if tier in SLOW_TIERS:
+            slow.add(item)
+    longest = sorted((item for item in items if _rank(item) < len(LONGEST_FIRST)), key=_rank)
+    # The spacers are slow-tier tests too: -m deselects after this hook.
+    spacers = [i for i in items if i in slow and _rank(i) == len(LONGEST_FIRST)]
+    spacers = spacers[: min(EACH_ITS_OWN_PROCESS, len(longest))]
+    first = [item for pair in zip_longest(longest, spacers) for item in pair if item is not None]
+    placed = set(first)
+    items[:] = first + [item for item in items if item not in placed]
 
 
 @pytest.fixture(autouse=True)
@@ -289,9 +349,30 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def _worker_process(django_db_setup, tmp_path_factory):
+def platforms():
+    """A receiver playing the Telegram Bot API, Slack and Discord for the whole session
+    (tests/integration/test_telegram.py and test_chat_webhooks.py set its ``responder``): the
+    session's worker starts with it as its Bot API base URL and webhook prefixes (settings
+    it reads from its environment), so those modules need no worker restarted for them. One
+    server for the session, too, because the worker keeps its connections to it alive."""
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def platform_settings(url: str) -> dict[str, str]:
+    """The worker's environment that sends Telegram, Slack and Discord messages to ``url``."""
+    return {
+        "POSTBACKS_TELEGRAM_BASE_URL": url,
+        "POSTBACKS_SLACK_WEBHOOK_PREFIXES": f"{url}/services/",
+        "POSTBACKS_DISCORD_WEBHOOK_PREFIXES": f"{url}/api/webhooks/",
+    }
+
+
+@pytest.fixture(scope="session")
+def _worker_process(django_db_setup, platforms, tmp_path_factory):
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    worker = WorkerProcess(tmp_path_factory.mktemp("worker"))
+    worker = WorkerProcess(tmp_path_factory.mktemp("worker"), env=platform_settings(platforms.url))
     worker.start()
     yield worker
     worker.stop()

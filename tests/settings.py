@@ -8,14 +8,17 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postba
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def _redis_db_of_this_xdist_worker(url: str, worker: str) -> str:
+def _redis_db_of_this_xdist_worker(url: str, worker: str, offset: int = 0) -> str:
     """``url`` on a Redis database of the xdist worker's own (gw0 keeps the configured one,
     gw1 the next, and so on, counting down from the configured one past db 15): each
-    worker's Celery broker, wake-up flags and cache stay apart, as its database does."""
+    worker's Celery broker, wake-up flags and cache stay apart, as its database does.
+    ``offset`` (TESTS_REDIS_DB_OFFSET) moves a run past the dbs of another one running
+    beside it: ``make test`` runs the SQLite run beside the slow tiers' three processes, its
+    gw0 on the configured db + 3."""
     base, _, db = url.rpartition("/")
     if not worker.startswith("gw") or not db.isdigit():
         return url
-    index, number = int(worker[2:]), int(db)
+    index, number = int(worker[2:]) + offset, int(db)
     number = number + index if number + index <= 15 else number - index
     return f"{base}/{number}"
 
@@ -25,7 +28,9 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "TESTS_XDIST_REDIS_URL" not in os.e
     # read it; they inherit PYTEST_XDIST_WORKER too, and TESTS_XDIST_REDIS_URL tells them
     # the db is already the worker's own.
     os.environ["REDIS_URL"] = _redis_db_of_this_xdist_worker(
-        os.environ["REDIS_URL"], os.environ["PYTEST_XDIST_WORKER"]
+        os.environ["REDIS_URL"],
+        os.environ["PYTEST_XDIST_WORKER"],
+        int(os.environ.get("TESTS_REDIS_DB_OFFSET", "0")),
     )
     os.environ["TESTS_XDIST_REDIS_URL"] = os.environ["REDIS_CACHE_URL"] = os.environ["REDIS_URL"]
 # The cache on the worker's own Redis db too (production puts it on the next one, which here
@@ -47,7 +52,11 @@ os.environ.setdefault("HEALTH_TIMEOUT_SECONDS", "5")
 
 from tracker.settings import *  # noqa: E402, F403
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "tracker.backends.postgresql":  # noqa: F405
+    # The project's backend, emptying the database between transactional tests with DELETE
+    # instead of TRUNCATE (a second less per test; see tests/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "tests.postgresql"  # noqa: F405
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A test database in a file, like the demo's (WAL, busy timeout), not Django's default
     # in-memory shared cache: there, a writer meeting another thread's table lock fails at
     # once ("database table is locked") instead of waiting as on the demo's file.

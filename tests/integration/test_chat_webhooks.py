@@ -4,7 +4,6 @@ worker, and a local receiver playing hooks.slack.com and discord.com (PostgreSQL
 from __future__ import annotations
 
 import json
-import socket
 from collections import deque
 
 import pytest
@@ -23,16 +22,15 @@ DISCORD_OK = json.dumps({"id": "1199", "content": "x", "channel_id": "7"})
 
 
 class ChatApi:
-    """Plays both platforms on one port: scripted replies first, then Slack's ``ok`` or
-    Discord's message by path.
+    """Plays both platforms on the session's ``platforms`` receiver (the worker's webhook
+    prefixes, see tests/conftest.py): scripted replies first, then Slack's ``ok`` or
+    Discord's message by path."""
 
-    One server for the whole module: the worker keeps its connections alive, so a new
-    server on the same port would not see requests sent on them."""
-
-    def __init__(self, port: int) -> None:
+    def __init__(self, server: Receiver) -> None:
         self.replies: deque[Reply] = deque()
         self.default: Reply | None = None
-        self.server = Receiver(port, responder=self._reply).start()
+        self.server = server
+        server.responder = self._reply
 
     def _reply(self, request) -> Reply:
         if self.replies:
@@ -49,35 +47,17 @@ class ChatApi:
         self.server.received.clear()
 
 
-@pytest.fixture(scope="module")
-def chat_server(_worker_process):
-    """The fake platforms, and the shared worker restarted to accept their URLs as webhook
-    URLs (the worker reads the prefixes from its environment). Restored after the module."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    api = ChatApi(port)
-    overrides = {
-        "POSTBACKS_SLACK_WEBHOOK_PREFIXES": f"{api.server.url}/services/",
-        "POSTBACKS_DISCORD_WEBHOOK_PREFIXES": f"{api.server.url}/api/webhooks/",
-    }
-    _worker_process.stop()
-    _worker_process.env_override.update(overrides)
-    yield api
-    _worker_process.stop()
-    for name in overrides:
-        del _worker_process.env_override[name]
-    api.server.stop()
-
-
 @pytest.fixture
-def chat_api(chat_server, worker, settings):
-    """The fake platforms, emptied, with the running worker sending to them."""
-    settings.POSTBACKS_SLACK_WEBHOOK_PREFIXES = [f"{chat_server.server.url}/services/"]
-    settings.POSTBACKS_DISCORD_WEBHOOK_PREFIXES = [f"{chat_server.server.url}/api/webhooks/"]
-    chat_server.reset()
-    yield chat_server
-    chat_server.reset()
+def chat_api(platforms, worker, settings):
+    """The fake platforms, with the running worker sending to them (and this process
+    accepting their URLs as webhook URLs)."""
+    settings.POSTBACKS_SLACK_WEBHOOK_PREFIXES = [f"{platforms.url}/services/"]
+    settings.POSTBACKS_DISCORD_WEBHOOK_PREFIXES = [f"{platforms.url}/api/webhooks/"]
+    api = ChatApi(platforms)
+    api.reset()
+    yield api
+    api.reset()
+    platforms.responder = None
 
 
 def setup_campaign(kind: str, api: ChatApi, **rule_fields):

@@ -5,26 +5,17 @@ Redis, a real Celery worker and a local HTTP receiver; no mocks."""
 from __future__ import annotations
 
 from decimal import Decimal
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from postbacks.models import Delivery
 from tests import factories
-from tests.conftest import wait_until
-from tracker import currency
+from tests.conftest import convert, wait_until
 from tracker.models import Conversion, ExchangeRate
 
 pytestmark = pytest.mark.integration
 
 PATH = "/pb?click-id={externalid}&revenue={payout}&currency={payout_currency}&rule="
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rates_cache():
-    currency.rates_cache_clear()
-    yield
-    currency.rates_cache_clear()
 
 
 def delivered() -> bool:
@@ -42,12 +33,7 @@ def test_usd_conversion_reaches_a_eur_rule_converted(worker, receiver, client):
         receiver.url + PATH + "chf", name="CHF", sources=[source], payout_currency="CHF"
     )
 
-    click = client.get(f"/c/{campaign.key}", {"external_id": "tb-1"})
-    click_id = parse_qs(urlsplit(click.headers["Location"]).query)["s2"][0]
-    answer = client.get(
-        "/cv", {"click_id": click_id, "payout": "10", "payout_currency": "USD", "txid": "T-1"}
-    )
-    assert answer.status_code == 200, answer.content
+    convert(client, campaign, "tb-1", payout="10", payout_currency="USD", txid="T-1")
 
     received = {item.query["rule"]: item.query for item in receiver.wait_for(3)}
     assert (received["eur"]["revenue"], received["eur"]["currency"]) == ("8", "EUR")

@@ -4,15 +4,12 @@ received by a local HTTP receiver through a real Celery worker (PostgreSQL, Redi
 
 from __future__ import annotations
 
-from decimal import Decimal
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 import requests
 
 from postbacks.models import Delivery
 from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import click_id_from, setup_campaign, wait_until
 from tests.tracker.test_enrichment import CITY_RECORDS, IPHONE, build_mmdb
 from tracker import enrichment
 from tracker.models import Click
@@ -45,7 +42,7 @@ def click_and_convert(live_server, campaign, forwarded_for: str, txid: str) -> C
         timeout=10,
     )
     assert click.status_code == 302
-    click_id = parse_qs(urlsplit(click.headers["Location"]).query)["s2"][0]
+    click_id = click_id_from(click)
     answer = requests.get(
         f"{live_server.url}/cv",
         params={"click_id": click_id, "payout": "2.35", "txid": txid},
@@ -58,16 +55,14 @@ def click_and_convert(live_server, campaign, forwarded_for: str, txid: str) -> C
 def received_query(receiver, count: int) -> dict[str, str]:
     received = receiver.wait_for(count)
     assert len(received) == count
-    return {k: v[0] for k, v in parse_qs(urlsplit(received[-1].path).query).items()}
+    return received[-1].query
 
 
 def test_taboola_postback_carries_the_visitors_country_and_os(
     worker, receiver, live_server, settings, tmp_path
 ):
     settings.TRACKER_PROXY_COUNT = 1
-    source = factories.traffic_source()
-    campaign = factories.campaign(source, factories.offer(payout=Decimal("1")))
-    factories.rule(receiver.url + TEMPLATE, sources=[source])
+    campaign, _rule = setup_campaign(receiver, TEMPLATE)
 
     # The packaged database only: country, no city.
     click = click_and_convert(live_server, campaign, "81.2.69.160", "T-1")

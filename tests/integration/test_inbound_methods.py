@@ -5,15 +5,11 @@ the click-ID cookie a real click set."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 import requests
 
 from postbacks.models import Delivery
-from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import campaign_with_rule, click_id_from, wait_until
 from tracker.models import Conversion, InboundRequest
 
 pytestmark = pytest.mark.integration
@@ -21,11 +17,9 @@ PATH = "/pb?cid={externalid}&txid={txid}&p={payout}&cur={payout_currency}&s={sta
 
 
 def setup(receiver):
-    source = factories.traffic_source()
-    offer = factories.offer(payout=Decimal("1"))
-    campaign = factories.campaign(source, offer)
-    factories.rule(receiver.url + PATH, sources=[source])
-    return campaign, offer.affiliate_network
+    """A campaign with a rule to ``receiver``; returns it and its offer's network."""
+    campaign, _rule = campaign_with_rule(receiver.url + PATH)
+    return campaign, campaign.campaign_offers.get().offer.affiliate_network
 
 
 def visit(session: requests.Session, base: str, campaign, external_id: str) -> str:
@@ -34,15 +28,11 @@ def visit(session: requests.Session, base: str, campaign, external_id: str) -> s
         f"{base}/c/{campaign.key}", params={"external_id": external_id}, allow_redirects=False
     )
     assert answer.status_code == 302
-    return parse_qs(urlsplit(answer.headers["Location"]).query)["s2"][0]
+    return click_id_from(answer)
 
 
 def received_queries(receiver, count: int) -> list[dict[str, str]]:
-    received = receiver.wait_for(count)
-    return sorted(
-        ({k: v[0] for k, v in parse_qs(urlsplit(r.path).query).items()} for r in received),
-        key=lambda q: q["cid"],
-    )
+    return sorted((r.query for r in receiver.wait_for(count)), key=lambda q: q["cid"])
 
 
 def test_every_method_registers_and_fires(worker, receiver, live_server):

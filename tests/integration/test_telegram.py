@@ -4,7 +4,6 @@ local receiver playing api.telegram.org (PostgreSQL, Redis)."""
 from __future__ import annotations
 
 import json
-import socket
 from collections import deque
 
 import pytest
@@ -21,15 +20,14 @@ OK = json.dumps({"ok": True, "result": {"message_id": 1, "chat": {"id": -1001}, 
 
 
 class BotApi:
-    """Plays api.telegram.org: a receiver answering the scripted replies, then ``default``.
+    """Plays api.telegram.org on the session's ``platforms`` receiver (the worker's Bot API
+    base URL, see tests/conftest.py): the scripted replies, then ``default``."""
 
-    One server for the whole module: the worker keeps its connections alive, so a new
-    server on the same port would not see requests sent on them."""
-
-    def __init__(self, port: int) -> None:
+    def __init__(self, server: Receiver) -> None:
         self.replies: deque[Reply] = deque()
         self.default = Reply(200, body=OK)
-        self.server = Receiver(port, responder=self._reply).start()
+        self.server = server
+        server.responder = self._reply
 
     def _reply(self, _request) -> Reply:
         return self.replies.popleft() if self.replies else self.default
@@ -40,30 +38,16 @@ class BotApi:
         self.server.received.clear()
 
 
-@pytest.fixture(scope="module")
-def telegram_api(_worker_process):
-    """The fake Bot API, and the shared worker restarted to send there: the worker is a
-    separate process that reads POSTBACKS_TELEGRAM_BASE_URL from its environment.
-    Restored (the worker restarted without it) after this module."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    api = BotApi(port)
-    _worker_process.stop()
-    _worker_process.env_override["POSTBACKS_TELEGRAM_BASE_URL"] = api.server.url
-    yield api
-    _worker_process.stop()
-    del _worker_process.env_override["POSTBACKS_TELEGRAM_BASE_URL"]
-    api.server.stop()
-
-
 @pytest.fixture
-def bot_api(telegram_api, worker, settings):
-    """The fake Bot API, emptied, with the running worker sending to it."""
-    settings.POSTBACKS_TELEGRAM_BASE_URL = telegram_api.server.url
-    telegram_api.reset()
-    yield telegram_api
-    telegram_api.reset()
+def bot_api(platforms, worker, settings):
+    """The fake Bot API, with the running worker sending to it (and this process planning
+    for it)."""
+    settings.POSTBACKS_TELEGRAM_BASE_URL = platforms.url
+    api = BotApi(platforms)
+    api.reset()
+    yield api
+    api.reset()
+    platforms.responder = None
 
 
 def setup_campaign(**rule_fields):

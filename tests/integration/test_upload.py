@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import requests
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from postbacks.models import Delivery
 from tests import factories
-from tests.conftest import wait_until
+from tests.conftest import campaign_with_rule, wait_until
 from tracker import tasks, uploads
 from tracker.models import Click, Conversion, ConversionUpload, InboundRequest
 
@@ -25,14 +24,14 @@ FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "manual_upload.c
 
 def admin_session(base_url: str) -> requests.Session:
     """A signed-in admin session, as a browser gets one (login form with its CSRF token)."""
-    get_user_model().objects.create_superuser("boss", "boss@example.com", "s3cret-pass")
+    factories.UserFactory(username="boss", is_staff=True, is_superuser=True)
     session = requests.Session()
     session.get(f"{base_url}/admin/login/", timeout=10).raise_for_status()
     answer = session.post(
         f"{base_url}/admin/login/",
         data={
             "username": "boss",
-            "password": "s3cret-pass",
+            "password": "pw-123456",  # UserFactory's
             "csrfmiddlewaretoken": session.cookies["csrftoken"],
             "next": "/admin/",
         },
@@ -44,10 +43,8 @@ def admin_session(base_url: str) -> requests.Session:
 
 
 def test_upload_through_the_admin_is_processed_by_the_worker(worker, receiver, live_server):
-    source = factories.traffic_source()
-    campaign = factories.campaign(source)
-    rule = factories.rule(
-        receiver.url + "/pb?cid={externalid}&tx={txid}&s={status}&p={payout}", sources=[source]
+    campaign, rule = campaign_with_rule(
+        receiver.url + "/pb?cid={externalid}&tx={txid}&s={status}&p={payout}"
     )
     click = factories.click(campaign, external_id="tbl-42")
     Click.objects.filter(pk=click.pk).update(created_at=datetime(2025, 10, 1, tzinfo=UTC))
@@ -119,9 +116,7 @@ def test_upload_through_the_admin_is_processed_by_the_worker(worker, receiver, l
 def test_a_stalled_upload_is_picked_up_again_by_the_worker(worker, receiver):
     """An upload whose task was lost (broker down at upload time): the resume task, sent
     through the real broker as the beat sends it, has the worker import it."""
-    source = factories.traffic_source()
-    campaign = factories.campaign(source)
-    factories.rule(receiver.url + "/pb?cid={externalid}&tx={txid}", sources=[source])
+    campaign, _rule = campaign_with_rule(receiver.url + "/pb?cid={externalid}&tx={txid}")
     click = factories.click(campaign, external_id="tbl-lost")
     # The upload time is the rows' conversion time: the click came before it.
     Click.objects.filter(pk=click.pk).update(created_at=datetime(2025, 10, 1, tzinfo=UTC))
