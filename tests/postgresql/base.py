@@ -1,7 +1,7 @@
-"""The project's PostgreSQL backend (tracker/backends/postgresql) for the tests (``tests/settings.py`` selects it on a
-``postgres://`` DATABASE_URL), with one change: emptying the database between transactional
-tests (pytest-django's ``transactional_db``, ``live_server``, the worker fixtures) deletes the
-rows instead of truncating the tables.
+"""The project's PostgreSQL backend (tracker/backends/postgresql) for the tests
+(``tests/settings.py`` selects it on a ``postgres://`` DATABASE_URL), with one change:
+emptying the database between transactional tests (pytest-django's ``transactional_db``,
+``live_server``, the worker fixtures) deletes the rows instead of truncating the tables.
 
 TRUNCATE of the ~40 tables costs about a second on a small machine, nearly all of it in the
 server (new files for each table and index, the old ones dropped at commit), and every
