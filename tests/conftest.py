@@ -118,6 +118,7 @@ def _tier(item: pytest.Item) -> str:
 # line, then takes the next one whenever it finishes one. So that the longest four go to
 # four different processes, each is followed by one of the other tests.
 LONGEST_FIRST = (
+    "tests/integration/test_outage.py::",
     "tests/integration/test_chaos.py::",
     "tests/integration/test_demo.py::test_demo_survives_a_burst_and_a_killed_worker",
     "tests/integration/test_broker_restart.py::test_redis_restart_with_postbacks_in_flight",
@@ -127,7 +128,10 @@ LONGEST_FIRST = (
     "tests/integration/test_rabbitmq.py::",
     "tests/integration/test_broker_restart.py::",
     "tests/browser/",
+    "tests/integration/test_click_buffer_worker.py::",
+    "tests/integration/test_takeover.py::",
     "tests/integration/test_engine.py::",
+    "tests/integration/test_metrics.py::",
 )
 EACH_ITS_OWN_PROCESS = 4
 

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 import requests
 
+from postbacks.receiver import Receiver
 from tests.conftest import WorkerProcess, wait_until
 from tests.integration.brokers import RedisServer, free_port
 from tests.integration.postgres import PostgresServer
@@ -51,8 +52,11 @@ def _manage(env: dict[str, str], *args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.fixture
-def stack(tmp_path, receiver):
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The stack, made once for the module's two outages (a migration costs ~20 s)."""
+    tmp_path = tmp_path_factory.mktemp("outage")
+    receiver = Receiver().start()
     postgres = PostgresServer().start()
     redis_server = RedisServer(tmp_path, persistent=True).start()
     web = worker = None
@@ -103,6 +107,7 @@ def stack(tmp_path, receiver):
             web.wait(20)
         redis_server.stop()
         postgres.destroy()
+        receiver.stop()
 
 
 def stored(database_url: str, click_ids: list[str]) -> int:
