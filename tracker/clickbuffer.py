@@ -126,7 +126,9 @@ def decode(payload: bytes | str) -> Click:
 def push(click: Click) -> None:
     """Buffer ``click`` (its ID and ``created_at`` set): Redis when it answers within
     ``TRACKER_CLICK_BUFFER_TIMEOUT``, else the spool. Raises OSError only when neither
-    could take it (the caller answers 503)."""
+    could take it (the spool's disk refused it too). Once the click is in Redis, a spool
+    left from earlier is moved there; a failure of that move is logged, never the visitor's
+    (the next click tries again)."""
     payload = encode(click)
     try:
         _add(_client(), [payload], [str(click.pk)])
@@ -135,7 +137,11 @@ def push(click: Click) -> None:
         _spool_append(payload)
         return
     if _spooled.is_set():
-        spool_drain()
+        try:
+            spool_drain()
+        except OSError:
+            _spooled.set()
+            logger.exception("Spooled clicks not moved to Redis yet.")
 
 
 def _add(client: redis.Redis, payloads: Sequence[bytes], click_ids: Sequence[str]) -> None:
